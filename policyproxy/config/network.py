@@ -1,0 +1,315 @@
+"""A profile's ``network`` table (after ``extends`` is merged) -> ``NetworkSpec``.
+
+Every rule of DESIGN.md section 3 that concerns one table is checked here; cross-file rules
+(requirements.toml) live in ``requirements.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from policyproxy.config.reader import Reader
+from policyproxy.config.schema import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PROXY_URL,
+    DEFAULT_REDACTION_ENDPOINTS,
+    DEFAULT_SOCKS_URL,
+    ActionSpec,
+    CustomPattern,
+    DomainRule,
+    HookSpec,
+    InjectHeader,
+    NetworkSpec,
+    RedactionSpec,
+    SecretRef,
+)
+from policyproxy.config.source import KeyPath
+from policyproxy.policy.hosts import normalize_host
+from policyproxy.policy.paths import normalize_path
+from policyproxy.policy.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
+from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
+from policyproxy.redaction.names import DETECTOR_NAMES
+
+NETWORK_KEYS = frozenset({
+    "enabled", "proxy_url", "enable_socks5", "socks_url", "enable_socks5_udp", "mode",
+    "allow_local_binding", "allow_upstream_proxy", "dangerously_allow_non_loopback_proxy",
+    "domains", "allowed_domains", "denied_domains", "mitm", "redaction",
+    # Codex keys with no meaning for policyproxy: accepted so a Codex file loads, reported as unused.
+    "admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets",
+})
+CODEX_ONLY_KEYS = frozenset({"admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets"})
+MITM_KEYS = frozenset({"enabled", "version", "hooks", "actions"})
+HOOK_KEYS = frozenset({"host", "methods", "path_prefixes", "query", "headers", "body", "action",
+                       "allow_plaintext_secrets"})
+ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
+INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
+REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
+                            "max_body_bytes"})
+PATTERN_KEYS = frozenset({"regex", "action"})
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Headers an action may not touch: they frame the message or route it, not authorise it.
+FRAMING_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+    "trailer", "proxy-connection",
+})
+_ACTION_CHOICES = tuple(a.value for a in RedactionAction)
+
+
+def parse_network(r: Reader, net: Mapping[str, Any], source: Source = Source.PROFILE) -> NetworkSpec:
+    """Validate a merged ``network`` table; problems go to ``r``, a best-effort spec comes back."""
+    path: KeyPath = ()
+    r.table(net, path, NETWORK_KEYS)
+    mitm = r.table(net.get("mitm", {}), ("mitm",), MITM_KEYS)
+    actions = parse_actions(r, mitm.get("actions", {}), ("mitm", "actions"), source)
+    hooks = parse_hooks(r, mitm.get("hooks", {}), ("mitm", "hooks"), source)
+    mitm_enabled = r.get(mitm, "enabled", ("mitm",), bool, None)
+    r.get(mitm, "version", ("mitm",), int, None)
+    redaction = None
+    if "redaction" in net:
+        redaction = parse_redaction(r, net["redaction"], ("redaction",))
+    return NetworkSpec(
+        enabled=r.get(net, "enabled", path, bool, True),
+        proxy_url=r.get(net, "proxy_url", path, str, DEFAULT_PROXY_URL),
+        enable_socks5=r.get(net, "enable_socks5", path, bool, True),
+        socks_url=r.get(net, "socks_url", path, str, DEFAULT_SOCKS_URL),
+        enable_socks5_udp=r.get(net, "enable_socks5_udp", path, bool, False),
+        mode=r.choice(net, "mode", path, Mode, ("full", "limited"), Mode.FULL),
+        allow_local_binding=r.get(net, "allow_local_binding", path, bool, False),
+        allow_upstream_proxy=r.get(net, "allow_upstream_proxy", path, bool, False),
+        dangerously_allow_non_loopback_proxy=r.get(net, "dangerously_allow_non_loopback_proxy", path, bool, False),
+        domains=parse_domains(r, net, source),
+        mitm_enabled=mitm_enabled,
+        hooks=hooks,
+        actions=actions,
+        redaction=redaction,
+    )
+
+
+def parse_domains(r: Reader, net: Mapping[str, Any], source: Source) -> tuple[DomainRule, ...]:
+    rules: list[DomainRule] = []
+    table = r.table(net.get("domains", {}), ("domains",))
+    entries = [((("domains", k)), k, v) for k, v in table.items()]
+    # Codex's older list form, accepted as the same rules.
+    for key, verdict in (("allowed_domains", "allow"), ("denied_domains", "deny")):
+        for i, pattern in enumerate(r.string_list(net, key, ())):
+            entries.append(((key, i), pattern, verdict))
+    for at, pattern, verdict in entries:
+        if verdict not in ("allow", "deny"):
+            r.error(at, f'must be "allow" or "deny", got {verdict!r}')
+            continue
+        try:
+            parsed = DomainPattern.parse(pattern)
+        except PatternError as exc:
+            r.error(at, f"is not a valid domain pattern: {exc}")
+            continue
+        if parsed.kind is DomainKind.GLOBAL and verdict == "deny":
+            r.error(at, 'uses the global "*" pattern as a deny; "*" is accepted only as "*" = "allow"')
+            continue
+        rules.append(DomainRule(pattern, Verdict(verdict), source))
+    return tuple(rules)
+
+
+def parse_actions(r: Reader, raw: object, path: KeyPath, source: Source) -> tuple[ActionSpec, ...]:
+    actions: list[ActionSpec] = []
+    for name, body in r.table(raw, path).items():
+        at = (*path, name)
+        table = r.table(body, at, ACTION_KEYS)
+        strip = tuple(h.lower() for h in r.string_list(table, "strip_request_headers", at))
+        for i, header in enumerate(strip):
+            _check_header_name(r, (*at, "strip_request_headers", i), header)
+        injects: list[InjectHeader] = []
+        raw_injects = table.get("inject_request_headers", [])
+        if not isinstance(raw_injects, list):
+            r.error((*at, "inject_request_headers"), "must be an array of tables")
+            raw_injects = []
+        for i, item in enumerate(raw_injects):
+            inject = _parse_inject(r, item, (*at, "inject_request_headers", i))
+            if inject is not None:
+                injects.append(inject)
+        if not strip and not raw_injects:
+            r.error(at, "must define at least one operation (strip_request_headers or inject_request_headers)")
+        actions.append(ActionSpec(name, strip, tuple(injects), source))
+    return tuple(actions)
+
+
+def _parse_inject(r: Reader, item: object, at: KeyPath) -> InjectHeader | None:
+    table = r.table(item, at, INJECT_KEYS)
+    name = r.get(table, "name", at, str, None)
+    if name is None:
+        r.error(at, "needs a header name (name = \"...\")")
+        return None
+    _check_header_name(r, (*at, "name"), name.lower())
+    env_var = r.get(table, "secret_env_var", at, str, None)
+    file = r.get(table, "secret_file", at, str, None)
+    prefix = r.get(table, "prefix", at, str, "")
+    if (env_var is None) == (file is None):
+        r.error(at, "expected exactly one of secret_env_var or secret_file")
+        return None
+    if env_var is not None and not _ENV_NAME.fullmatch(env_var):
+        r.error((*at, "secret_env_var"), f"{env_var!r} is not a valid environment variable name")
+    if file is not None and not file.startswith("/"):
+        r.error((*at, "secret_file"), f"must be an absolute path, got {file!r}")
+    if any(c in prefix for c in "\r\n\0"):
+        r.error((*at, "prefix"), "must not contain CR, LF or NUL")
+    return InjectHeader(name.lower(), SecretRef(env_var, file), prefix)
+
+
+def _check_header_name(r: Reader, at: KeyPath, name: str) -> None:
+    if not _TOKEN.fullmatch(name):
+        r.error(at, f"{name!r} is not a valid header name")
+    elif name in FRAMING_HEADERS:
+        r.error(at, f"{name!r} frames or routes the request and cannot be stripped or injected")
+
+
+def parse_hooks(r: Reader, raw: object, path: KeyPath, source: Source) -> tuple[HookSpec, ...]:
+    hooks: list[HookSpec] = []
+    for name, body in r.table(raw, path).items():
+        at = (*path, name)
+        table = r.table(body, at, HOOK_KEYS)
+        if "body" in table:
+            r.error((*at, "body"), "is reserved for a future release and is not supported yet")
+        host_text = r.get(table, "host", at, str, None)
+        host = None
+        if host_text is None:
+            r.error(at, 'needs a host (host = "api.example.com")')
+        elif "*" in host_text:
+            r.error((*at, "host"), f"must be an exact host without wildcards, got {host_text!r}")
+        else:
+            host = normalize_host(host_text)
+            if host is None:
+                r.error((*at, "host"), f"{host_text!r} is not a valid host name or IP address")
+        methods = _hook_methods(r, table, at)
+        prefixes = _hook_paths(r, table, at)
+        query = _value_matchers(r, table, "query", at, header_names=False)
+        headers = _value_matchers(r, table, "headers", at, header_names=True)
+        action = r.string_list(table, "action", at)
+        if "action" not in table:
+            r.error(at, "needs an action list (action = [\"...\"])")
+        elif not action:
+            r.error((*at, "action"), "must not be empty")
+        plaintext = r.get(table, "allow_plaintext_secrets", at, bool, False)
+        if host is not None:
+            hooks.append(HookSpec(name, host, methods, prefixes, action, query, headers, plaintext, source))
+    return tuple(hooks)
+
+
+def _hook_methods(r: Reader, table: Mapping[str, Any], at: KeyPath) -> tuple[str, ...]:
+    methods = r.string_list(table, "methods", at)
+    if "methods" not in table:
+        r.error(at, 'needs methods (methods = ["GET"])')
+    elif not methods:
+        r.error((*at, "methods"), "must not be empty")
+    for i, method in enumerate(methods):
+        if not _TOKEN.fullmatch(method):
+            r.error((*at, "methods", i), f"{method!r} is not a valid HTTP method")
+    return tuple(dict.fromkeys(m.upper() for m in methods))
+
+
+def _hook_paths(r: Reader, table: Mapping[str, Any], at: KeyPath) -> tuple[str, ...]:
+    prefixes = r.string_list(table, "path_prefixes", at)
+    if "path_prefixes" not in table:
+        r.error(at, 'needs path_prefixes (path_prefixes = ["/"])')
+    elif not prefixes:
+        r.error((*at, "path_prefixes"), "must not be empty")
+    for i, prefix in enumerate(prefixes):
+        where = (*at, "path_prefixes", i)
+        try:
+            matcher = compile_matcher(prefix, path=True)
+        except PatternError as exc:
+            r.error(where, str(exc))
+            continue
+        shown = matcher.literal if matcher.literal is not None else prefix[len(PATTERN_PREFIX):]
+        if not shown.startswith("/"):
+            r.error(where, f"must be an absolute path starting with '/', got {prefix!r}")
+        elif matcher.literal is not None and normalize_path(matcher.literal) != matcher.literal:
+            canonical = normalize_path(matcher.literal)
+            hint = f" (write {canonical!r})" if canonical else ""
+            r.error(where, f"{prefix!r} is not in normalised form and could never match{hint}")
+    return prefixes
+
+
+def _value_matchers(r: Reader, table: Mapping[str, Any], key: str, at: KeyPath, *,
+                    header_names: bool) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for name, values in r.table(table.get(key, {}), (*at, key)).items():
+        where = (*at, key, name)
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            r.error(where, "must be an array of strings (an empty array means: present with any value)")
+            continue
+        if header_names and not _TOKEN.fullmatch(name):
+            r.error(where, f"{name!r} is not a valid header name")
+        for i, value in enumerate(values):
+            try:
+                compile_matcher(value, path=False)
+            except PatternError as exc:
+                r.error((*where, i), str(exc))
+        out.append((name.lower() if header_names else name, tuple(values)))
+    return tuple(out)
+
+
+def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
+    table = r.table(raw, path, REDACTION_KEYS)
+    default_action = r.choice(table, "default_action", path, RedactionAction,
+                              ("mask", "redact", "block"), RedactionAction.MASK)
+    if default_action is RedactionAction.OFF:
+        r.error((*path, "default_action"), 'must be "mask", "redact" or "block" (use enabled = false to turn redaction off)')
+    endpoints = r.string_list(table, "endpoints", path) if "endpoints" in table else DEFAULT_REDACTION_ENDPOINTS
+    for i, endpoint in enumerate(endpoints):
+        problem = endpoint_problem(endpoint)
+        if problem:
+            r.error((*path, "endpoints", i), problem)
+    detectors: list[tuple[str, RedactionAction]] = []
+    for name, action in r.table(table.get("detectors", {}), (*path, "detectors")).items():
+        where = (*path, "detectors", name)
+        if name not in DETECTOR_NAMES:
+            r.error(where, f"is not a known detector (known: {', '.join(DETECTOR_NAMES)})")
+        elif not isinstance(action, str) or action not in _ACTION_CHOICES:
+            r.error(where, f'must be "off", "mask", "redact" or "block", got {action!r}')
+        else:
+            detectors.append((name, RedactionAction(action)))
+    patterns: list[CustomPattern] = []
+    for name, body in r.table(table.get("patterns", {}), (*path, "patterns")).items():
+        where = (*path, "patterns", name)
+        entry = r.table(body, where, PATTERN_KEYS)
+        if name in DETECTOR_NAMES or not _NAME.fullmatch(name):
+            r.error(where, "must be a new name of letters, digits, '_' or '-', not a built-in detector's")
+        regex = r.get(entry, "regex", where, str, None)
+        if regex is None:
+            r.error(where, 'needs a regex (regex = "...")')
+            continue
+        try:
+            if re.compile(regex).fullmatch(""):
+                r.error((*where, "regex"), "matches the empty string")
+        except re.error as exc:
+            r.error((*where, "regex"), f"is not a valid regular expression: {exc}")
+            continue
+        action = r.choice(entry, "action", where, RedactionAction, _ACTION_CHOICES, default_action)
+        patterns.append(CustomPattern(name, regex, action))
+    max_body = r.get(table, "max_body_bytes", path, int, DEFAULT_MAX_BODY_BYTES)
+    if max_body <= 0:
+        r.error((*path, "max_body_bytes"), "must be a positive number of bytes")
+    return RedactionSpec(
+        enabled=r.get(table, "enabled", path, bool, True),
+        endpoints=tuple(endpoints),
+        default_action=default_action,
+        detectors=tuple(detectors),
+        patterns=tuple(patterns),
+        max_body_bytes=max_body,
+    )
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why ``host/path-prefix`` is not a usable redaction endpoint, or None."""
+    host, slash, path = endpoint.partition("/")
+    if not slash:
+        return f"must be host/path-prefix (like 'api.openai.com/v1/responses'), got {endpoint!r}"
+    if normalize_host(host) is None or "*" in host:
+        return f"{host!r} is not a valid exact host"
+    if normalize_path("/" + path) is None:
+        return f"'/{path}' is not a valid path"
+    return None

@@ -1,0 +1,132 @@
+"""The validated configuration: immutable values a loaded file becomes.
+
+These still say what the operator wrote (names, patterns, secret *sources*); the policy compiler
+turns them into indexed matchers and resolves secrets. Nothing here holds a secret value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
+
+DEFAULT_PROXY_URL = "http://127.0.0.1:3128"
+DEFAULT_SOCKS_URL = "socks5://127.0.0.1:8081"
+DEFAULT_REDACTION_ENDPOINTS = (
+    "api.anthropic.com/v1/messages",
+    "api.openai.com/v1/chat/completions",
+    "api.openai.com/v1/responses",
+)
+DEFAULT_GATEWAY_ROUTES = (
+    ("anthropic", "https://api.anthropic.com"),
+    ("openai", "https://api.openai.com"),
+)
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret comes from; exactly one of the two is set."""
+
+    env_var: str | None = None
+    file: str | None = None
+
+    def describe(self) -> str:
+        return f"env:{self.env_var}" if self.env_var is not None else f"file:{self.file}"
+
+
+@dataclass(frozen=True)
+class InjectHeader:
+    name: str
+    secret: SecretRef
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    strip_request_headers: tuple[str, ...] = ()
+    inject_request_headers: tuple[InjectHeader, ...] = ()
+    source: Source = Source.PROFILE
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    name: str
+    host: str
+    methods: tuple[str, ...]
+    path_prefixes: tuple[str, ...]
+    actions: tuple[str, ...]
+    query: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    allow_plaintext_secrets: bool = False
+    source: Source = Source.PROFILE
+
+
+@dataclass(frozen=True)
+class DomainRule:
+    pattern: str
+    verdict: Verdict
+    source: Source = Source.PROFILE
+
+
+@dataclass(frozen=True)
+class CustomPattern:
+    name: str
+    regex: str
+    action: RedactionAction
+
+
+@dataclass(frozen=True)
+class RedactionSpec:
+    enabled: bool = True
+    endpoints: tuple[str, ...] = DEFAULT_REDACTION_ENDPOINTS
+    default_action: RedactionAction = RedactionAction.MASK
+    detectors: tuple[tuple[str, RedactionAction], ...] = ()
+    patterns: tuple[CustomPattern, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    enabled: bool = True
+    proxy_url: str = DEFAULT_PROXY_URL
+    enable_socks5: bool = True
+    socks_url: str = DEFAULT_SOCKS_URL
+    enable_socks5_udp: bool = False
+    mode: Mode = Mode.FULL
+    allow_local_binding: bool = False
+    allow_upstream_proxy: bool = False
+    dangerously_allow_non_loopback_proxy: bool = False
+    domains: tuple[DomainRule, ...] = ()
+    mitm_enabled: bool | None = None   # None: on where needed (hooks, limited mode, redaction)
+    hooks: tuple[HookSpec, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+    redaction: RedactionSpec | None = None
+
+
+@dataclass(frozen=True)
+class OtelSpec:
+    exporter: str = "none"            # none | otlp-grpc | otlp-http
+    endpoint: str | None = None
+    protocol: str | None = None       # otlp-http: binary (protobuf) | json
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    environment: str | None = None
+    source: Source = Source.DEFAULT
+    exporter_set: bool = False        # the file named an exporter (requirements compare only then)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One effective profile with everything around it, ready to compile."""
+
+    profile: str
+    network: NetworkSpec
+    otel: OtelSpec = OtelSpec()
+    gateway_routes: tuple[tuple[str, str], ...] = DEFAULT_GATEWAY_ROUTES
+    config_file: Path | None = None
+    requirements_file: Path | None = None
+    ignored_keys: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,68 @@
+"""The project's error tree.
+
+    PolicyProxyError
+    ├── ConfigError          one problem in a config or requirements file (file, line, key path)
+    │   └── RequirementViolation   a profile asks for more than requirements.toml permits
+    └── ConfigErrors         every ConfigError found in one load, reported together
+
+Messages never contain a secret's value: only the env var name or the file path it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class PolicyProxyError(Exception):
+    """Base of every error policyproxy raises on purpose."""
+
+
+class ConfigError(PolicyProxyError):
+    """One problem at one key of one file.
+
+    ``key`` is the dotted TOML path (``permissions.ws.network.mode``); ``message`` continues the
+    sentence that starts with that path, e.g. ``must be "full" or "limited", got "fast"``.
+    """
+
+    def __init__(self, message: str, *, file: Path | str | None = None, line: int | None = None,
+                 key: str = "") -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.key = key
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        subject = f"{self.key} " if self.key else ""
+        return f"{where}: {subject}{self.message}"
+
+
+class RequirementViolation(ConfigError):
+    """A profile value outside what requirements.toml allows: field, candidate, allowed."""
+
+    def __init__(self, field: str, candidate: str, allowed: str, **where: object) -> None:
+        self.field = field
+        self.candidate = candidate
+        self.allowed = allowed
+        super().__init__(
+            f"{field}: {candidate} is not allowed by requirements.toml ({allowed})", **where  # type: ignore[arg-type]
+        )
+
+    def __str__(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        at = f" [at {self.key}]" if self.key else ""
+        return f"{where}: {self.message}{at}"
+
+
+class ConfigErrors(PolicyProxyError):
+    """All the problems of one load; ``str()`` lists one per line."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))

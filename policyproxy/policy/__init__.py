@@ -1,0 +1,1 @@
+"""The compiled policy: pure, synchronous decisions on connections and requests."""

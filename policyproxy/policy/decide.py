@@ -1,0 +1,186 @@
+"""``Policy.decide``: DESIGN.md section 4, steps 1 to 7, as one pure function.
+
+Called once per connection (``request=None``: may it connect, and must it be intercepted?) and once
+per HTTP request (plain HTTP, gateway, or inside an intercepted tunnel). The body-dependent outcome
+of step 7 (redacted, pii_blocked, inspection_failed) is the redaction engine's; here a request is
+only marked with the endpoint it falls under.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from policyproxy.config.schema import DomainRule
+from policyproxy.policy.hosts import is_local_name, is_non_public, normalize_host, parse_ip
+from policyproxy.policy.model import Decision, HeaderEdits, RedactionTarget, Request, Target
+from policyproxy.policy.paths import normalize_path
+from policyproxy.policy.patterns import DomainIndex, DomainKind, DomainPattern, Matcher
+from policyproxy.reasons import READ_ONLY_METHODS, Mode, Protocol, Reason, Source, Verdict
+
+_PLAINTEXT = (Protocol.HTTP, Protocol.GATEWAY)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledHook:
+    name: str
+    methods: frozenset[str]
+    paths: tuple[Matcher, ...]
+    query: tuple[tuple[str, tuple[Matcher, ...]], ...]
+    headers: tuple[tuple[str, tuple[Matcher, ...]], ...]
+    actions: tuple[str, ...]
+    edits: HeaderEdits
+    allow_plaintext_secrets: bool
+    source: Source
+
+    def matches(self, method: str, path: str, query: Mapping[str, list[str]] | None,
+                headers: Mapping[str, list[str]] | None) -> bool:
+        if method not in self.methods or not any(m.match_prefix(path) for m in self.paths):
+            return False
+        # Every occurrence of a listed key must match: servers disagree on which duplicate wins.
+        for key, matchers in self.query:
+            values = query.get(key) if query is not None else None
+            if not values or (matchers and not all(any(m.match_value(v) for m in matchers) for v in values)):
+                return False
+        for key, matchers in self.headers:
+            values = headers.get(key) if headers is not None else None
+            if not values or (matchers and not all(any(m.match_value(v) for m in matchers) for v in values)):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Policy:
+    profile: str
+    mode: Mode
+    allow_local_binding: bool
+    mitm_enabled: bool
+    deny: DomainIndex[DomainRule]
+    allow: DomainIndex[DomainRule]
+    hooks: Mapping[str, tuple[CompiledHook, ...]]
+    endpoints: Mapping[str, tuple[tuple[str, str], ...]]   # host -> (lower path prefix, endpoint)
+    gateway_paths: tuple[str, ...]
+    local_source: Source = Source.DEFAULT
+    mode_source: Source = Source.PROFILE
+
+    def decide(self, target: Target, request: Request | None = None) -> Decision:
+        host = normalize_host(target.host)
+        method = request.method.upper() if request is not None else None
+        if host is None:
+            return self._deny(target, target.host, Reason.NOT_ALLOWED, Source.DEFAULT, method,
+                              f"host {target.host!r} cannot be parsed")
+        # 2. deny patterns always win
+        rule = self.deny.lookup(host)
+        if rule is not None:
+            return self._deny(target, host, Reason.DENIED, rule.source, method,
+                              f"{host} is denied by {rule.pattern!r}", rule.pattern)
+        # 3. local and private destinations
+        allowed_rule = self.allow.lookup(host)
+        if not self.allow_local_binding and not target.trusted and self._is_local(host, target):
+            if not _names_literal(allowed_rule, host):
+                return self._deny(target, host, Reason.NOT_ALLOWED_LOCAL, self.local_source, method,
+                                  f"{host} is a local or private address and allow_local_binding is false")
+        # 4. allowlist
+        if allowed_rule is None:
+            return self._deny(target, host, Reason.NOT_ALLOWED, Source.DEFAULT, method,
+                              f"{host} is not on the allowlist")
+        hooks = self.hooks.get(host)
+        endpoints = self.endpoints.get(host)
+        interceptable = target.protocol is not Protocol.HTTP and target.protocol is not Protocol.GATEWAY
+        # 5. limited mode
+        if self.mode is Mode.LIMITED:
+            if method is not None and method not in READ_ONLY_METHODS:
+                return self._deny(target, host, Reason.METHOD_NOT_ALLOWED, self.mode_source, method,
+                                  f"{method} is not allowed in limited mode (GET, HEAD and OPTIONS only)",
+                                  allowed_rule.pattern)
+            if request is None and interceptable and not self.mitm_enabled:
+                return self._deny(target, host, Reason.MITM_REQUIRED, self.mode_source, method,
+                                  f"limited mode must inspect HTTPS to {host}, and mitm is disabled",
+                                  allowed_rule.pattern)
+        if request is None:
+            intercept = interceptable and (hooks is not None or endpoints is not None or self.mode is Mode.LIMITED)
+            return Decision(Verdict.ALLOW, Reason.ALLOWED, allowed_rule.source, self.profile, target.protocol,
+                            host, target.port, intercept=intercept, rule=allowed_rule.pattern)
+        path = normalize_path(request.path)
+        # 6. hooks
+        hook = None
+        if hooks is not None:
+            hook = self._match_hook(hooks, method or "", path, request)
+            if hook is None:
+                shown = path if path is not None else request.path
+                why = "is ambiguous" if path is None else "matches no hook"
+                return self._deny(target, host, Reason.MITM_HOOK_DENIED, Source.DEFAULT, method,
+                                  f"{method} {shown} on {host} {why}; requests to a hooked host need a matching hook",
+                                  allowed_rule.pattern, path)
+            if target.protocol in _PLAINTEXT and hook.edits.inject and not hook.allow_plaintext_secrets:
+                return self._deny(target, host, Reason.MITM_HOOK_DENIED, hook.source, method,
+                                  f"hook {hook.name!r} injects a secret and the request is plain HTTP "
+                                  "(allow_plaintext_secrets is not set)", allowed_rule.pattern, path)
+        # 7. redaction endpoints (the body is judged by the redaction engine)
+        redaction = None
+        if endpoints is not None or (target.protocol is Protocol.GATEWAY and self.gateway_paths):
+            if path is None:
+                return self._deny(target, host, Reason.INSPECTION_FAILED, Source.DEFAULT, method,
+                                  f"the path of a request to {host} is ambiguous and cannot be inspected",
+                                  allowed_rule.pattern)
+            redaction = self._endpoint(endpoints, path, target.protocol)
+        if hook is not None:
+            return Decision(Verdict.ALLOW, Reason.HOOK_MATCHED, hook.source, self.profile, target.protocol, host,
+                            target.port, method, path, hook.name, hook.actions, hook.edits,
+                            redaction=redaction, rule=allowed_rule.pattern)
+        return Decision(Verdict.ALLOW, Reason.ALLOWED, allowed_rule.source, self.profile, target.protocol, host,
+                        target.port, method, path if path is not None else request.path,
+                        redaction=redaction, rule=allowed_rule.pattern)
+
+    def _is_local(self, host: str, target: Target) -> bool:
+        if is_local_name(host):
+            return True
+        ip = parse_ip(host)
+        if ip is not None and is_non_public(ip):
+            return True
+        return any(is_non_public(address) for address in target.addresses)
+
+    @staticmethod
+    def _match_hook(hooks: tuple[CompiledHook, ...], method: str, path: str | None,
+                    request: Request) -> CompiledHook | None:
+        if path is None:
+            return None
+        query = headers = None
+        if any(h.query for h in hooks):
+            query = {}
+            for key, value in parse_qsl(request.query, keep_blank_values=True):
+                query.setdefault(key, []).append(value)
+        if any(h.headers for h in hooks):
+            headers = {}
+            for key, value in request.headers:
+                headers.setdefault(key.lower(), []).append(value)
+        for hook in hooks:
+            if hook.matches(method, path, query, headers):
+                return hook
+        return None
+
+    def _endpoint(self, endpoints: tuple[tuple[str, str], ...] | None, path: str,
+                  protocol: Protocol) -> RedactionTarget | None:
+        lowered = path.lower()
+        for prefix, endpoint in endpoints or ():
+            if lowered.startswith(prefix):
+                return RedactionTarget(endpoint)
+        if protocol is Protocol.GATEWAY:
+            for prefix in self.gateway_paths:
+                if lowered.startswith(prefix):
+                    return RedactionTarget(prefix)
+        return None
+
+    def _deny(self, target: Target, host: str, reason: Reason, source: Source, method: str | None,
+              message: str, rule: str | None = None, path: str | None = None) -> Decision:
+        return Decision(Verdict.DENY, reason, source, self.profile, target.protocol, host, target.port,
+                        method, path, rule=rule, message=message)
+
+
+def _names_literal(rule: DomainRule | None, host: str) -> bool:
+    """Codex's exception: an IP literal explicitly allowed by an exact pattern stays reachable."""
+    if rule is None or parse_ip(host) is None:
+        return False
+    pattern = DomainPattern.parse(rule.pattern)
+    return pattern.kind is DomainKind.EXACT and pattern.domain == host

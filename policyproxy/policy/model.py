@@ -1,0 +1,112 @@
+"""What goes into a decision and what comes out: small frozen values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policyproxy.policy.hosts import IPAddress
+from policyproxy.reasons import Protocol, Reason, Source, Verdict
+
+
+class Secret:
+    """A secret value that never prints: ``repr``/``str`` show only where it came from."""
+
+    __slots__ = ("_value", "origin")
+
+    def __init__(self, value: str, origin: str) -> None:
+        self._value = value
+        self.origin = origin
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(<{self.origin}>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a connection or request goes, as the client named it.
+
+    ``addresses`` are what the caller resolved the host to (empty when not resolved yet);
+    ``trusted`` marks an operator-pinned destination (``--resolve``, a gateway route), to which the
+    local-address rule does not apply.
+    """
+
+    host: str
+    port: int
+    protocol: Protocol
+    addresses: tuple[IPAddress, ...] = ()
+    trusted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request: ``path`` is the raw request-target path, ``query`` the raw query string."""
+
+    method: str
+    path: str
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """Applied in order: remove ``strip`` names, then set each ``inject`` (replacing)."""
+
+    strip: tuple[str, ...] = ()
+    inject: tuple[tuple[str, Secret], ...] = ()
+
+    def apply(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        drop = set(self.strip) | {name for name, _ in self.inject}
+        out = [(k, v) for k, v in headers if k.lower() not in drop]
+        out += [(name, value.reveal()) for name, value in self.inject]
+        return out
+
+    @property
+    def injected_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.inject)
+
+
+NO_EDITS = HeaderEdits()
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionTarget:
+    """The redaction endpoint a request falls under (``host/path-prefix`` as configured)."""
+
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one connection or request; rendering and events are done elsewhere."""
+
+    verdict: Verdict
+    reason: Reason
+    source: Source
+    profile: str
+    protocol: Protocol
+    host: str                       # canonical when it parsed, else as given
+    port: int
+    method: str | None = None
+    path: str | None = None         # normalised: what is matched and what is forwarded
+    hook: str | None = None
+    actions: tuple[str, ...] = ()
+    edits: HeaderEdits = field(default=NO_EDITS)
+    intercept: bool = False         # connection level: terminate TLS to see requests
+    redaction: RedactionTarget | None = None
+    rule: str | None = None         # the domain pattern that decided, for explain
+    message: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is Verdict.ALLOW

@@ -1,0 +1,55 @@
+"""One canonical path per request, so that no encoding can slip past a path prefix.
+
+``normalize_path`` is what the proxy matches *and* what it forwards upstream, so the upstream sees
+exactly the path that was checked: unreserved characters percent-decoded, other escapes upper-cased,
+``.``/``..`` segments resolved (RFC 3986 5.2.4), runs of ``/`` collapsed. A path whose meaning
+depends on the server is refused instead (None): raw control, space, backslash, ``#`` or non-ASCII,
+a broken escape, an encoded NUL, or a ``.``/``..`` hidden behind an encoded ``/`` or ``\\``.
+The function is idempotent.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\#?]|[^\x00-\x7f]")
+_HIDDEN_SEPARATOR = re.compile(r"%(2F|5C)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=8192)
+def normalize_path(raw: str) -> str | None:
+    if not raw.startswith("/") or _FORBIDDEN.search(raw):
+        return None
+    if "%" in raw:
+        if raw.count("%") != len(_ESCAPE.findall(raw)):
+            return None  # a '%' not followed by two hex digits
+        decoded = _ESCAPE.sub(_decode_unreserved, raw)
+        if "%00" in decoded:
+            return None
+    else:
+        decoded = raw
+    segments = decoded.split("/")
+    out: list[str] = []
+    for segment in segments[1:]:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        if "%" in segment and any(p in (".", "..") for p in _HIDDEN_SEPARATOR.split(segment)[::2]):
+            return None
+        out.append(segment)
+    path = "/" + "/".join(out)
+    last = segments[-1]
+    if out and (last in ("", ".", "..")):
+        path += "/"
+    return path
+
+
+def _decode_unreserved(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()

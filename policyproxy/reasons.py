@@ -1,0 +1,99 @@
+"""The closed vocabularies of a decision.
+
+Their string values are stable: they appear on the wire (``x-proxy-error``), in the audit log and in
+OpenTelemetry events, so renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Verdict(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class Reason(enum.Enum):
+    """Why a decision was taken (DESIGN.md section 4, in evaluation order)."""
+
+    NOT_ALLOWED = "not_allowed"
+    DENIED = "denied"
+    NOT_ALLOWED_LOCAL = "not_allowed_local"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    MITM_REQUIRED = "mitm_required"
+    HOOK_MATCHED = "hook_matched"
+    MITM_HOOK_DENIED = "mitm_hook_denied"
+    REDACTED = "redacted"
+    PII_BLOCKED = "pii_blocked"
+    INSPECTION_FAILED = "inspection_failed"
+    ALLOWED = "allowed"
+
+    @property
+    def proxy_error(self) -> str | None:
+        """The Codex-compatible ``x-proxy-error`` value for a deny with this reason."""
+        return _PROXY_ERROR.get(self)
+
+
+_PROXY_ERROR: dict[Reason, str] = {
+    Reason.NOT_ALLOWED: "blocked-by-allowlist",
+    Reason.NOT_ALLOWED_LOCAL: "blocked-by-allowlist",
+    Reason.DENIED: "blocked-by-denylist",
+    Reason.METHOD_NOT_ALLOWED: "blocked-by-method-policy",
+    Reason.MITM_HOOK_DENIED: "blocked-by-mitm-hook",
+    Reason.MITM_REQUIRED: "blocked-by-mitm-required",
+    Reason.PII_BLOCKED: "blocked-by-policy",
+    Reason.INSPECTION_FAILED: "blocked-by-policy",
+}
+
+
+class Source(enum.Enum):
+    """Which layer of configuration produced a decision."""
+
+    PROFILE = "profile"
+    REQUIREMENTS = "requirements"
+    DEFAULT = "default"
+
+
+class Protocol(enum.Enum):
+    """How the traffic reached the proxy (``network.transport.protocol``)."""
+
+    HTTP = "http"
+    HTTPS_CONNECT = "https_connect"
+    HTTPS_MITM = "https_mitm"
+    SOCKS5_TCP = "socks5_tcp"
+    GATEWAY = "gateway"
+
+
+class Mode(enum.Enum):
+    """Network mode; ``LIMITED`` permits only read-only methods."""
+
+    LIMITED = "limited"
+    FULL = "full"
+
+    @property
+    def rank(self) -> int:
+        return 0 if self is Mode.LIMITED else 1
+
+
+class RedactionAction(enum.Enum):
+    """What a detector does with a finding, ordered from weakest to strictest."""
+
+    OFF = "off"
+    MASK = "mask"
+    REDACT = "redact"
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return _ACTION_RANK[self]
+
+
+_ACTION_RANK = {
+    RedactionAction.OFF: 0,
+    RedactionAction.MASK: 1,
+    RedactionAction.REDACT: 2,
+    RedactionAction.BLOCK: 3,
+}
+
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -1,0 +1,1 @@
+"""Body redaction on LLM endpoints (detectors, placeholders, restore)."""
