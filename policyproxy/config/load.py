@@ -154,6 +154,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
         requirements_file=req_file,
         ignored_keys=tuple(ignored),
         warnings=tuple(warnings),
+        key_lines={format_key(k): line for k, line in src.lines.items()},
     )
 
 

@@ -257,7 +257,8 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     default_action = r.choice(table, "default_action", path, RedactionAction,
                               ("mask", "redact", "block"), RedactionAction.MASK)
     if default_action is RedactionAction.OFF:
-        r.error((*path, "default_action"), 'must be "mask", "redact" or "block" (use enabled = false to turn redaction off)')
+        r.error((*path, "default_action"),
+                'must be "mask", "redact" or "block" (use enabled = false to turn redaction off)')
     endpoints = r.string_list(table, "endpoints", path) if "endpoints" in table else DEFAULT_REDACTION_ENDPOINTS
     for i, endpoint in enumerate(endpoints):
         problem = endpoint_problem(endpoint)

@@ -34,7 +34,8 @@ def parse_otel(r: Reader, raw: object, source: Source = Source.PROFILE) -> OtelS
         exporter, body = next(iter(exporter_value.items()))
         inner = dict(r.table(body, (*path, "exporter", exporter), EXPORTER_TABLE_KEYS))
     else:
-        r.error((*path, "exporter"), 'must be "none", "otlp-grpc", "otlp-http" or a table with one of those as its only key')
+        r.error((*path, "exporter"),
+                'must be "none", "otlp-grpc", "otlp-http" or a table with one of those as its only key')
         inner = {}
     if exporter not in EXPORTERS:
         r.error((*path, "exporter"), f"must be one of {', '.join(EXPORTERS)}, got {exporter!r}")

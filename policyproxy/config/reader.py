@@ -55,11 +55,7 @@ class Reader:
         if key not in table:
             return default
         value = table[key]
-        if kind is int and isinstance(value, bool):
-            ok = False
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             self.error((*path, key), f"must be {_toml_type(kind())}, got {_toml_type(value)}")
             return default
         return value

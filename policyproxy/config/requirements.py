@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class Requirements:
     allowlist_expansion: bool | None = None
     denied_domains: tuple[DomainPattern, ...] = ()
     managed_allowed_domains_only: bool = False
-    network: NetworkSpec = NetworkSpec()      # managed hooks and actions only
+    network: NetworkSpec = field(default_factory=NetworkSpec)   # managed hooks and actions only
     redaction_required: bool = False
     detector_floors: tuple[tuple[str, RedactionAction], ...] = ()
     default_action_floor: RedactionAction | None = None
@@ -239,7 +239,8 @@ def _otel(otel: OtelSpec, reqs: Requirements, violation: Violation) -> OtelSpec:
     if managed is None or managed.exporter == "none":
         return otel
     if otel.exporter_set and (otel.exporter != managed.exporter or otel.endpoint not in (None, managed.endpoint)):
-        violation(("otel", "exporter"), "otel.exporter", f'"{otel.exporter}" to {otel.endpoint or "its default endpoint"}',
+        candidate = f'"{otel.exporter}" to {otel.endpoint or "its default endpoint"}'
+        violation(("otel", "exporter"), "otel.exporter", candidate,
                   f'{managed.exporter} to {managed.endpoint or "the default endpoint"} is enforced')
     attrs = dict(otel.resource_attributes)
     attrs.update(managed.resource_attributes)

@@ -6,6 +6,7 @@ turns them into indexed matchers and resolves secrets. Nothing here holds a secr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,3 +131,12 @@ class Settings:
     requirements_file: Path | None = None
     ignored_keys: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    key_lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def line_of(self, key: str) -> int | None:
+        """The config-file line of a dotted key path, or of its nearest written ancestor."""
+        while key:
+            if key in self.key_lines:
+                return self.key_lines[key]
+            key = key.rpartition(".")[0] if "[" not in key.rpartition(".")[2] else key.rpartition("[")[0]
+        return None

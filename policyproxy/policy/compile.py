@@ -33,7 +33,8 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
     where = str(settings.config_file) if settings.config_file else None
 
     def error(key: str, message: str) -> None:
-        errors.append(ConfigError(message, file=where, key=f"permissions.{settings.profile}.network.{key}"))
+        full = f"permissions.{settings.profile}.network.{key}"
+        errors.append(ConfigError(message, file=where, line=settings.line_of(full), key=full))
 
     edits = {action.name: _resolve_action(action, env, read_file, error) for action in net.actions}
     hooks: dict[str, list[CompiledHook]] = {}

@@ -77,10 +77,10 @@ class Policy:
                               f"{host} is denied by {rule.pattern!r}", rule.pattern)
         # 3. local and private destinations
         allowed_rule = self.allow.lookup(host)
-        if not self.allow_local_binding and not target.trusted and self._is_local(host, target):
-            if not _names_literal(allowed_rule, host):
-                return self._deny(target, host, Reason.NOT_ALLOWED_LOCAL, self.local_source, method,
-                                  f"{host} is a local or private address and allow_local_binding is false")
+        if (not self.allow_local_binding and not target.trusted and self._is_local(host, target)
+                and not _names_literal(allowed_rule, host)):
+            return self._deny(target, host, Reason.NOT_ALLOWED_LOCAL, self.local_source, method,
+                              f"{host} is a local or private address and allow_local_binding is false")
         # 4. allowlist
         if allowed_rule is None:
             return self._deny(target, host, Reason.NOT_ALLOWED, Source.DEFAULT, method,

@@ -1,0 +1,5 @@
+import sys
+
+from policyproxy.cli.main import main
+
+sys.exit(main())

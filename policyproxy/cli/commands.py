@@ -1,0 +1,125 @@
+"""The commands behind the CLI; each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from importlib import resources
+from urllib.parse import urlsplit
+
+import tomli_w
+
+from policyproxy.config import home_dir, load_settings
+from policyproxy.config.schema import Settings
+from policyproxy.policy.compile import compile_policy
+from policyproxy.policy.decide import Policy
+from policyproxy.policy.model import Decision, Request, Target
+from policyproxy.reasons import Protocol
+from policyproxy.telemetry.event import audit_record, decision_attributes
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used; the message says which and why."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, args.requirements, args.profile)
+
+
+def check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    policy = compile_policy(settings)
+    from policyproxy.cli.render import render_policy
+
+    print(render_policy(settings, policy))
+    for warning in settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def config_show(args: argparse.Namespace) -> int:
+    from policyproxy.cli.render import settings_to_toml
+
+    settings = _settings(args)
+    sys.stdout.write(tomli_w.dumps(settings_to_toml(settings)))
+    return 0
+
+
+def init(args: argparse.Namespace) -> int:
+    path = args.config or home_dir() / "config.toml"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    text = (resources.files("policyproxy") / "cli" / "starter.toml").read_text(encoding="utf-8")
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; init never overwrites a config") from None
+    print(f"wrote {path}")
+    print(f"check it with: policyproxy check --config {path}")
+    return 0
+
+
+def explain(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    policy = compile_policy(settings)
+    decision = explain_decision(policy, args.method, args.url, args.header, args.resolve, args.socks5)
+    record = audit_record(decision_attributes(decision))
+    if decision.intercept or decision.protocol is Protocol.HTTPS_MITM:
+        record["policyproxy.intercepted"] = True
+    if decision.message:
+        record["policyproxy.message"] = decision.message
+    json.dump(record, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0 if decision.allowed else 1
+
+
+def explain_decision(policy: Policy, method: str, url: str, headers: list[str], resolve: list[str],
+                     socks5: bool = False) -> Decision:
+    """What the proxy would decide for ``METHOD URL``: the connection first, then the request."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"URL must be http:// or https:// with a host, got {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError("URL must not carry user:password")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UsageError(f"URL has an invalid port: {url!r}") from None
+    pinned = _pinned(resolve, parts.hostname, port)
+    header_pairs = tuple(_header(h) for h in headers)
+    request = Request(method.upper(), parts.path or "/", parts.query, header_pairs)
+    addresses = (pinned,) if pinned is not None else ()
+    trusted = pinned is not None
+    if parts.scheme == "http" and not socks5:
+        return policy.decide(Target(parts.hostname, port, Protocol.HTTP, addresses, trusted), request)
+    outer = Protocol.SOCKS5_TCP if socks5 else Protocol.HTTPS_CONNECT
+    connection = policy.decide(Target(parts.hostname, port, outer, addresses, trusted))
+    if not connection.allowed or not connection.intercept:
+        return connection
+    inner = Protocol.HTTP if parts.scheme == "http" else Protocol.HTTPS_MITM
+    return policy.decide(Target(parts.hostname, port, inner, addresses, trusted), request)
+
+
+def _pinned(resolve: list[str], host: str, port: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    for entry in resolve:
+        name, _, rest = entry.partition(":")
+        port_text, _, addr = rest.partition(":")
+        try:
+            address = ipaddress.ip_address(addr.strip("[]"))
+            entry_port = int(port_text)
+        except ValueError:
+            raise UsageError(f"--resolve wants HOST:PORT:ADDR, got {entry!r}") from None
+        if name.lower() == host.lower() and entry_port == port:
+            return address
+    return None
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"-H wants 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+

@@ -1,0 +1,73 @@
+"""argparse front: parses arguments, calls one command, maps errors to exit codes.
+
+Exit codes: 0 success (for ``explain``: allowed), 1 ``explain`` denied, 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from policyproxy import __version__
+from policyproxy.cli import commands
+from policyproxy.errors import ConfigErrors
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="policyproxy", description="A declarative policy proxy for AI coding agents.")
+    parser.add_argument("--version", action="version", version=f"policyproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, help="config file (default: $POLICYPROXY_HOME/config.toml, "
+                       "else the bundled default profile)")
+        p.add_argument("--requirements", type=Path, help="managed requirements.toml "
+                       "(default: /etc/policyproxy/requirements.toml if it exists)")
+        p.add_argument("--profile", help="profile to use (default: default_permissions)")
+        return p
+
+    with_config(sub.add_parser("check", help="validate the configuration and print the compiled policy"))
+    config = sub.add_parser("config", help="show the effective configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    with_config(config_sub.add_parser("show", help="the effective profile as TOML"))
+    init = sub.add_parser("init", help="write a commented starter config.toml (never over an existing file)")
+    init.add_argument("--config", type=Path, help="where to write (default: $POLICYPROXY_HOME/config.toml)")
+    explain = with_config(sub.add_parser("explain", help="the decision a request would get, as its audit JSON"))
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("url", metavar="URL")
+    explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
+    explain.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
+                         help="treat HOST:PORT as resolved to ADDR (operator-pinned)")
+    explain.add_argument("--socks5", action="store_true", help="as if sent over the SOCKS5 listener")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return commands.check(args)
+        if args.command == "config":
+            return commands.config_show(args)
+        if args.command == "init":
+            return commands.init(args)
+        if args.command == "explain":
+            return commands.explain(args)
+    except ConfigErrors as exc:
+        print(f"policyproxy: configuration is invalid ({len(exc.errors)} "
+              f"problem{'s' if len(exc.errors) != 1 else ''}):", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except commands.UsageError as exc:
+        print(f"policyproxy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    raise AssertionError(args.command)  # argparse guarantees a known command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Decision events: attributes (pure), OpenTelemetry export and the JSONL audit log."""

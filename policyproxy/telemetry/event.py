@@ -1,0 +1,58 @@
+"""Decision -> the flat attributes of one ``policyproxy.policy_decision`` event (DESIGN.md section 6).
+
+Only names, codes and counts: never a header value, secret, body or query string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from policyproxy.policy.model import Decision
+from policyproxy.responses import block_status
+
+EVENT_NAME = "policyproxy.policy_decision"
+
+
+def decision_attributes(decision: Decision, *, client: str | None = None, status: int | None = None,
+                        connection_id: str | None = None,
+                        redactions: Mapping[str, int] | None = None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "network.policy.decision": decision.verdict.value,
+        "network.policy.reason": decision.reason.value,
+        "network.policy.source": decision.source.value,
+        "network.policy.profile": decision.profile,
+        "network.transport.protocol": decision.protocol.value,
+        "server.address": decision.host,
+        "server.port": decision.port,
+        "http.request.method": decision.method or "none",
+    }
+    if decision.hook is not None:
+        attrs["network.policy.hook"] = decision.hook
+        attrs["network.policy.actions"] = list(decision.actions)
+    if decision.path is not None:
+        attrs["url.path"] = decision.path
+    if client is not None:
+        attrs["client.address"] = client
+    if status is None and not decision.allowed:
+        status = block_status(decision.reason)
+    if status is not None:
+        attrs["http.response.status_code"] = status
+    if decision.edits.strip:
+        attrs["headers.stripped"] = list(decision.edits.strip)
+    if decision.edits.inject:
+        attrs["headers.injected"] = list(decision.edits.injected_names)
+    if redactions:
+        attrs["redaction.count"] = sum(redactions.values())
+        attrs["redaction.detectors"] = dict(redactions)
+    if connection_id is not None:
+        attrs["policyproxy.connection.id"] = connection_id
+    return attrs
+
+
+def audit_record(attrs: Mapping[str, Any], when: datetime | None = None) -> dict[str, Any]:
+    """The JSONL form: ``ts`` (RFC 3339, UTC, milliseconds) and ``event.name`` first."""
+    when = when or datetime.now(timezone.utc)
+    ts = when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"ts": ts, "event.name": EVENT_NAME, **attrs}
