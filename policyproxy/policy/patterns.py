@@ -75,9 +75,11 @@ class DomainPattern:
             return False
         if other.kind is DomainKind.EXACT:
             return self.matches(other.domain)
+        if self.kind is DomainKind.EXACT:
+            return False
         if other.domain == self.domain:
             return self.kind is DomainKind.APEX_AND_SUBDOMAINS or other.kind is DomainKind.SUBDOMAINS
-        return self.kind is not DomainKind.EXACT and other.domain.endswith("." + self.domain)
+        return other.domain.endswith("." + self.domain)
 
 
 @dataclass(frozen=True)
