@@ -1,0 +1,269 @@
+"""``Policy.decide``: every reason code, every matcher, and the invariants that must always hold."""
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings as hsettings
+from hypothesis import strategies as st
+
+from policyproxy.policy.model import Request, Target
+from policyproxy.reasons import Protocol, Reason, Source, Verdict
+from tests.helpers import connect, policy, request
+
+PROFILE = """
+[permissions.ws.network]
+mode = "full"
+[permissions.ws.network.domains]
+"api.github.com" = "allow"
+"*.example.com" = "allow"
+"**.openai.com" = "allow"
+"api.anthropic.com" = "allow"
+"10.0.0.5" = "allow"
+"bad.example.com" = "deny"
+"rebind.test" = "allow"
+[permissions.ws.network.mitm.hooks.github_issues]
+host = "api.github.com"
+methods = ["POST"]
+path_prefixes = ["pattern:/repos/myorg/*/issues"]
+action = ["strip", "inject"]
+[permissions.ws.network.mitm.hooks.github_read]
+host = "api.github.com"
+methods = ["GET"]
+path_prefixes = ["/repos/myorg/"]
+query = { state = ["open", "pattern:clos*"] }
+headers = { "x-github-api-version" = ["literal:2022-11-28"], "x-trace" = [] }
+action = ["strip"]
+[permissions.ws.network.mitm.actions.strip]
+strip_request_headers = ["authorization", "cookie"]
+[permissions.ws.network.mitm.actions.inject]
+[[permissions.ws.network.mitm.actions.inject.inject_request_headers]]
+name = "authorization"
+secret_env_var = "GH_TOKEN"
+prefix = "Bearer "
+[permissions.ws.network.redaction]
+"""
+ENV = {"GH_TOKEN": "ghp_canary"}
+READ_HEADERS = (("X-GitHub-Api-Version", "2022-11-28"), ("x-trace", "1"))
+
+
+@pytest.fixture(scope="module")
+def p(tmp_path_factory):
+    return policy(tmp_path_factory.mktemp("decide"), PROFILE, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    text = PROFILE.replace('mode = "full"', 'mode = "limited"')
+    return policy(tmp_path_factory.mktemp("limited"), text, env=ENV)
+
+
+@pytest.mark.parametrize(("host", "reason"), [
+    ("", Reason.NOT_ALLOWED),
+    ("a..b", Reason.NOT_ALLOWED),
+    ("bad.example.com", Reason.DENIED),
+    ("BAD.EXAMPLE.COM.", Reason.DENIED),
+    ("127.0.0.1", Reason.NOT_ALLOWED_LOCAL),
+    ("localhost", Reason.NOT_ALLOWED_LOCAL),
+    ("169.254.169.254", Reason.NOT_ALLOWED_LOCAL),
+    ("[::1]", Reason.NOT_ALLOWED_LOCAL),
+    ("2130706433", Reason.NOT_ALLOWED_LOCAL),
+    ("nowhere.org", Reason.NOT_ALLOWED),
+    ("example.com", Reason.NOT_ALLOWED),
+    ("x.example.com", Reason.ALLOWED),
+    ("openai.com", Reason.ALLOWED),
+    ("10.0.0.5", Reason.ALLOWED),
+])
+def test_connection_reasons(p, host, reason):
+    assert connect(p, host).reason is reason
+
+
+def test_deny_answers_carry_codex_proxy_error_values(p):
+    assert connect(p, "bad.example.com").reason.proxy_error == "blocked-by-denylist"
+    assert connect(p, "nowhere.org").reason.proxy_error == "blocked-by-allowlist"
+    assert connect(p, "localhost").reason.proxy_error == "blocked-by-allowlist"
+
+
+def test_a_name_resolving_to_a_local_address_is_denied(p):
+    decision = connect(p, "rebind.test", addresses=(ipaddress.ip_address("127.0.0.1"),))
+    assert decision.reason is Reason.NOT_ALLOWED_LOCAL
+
+
+def test_an_operator_pinned_local_address_is_trusted(p):
+    decision = connect(p, "rebind.test", addresses=(ipaddress.ip_address("127.0.0.1"),), trusted=True)
+    assert decision.reason is Reason.ALLOWED
+
+
+def test_an_explicitly_allowed_private_ip_literal_is_reachable(p):
+    assert connect(p, "10.0.0.5").verdict is Verdict.ALLOW
+
+
+def test_allow_local_binding_lifts_the_local_rule(tmp_path):
+    text = '[permissions.ws.network]\nallow_local_binding = true\n[permissions.ws.network.domains]\n"*" = "allow"\n'
+    assert connect(policy(tmp_path, text), "127.0.0.1").verdict is Verdict.ALLOW
+
+
+def test_hooked_and_redaction_hosts_are_intercepted_others_tunnelled(p):
+    assert connect(p, "api.github.com").intercept
+    assert connect(p, "api.anthropic.com").intercept
+    assert not connect(p, "x.example.com").intercept
+
+
+def test_limited_mode_intercepts_every_https_host(limited):
+    assert connect(limited, "x.example.com").intercept
+
+
+def test_limited_mode_denies_writes(limited):
+    decision = request(limited, "POST", "x.example.com", "/")
+    assert (decision.reason, decision.reason.proxy_error) == (Reason.METHOD_NOT_ALLOWED, "blocked-by-method-policy")
+    assert request(limited, "GET", "x.example.com", "/").reason is Reason.ALLOWED
+
+
+def test_limited_mode_applies_after_a_hook_match(limited):
+    path = "/repos/myorg/x/issues"
+    assert request(limited, "POST", "api.github.com", path).reason is Reason.METHOD_NOT_ALLOWED
+
+
+def test_limited_mode_without_mitm_requires_it(tmp_path):
+    text = ('[permissions.ws.network]\nmode = "limited"\n[permissions.ws.network.mitm]\nenabled = false\n'
+            '[permissions.ws.network.domains]\n"*" = "allow"\n')
+    decision = connect(policy(tmp_path, text), "x.example.com")
+    assert (decision.reason, decision.reason.proxy_error) == (Reason.MITM_REQUIRED, "blocked-by-mitm-required")
+
+
+def test_first_matching_hook_wins_and_carries_its_edits(p):
+    decision = request(p, "POST", "api.github.com", "/repos/myorg/site/issues")
+    assert (decision.reason, decision.hook, decision.actions) == (Reason.HOOK_MATCHED, "github_issues",
+                                                                  ("strip", "inject"))
+    assert decision.edits.strip == ("authorization", "cookie")
+    assert [(n, s.reveal()) for n, s in decision.edits.inject] == [("authorization", "Bearer ghp_canary")]
+
+
+def test_edits_strip_then_inject(p):
+    decision = request(p, "POST", "api.github.com", "/repos/myorg/site/issues")
+    out = decision.edits.apply([("Authorization", "agent-token"), ("Cookie", "c"), ("Accept", "*/*")])
+    assert out == [("Accept", "*/*"), ("authorization", "Bearer ghp_canary")]
+
+
+def test_unmatched_request_to_a_hooked_host_is_denied(p):
+    decision = request(p, "DELETE", "api.github.com", "/repos/myorg/site")
+    assert (decision.reason, decision.reason.proxy_error) == (Reason.MITM_HOOK_DENIED, "blocked-by-mitm-hook")
+
+
+@pytest.mark.parametrize(("method", "path", "query", "headers", "hook"), [
+    ("GET", "/repos/myorg/x", "state=open", READ_HEADERS, "github_read"),
+    ("get", "/repos/myorg/x", "state=closed", READ_HEADERS, "github_read"),
+    ("GET", "/repos/myorg/x", "state=open&page=2", READ_HEADERS, "github_read"),
+    ("GET", "/repos/myorg/x", "state=all", READ_HEADERS, None),
+    ("GET", "/repos/myorg/x", "state=open&state=all", READ_HEADERS, None),
+    ("GET", "/repos/myorg/x", "", READ_HEADERS, None),
+    ("GET", "/repos/myorg/x", "state=open", (("x-github-api-version", "2022-11-28"),), None),
+    ("GET", "/repos/myorg/x", "state=open", (("x-github-api-version", "2023-01-01"), ("x-trace", "")), None),
+    ("GET", "/repos/other/x", "state=open", READ_HEADERS, None),
+    ("POST", "/repos/myorg/x/issues", "", (), "github_issues"),
+    ("POST", "/repos/myorg/x/issues/1", "", (), None),
+    ("POST", "/repos/myorg/x/y/issues", "", (), None),
+    ("PUT", "/repos/myorg/x/issues", "", (), None),
+])
+def test_hook_matchers(p, method, path, query, headers, hook):
+    assert request(p, method, "api.github.com", path, query, headers).hook == hook
+
+
+@pytest.mark.parametrize("path", [
+    "/repos/myorg/../other/x/issues", "/repos/myorg/%2e%2e/other/x/issues", "/repos/myorg/x/..%2F..%2Fissues",
+    "/repos/%6dyorg/x/../../other/x/issues", "/REPOS/MYORG/x/issues", "/repos/myorg/x/issues%2F", "/repos\\myorg/x/issues",
+])
+def test_path_prefix_bypasses_are_denied(p, path):
+    decision = request(p, "POST", "api.github.com", path)
+    assert decision.reason is Reason.MITM_HOOK_DENIED
+
+
+@pytest.mark.parametrize(("path", "forwarded"), [
+    ("//repos/myorg/x/issues", "/repos/myorg/x/issues"),
+    ("/repos/%6dyorg/x/issues", "/repos/myorg/x/issues"),
+    ("/repos/./myorg/x/issues", "/repos/myorg/x/issues"),
+])
+def test_equivalent_spellings_match_and_forward_the_canonical_path(p, path, forwarded):
+    decision = request(p, "POST", "api.github.com", path)
+    assert (decision.hook, decision.path) == ("github_issues", forwarded)
+
+
+def test_plain_http_hook_that_injects_a_secret_is_refused(p):
+    decision = request(p, "POST", "api.github.com", "/repos/myorg/x/issues", protocol=Protocol.HTTP, port=80)
+    assert decision.reason is Reason.MITM_HOOK_DENIED and "allow_plaintext_secrets" in decision.message
+
+
+def test_plain_http_hook_with_allow_plaintext_secrets_injects(tmp_path):
+    text = PROFILE.replace('action = ["strip", "inject"]', 'action = ["strip", "inject"]\nallow_plaintext_secrets = true')
+    decision = request(policy(tmp_path, text, env=ENV), "POST", "api.github.com", "/repos/myorg/x/issues",
+                       protocol=Protocol.HTTP, port=80)
+    assert decision.reason is Reason.HOOK_MATCHED
+
+
+@pytest.mark.parametrize(("host", "path", "endpoint"), [
+    ("api.anthropic.com", "/v1/messages", "api.anthropic.com/v1/messages"),
+    ("api.anthropic.com", "/v1/messages/count_tokens", "api.anthropic.com/v1/messages"),
+    ("API.ANTHROPIC.COM", "/V1/Messages", "api.anthropic.com/v1/messages"),
+    ("api.anthropic.com", "//v1//messages", "api.anthropic.com/v1/messages"),
+    ("api.openai.com", "/v1/responses", "api.openai.com/v1/responses"),
+    ("api.openai.com", "/v1/chat/completions", "api.openai.com/v1/chat/completions"),
+    ("api.anthropic.com", "/api/claude_code/policy_limits", None),
+])
+def test_redaction_endpoints_are_identified(p, host, path, endpoint):
+    decision = request(p, "POST", host, path, query="beta=true")
+    assert decision.allowed
+    assert (decision.redaction.endpoint if decision.redaction else None) == endpoint
+
+
+def test_an_ambiguous_path_to_a_redaction_host_fails_closed(p):
+    decision = request(p, "POST", "api.anthropic.com", "/v1/%2e%2e%2fmessages")
+    assert decision.reason is Reason.INSPECTION_FAILED
+
+
+def test_gateway_requests_are_redacted_by_path_whatever_the_host(tmp_path):
+    text = '[permissions.ws.network.domains]\n"llm.corp" = "allow"\n[permissions.ws.network.redaction]\n'
+    decision = request(policy(tmp_path, text), "POST", "llm.corp", "/v1/chat/completions", protocol=Protocol.GATEWAY)
+    assert decision.redaction is not None
+
+
+def test_sources(p, tmp_path):
+    assert connect(p, "nowhere.org").source is Source.DEFAULT
+    assert connect(p, "x.example.com").source is Source.PROFILE
+    assert request(p, "POST", "api.github.com", "/repos/myorg/x/issues").source is Source.PROFILE
+
+
+# ---- invariants ------------------------------------------------------------------------------
+
+labels = st.sampled_from(["api", "github", "com", "example", "bad", "x", "openai", "10", "localhost"])
+hosts = st.lists(labels, min_size=1, max_size=4).map(".".join)
+methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "get"])
+segments = st.sampled_from(["repos", "myorg", "other", "issues", "..", ".", "%2e%2e", "%2F", "%6dyorg", "", "x"])
+paths = st.lists(segments, max_size=6).map(lambda s: "/" + "/".join(s))
+queries = st.sampled_from(["", "state=open", "state=all", "state=open&state=all", "state=closed"])
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(host=hosts, method=methods, path=paths, query=queries)
+def test_deny_always_wins(p, host, method, path, query):
+    for target in (host, "bad.example.com", f"{host}.bad.example.com"):
+        decision = p.decide(Target(target, 443, Protocol.HTTPS_MITM), Request(method, path, query))
+        if target == "bad.example.com" or p.deny.lookup(decision.host) is not None:
+            assert decision.reason is Reason.DENIED and not decision.allowed
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(method=methods, path=paths, query=queries)
+def test_a_hooked_host_never_allows_an_unmatched_request(p, method, path, query):
+    decision = p.decide(Target("api.github.com", 443, Protocol.HTTPS_MITM),
+                        Request(method, path, query, READ_HEADERS))
+    if decision.allowed:
+        assert decision.reason is Reason.HOOK_MATCHED and decision.hook is not None
+        # what is forwarded starts with what the hook allowed
+        assert decision.path is not None and decision.path.startswith("/repos/myorg/")
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(method=methods, path=paths, query=queries)
+def test_no_encoding_reaches_outside_the_prefix(p, method, path, query):
+    decision = p.decide(Target("api.github.com", 443, Protocol.HTTPS_MITM), Request(method, path, query, READ_HEADERS))
+    if decision.allowed:
+        assert "/../" not in decision.path and "%2E" not in decision.path.upper()
