@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from policyproxy.config.schema import DomainRule
 from policyproxy.policy.hosts import is_local_name, is_non_public, normalize_host, parse_ip
@@ -34,10 +34,10 @@ class CompiledHook:
     allow_plaintext_secrets: bool
     source: Source
 
-    def matches(self, method: str, path: str, query: Mapping[str, list[str]] | None,
-                headers: Mapping[str, list[str]] | None) -> bool:
-        if method not in self.methods or not any(m.match_prefix(path) for m in self.paths):
-            return False
+    def matches_target(self, method: str, path: str) -> bool:
+        return method in self.methods and any(m.match_prefix(path) for m in self.paths)
+
+    def matches_fields(self, query: Mapping[str, list[str]] | None, headers: Mapping[str, list[str]] | None) -> bool:
         # Every occurrence of a listed key must match: servers disagree on which duplicate wins.
         for key, matchers in self.query:
             values = query.get(key) if query is not None else None
@@ -146,17 +146,19 @@ class Policy:
                     request: Request) -> CompiledHook | None:
         if path is None:
             return None
-        query = headers = None
-        if any(h.query for h in hooks):
-            query = {}
-            for key, value in parse_qsl(request.query, keep_blank_values=True):
-                query.setdefault(key, []).append(value)
-        if any(h.headers for h in hooks):
-            headers = {}
-            for key, value in request.headers:
-                headers.setdefault(key.lower(), []).append(value)
+        query: dict[str, list[str]] | None = None
+        headers: dict[str, list[str]] | None = None
         for hook in hooks:
-            if hook.matches(method, path, query, headers):
+            if not hook.matches_target(method, path):
+                continue
+            # Query and headers are parsed once, and only when a hook gets that far.
+            if hook.query and query is None:
+                query = parse_query(request.query)
+            if hook.headers and headers is None:
+                headers = {}
+                for key, value in request.headers:
+                    headers.setdefault(key.lower(), []).append(value)
+            if hook.matches_fields(query, headers):
                 return hook
         return None
 
@@ -176,6 +178,19 @@ class Policy:
               message: str, rule: str | None = None, path: str | None = None) -> Decision:
         return Decision(Verdict.DENY, reason, source, self.profile, target.protocol, host, target.port,
                         method, path, rule=rule, message=message)
+
+
+def parse_query(raw: str) -> dict[str, list[str]]:
+    """Form-decode a query string into key -> values (as ``parse_qsl(keep_blank_values=True)``)."""
+    out: dict[str, list[str]] = {}
+    for part in raw.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            key, value = unquote_plus(key), unquote_plus(value)
+        out.setdefault(key, []).append(value)
+    return out
 
 
 def _names_literal(rule: DomainRule | None, host: str) -> bool:

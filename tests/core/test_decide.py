@@ -3,7 +3,8 @@
 import ipaddress
 
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from policyproxy.policy.model import Request, Target
@@ -267,3 +268,15 @@ def test_no_encoding_reaches_outside_the_prefix(p, method, path, query):
     decision = p.decide(Target("api.github.com", 443, Protocol.HTTPS_MITM), Request(method, path, query, READ_HEADERS))
     if decision.allowed:
         assert "/../" not in decision.path and "%2E" not in decision.path.upper()
+
+
+@given(st.text(alphabet="ab=&%+2F0;", max_size=30))
+def test_query_parsing_agrees_with_the_standard_library(raw):
+    from urllib.parse import parse_qsl
+
+    from policyproxy.policy.decide import parse_query
+
+    expected: dict[str, list[str]] = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        expected.setdefault(key, []).append(value)
+    assert parse_query(raw) == expected
