@@ -33,12 +33,15 @@ class ConfigError(PolicyProxyError):
         self.key = key
         super().__init__(str(self))
 
-    def __str__(self) -> str:
+    @property
+    def location(self) -> str:
+        """``file:line``, or just the file when the line is not known."""
         where = self.file or "<config>"
-        if self.line is not None:
-            where = f"{where}:{self.line}"
+        return f"{where}:{self.line}" if self.line is not None else where
+
+    def __str__(self) -> str:
         subject = f"{self.key} " if self.key else ""
-        return f"{where}: {subject}{self.message}"
+        return f"{self.location}: {subject}{self.message}"
 
 
 class RequirementViolation(ConfigError):
@@ -53,11 +56,8 @@ class RequirementViolation(ConfigError):
         )
 
     def __str__(self) -> str:
-        where = self.file or "<config>"
-        if self.line is not None:
-            where = f"{where}:{self.line}"
         at = f" [at {self.key}]" if self.key else ""
-        return f"{where}: {self.message}{at}"
+        return f"{self.location}: {self.message}{at}"
 
 
 class ConfigErrors(PolicyProxyError):
