@@ -1,0 +1,1 @@
+"""TLS interception material: the CA on disk and per-host leaf certificates."""
