@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
+from policyproxy.cli.render import render_policy, settings_to_toml
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.policy.compile import compile_policy
@@ -31,8 +32,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 def check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = compile_policy(settings)
-    from policyproxy.cli.render import render_policy
-
     print(render_policy(settings, policy))
     for warning in settings.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -40,8 +39,6 @@ def check(args: argparse.Namespace) -> int:
 
 
 def config_show(args: argparse.Namespace) -> int:
-    from policyproxy.cli.render import settings_to_toml
-
     settings = _settings(args)
     sys.stdout.write(tomli_w.dumps(settings_to_toml(settings)))
     return 0

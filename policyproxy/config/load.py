@@ -24,8 +24,8 @@ from policyproxy.config.requirements import DEFAULT_REQUIREMENTS_PATH, apply_req
 from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, OtelSpec, Settings
 from policyproxy.config.source import KeyPath, TomlSource, format_key, load_toml
 from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
-from policyproxy.policy.hosts import normalize_host
-from policyproxy.reasons import Source
+from policyproxy.policy.hosts import url_host
+from policyproxy.reasons import Mode, Source
 
 OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway"})
 PROFILE_KEYS = frozenset({"network", "extends"})
@@ -122,6 +122,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
     if not network.enabled:
         warnings.append(f"profile {name!r} sets network.enabled = false: Codex would run no proxy for it")
     req_file = None
+    managed: frozenset[str] = frozenset()
     if req_src is not None:
         reqs, req_reader = parse_requirements(req_src)
         errors += req_reader.errors
@@ -135,6 +136,9 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
                 return r.where(rel)
 
             network, otel = apply_requirements(network, otel, reqs, where, violations, warnings)
+            managed = frozenset(key for key, value in reqs.booleans if not value)
+            if reqs.mode is Mode.LIMITED:
+                managed |= {"mode"}
             errors += violations
     refs = Reader(locate)
     defined = {a.name for a in network.actions}
@@ -154,6 +158,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
         requirements_file=req_file,
         ignored_keys=tuple(ignored),
         warnings=tuple(warnings),
+        managed_keys=managed,
         key_lines={format_key(k): line for k, line in src.lines.items()},
     )
 
@@ -230,8 +235,7 @@ def _parse_gateway(r: Reader, raw: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             r.error(at, f"must be an http:// or https:// base URL, got {url!r}")
             continue
-        host = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-        if "@" in url.split("://", 1)[1].split("/", 1)[0] or normalize_host(host) is None:
+        if url_host(url) is None:
             r.error(at, f"{url!r} has no valid host (and must not carry user:password)")
             continue
         routes[name] = url.rstrip("/")

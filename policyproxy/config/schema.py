@@ -131,6 +131,7 @@ class Settings:
     requirements_file: Path | None = None
     ignored_keys: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    managed_keys: frozenset[str] = frozenset()   # network keys whose value requirements.toml decided
     key_lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def line_of(self, key: str) -> int | None:

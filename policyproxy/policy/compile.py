@@ -13,10 +13,11 @@ from pathlib import Path
 from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
 from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.policy.decide import CompiledHook, Policy
+from policyproxy.policy.hosts import parse_ip, url_host
 from policyproxy.policy.model import HeaderEdits, Secret
 from policyproxy.policy.paths import normalize_path
-from policyproxy.policy.patterns import DomainIndex, DomainPattern, compile_matcher
-from policyproxy.reasons import Mode, Source, Verdict
+from policyproxy.policy.patterns import DomainIndex, DomainKind, DomainPattern, compile_matcher
+from policyproxy.reasons import Source, Verdict
 
 ReadFile = Callable[[str], str]
 
@@ -46,9 +47,8 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
     if redaction is not None and net.mitm_enabled is False:
         error("mitm.enabled", "is false, but redaction needs interception: remove it or disable redaction")
     for name, url in settings.gateway_routes:
-        host = url.split("://", 1)[1].split("/", 1)[0]
         if url.startswith("http://"):
-            for hook in hooks.get(host.rsplit(":", 1)[0], ()):
+            for hook in hooks.get(url_host(url) or "", ()):
                 if hook.edits.inject and not hook.allow_plaintext_secrets:
                     error(f"mitm.hooks.{hook.name}",
                           f"injects a secret, and gateway route {name!r} reaches its host over plain http; "
@@ -73,14 +73,11 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
         hooks={host: tuple(items) for host, items in hooks.items()},
         endpoints={host: tuple(items) for host, items in endpoints.items()},
         gateway_paths=tuple(sorted({p for items in endpoints.values() for p, _ in items})),
-        local_source=Source.REQUIREMENTS if _managed_false(settings, "allow_local_binding") else Source.DEFAULT,
-        mode_source=Source.PROFILE if net.mode is Mode.LIMITED else Source.DEFAULT,
+        allowed_literals=frozenset(p.domain for p, r in rules if r.verdict is Verdict.ALLOW
+                                   and p.kind is DomainKind.EXACT and parse_ip(p.domain) is not None),
+        local_source=Source.REQUIREMENTS if "allow_local_binding" in settings.managed_keys else Source.DEFAULT,
+        mode_source=Source.REQUIREMENTS if "mode" in settings.managed_keys else Source.PROFILE,
     )
-
-
-def _managed_false(settings: Settings, key: str) -> bool:
-    # requirements forced it when the value is false and a requirements file was applied
-    return settings.requirements_file is not None and not getattr(settings.network, key)
 
 
 def _resolve_action(action: ActionSpec, env: Mapping[str, str], read_file: ReadFile,

@@ -16,7 +16,7 @@ from policyproxy.config.schema import DomainRule
 from policyproxy.policy.hosts import is_local_name, is_non_public, normalize_host, parse_ip
 from policyproxy.policy.model import Decision, HeaderEdits, RedactionTarget, Request, Target
 from policyproxy.policy.paths import normalize_path
-from policyproxy.policy.patterns import DomainIndex, DomainKind, DomainPattern, Matcher
+from policyproxy.policy.patterns import DomainIndex, Matcher
 from policyproxy.reasons import READ_ONLY_METHODS, Mode, Protocol, Reason, Source, Verdict
 
 _PLAINTEXT = (Protocol.HTTP, Protocol.GATEWAY)
@@ -61,6 +61,7 @@ class Policy:
     hooks: Mapping[str, tuple[CompiledHook, ...]]
     endpoints: Mapping[str, tuple[tuple[str, str], ...]]   # host -> (lower path prefix, endpoint)
     gateway_paths: tuple[str, ...]
+    allowed_literals: frozenset[str] = frozenset()   # IP literals allowed by an exact pattern
     local_source: Source = Source.DEFAULT
     mode_source: Source = Source.PROFILE
 
@@ -78,7 +79,7 @@ class Policy:
         # 3. local and private destinations
         allowed_rule = self.allow.lookup(host)
         if (not self.allow_local_binding and not target.trusted and self._is_local(host, target)
-                and not _names_literal(allowed_rule, host)):
+                and host not in self.allowed_literals):
             return self._deny(target, host, Reason.NOT_ALLOWED_LOCAL, self.local_source, method,
                               f"{host} is a local or private address and allow_local_binding is false")
         # 4. allowlist
@@ -191,11 +192,3 @@ def parse_query(raw: str) -> dict[str, list[str]]:
             key, value = unquote_plus(key), unquote_plus(value)
         out.setdefault(key, []).append(value)
     return out
-
-
-def _names_literal(rule: DomainRule | None, host: str) -> bool:
-    """Codex's exception: an IP literal explicitly allowed by an exact pattern stays reachable."""
-    if rule is None or parse_ip(host) is None:
-        return False
-    pattern = DomainPattern.parse(rule.pattern)
-    return pattern.kind is DomainKind.EXACT and pattern.domain == host

@@ -12,6 +12,7 @@ import ipaddress
 import re
 import socket
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import idna
 
@@ -57,6 +58,18 @@ def normalize_host(raw: str) -> str | None:
     if labels[-1].isdigit():  # a dotted name ending in a number is neither a name nor an IP
         return None
     return host
+
+
+def url_host(url: str) -> str | None:
+    """The canonical host of an ``http(s)://`` URL; None if it has none, or carries user:password."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return None
+    if parts.username is not None or parts.password is not None or not parts.hostname:
+        return None
+    return normalize_host(parts.hostname)
 
 
 def _canonical_ipv6(text: str) -> str | None:

@@ -54,3 +54,17 @@ def test_localhost_names_are_local():
     assert is_local_name("localhost")
     assert is_local_name("app.localhost")
     assert not is_local_name("localhost.example.com")
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("https://api.anthropic.com", "api.anthropic.com"),
+    ("http://127.0.0.1:11434/base", "127.0.0.1"),
+    ("http://[::1]:8080", "::1"),
+    ("https://user:pw@api.example.com", None),
+    ("http://host:notaport", None),
+    ("http:///path", None),
+])
+def test_url_host(url, host):
+    from policyproxy.policy.hosts import url_host
+
+    assert url_host(url) == host

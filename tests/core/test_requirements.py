@@ -168,3 +168,11 @@ def test_unknown_requirements_key_is_an_error(tmp_path):
     with pytest.raises(ConfigErrors) as info:
         settings(tmp_path, FULL, "[network]\nmodee = 'limited'\n")
     assert "requirements.toml:2: network.modee is not a known key" in str(info.value)
+
+
+def test_local_denials_are_attributed_to_requirements_only_when_it_forced_them(tmp_path):
+    text = FULL.replace('"api.github.com" = "allow"', '"*" = "allow"')
+    forced = policy(tmp_path, text, requirements="[network]\nallow_local_binding = false\n")
+    assert connect(forced, "127.0.0.1").source is Source.REQUIREMENTS
+    unrelated = policy(tmp_path, text, requirements='[network]\ndenied_domains = ["x.org"]\n')
+    assert connect(unrelated, "127.0.0.1").source is Source.DEFAULT
