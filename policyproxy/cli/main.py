@@ -30,6 +30,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", help="profile to use (default: default_permissions)")
         return p
 
+    serve = with_config(sub.add_parser("serve", help="run the proxy"))
+    serve.add_argument("--listen", help="HTTP proxy address (default: the profile's proxy_url)")
+    serve.add_argument("--socks-listen", help="SOCKS5 address (default: the profile's socks_url)")
+    serve.add_argument("--ca-dir", type=Path, help="CA directory (default: $POLICYPROXY_HOME/ca)")
+    serve.add_argument("--audit-log", type=Path, help="JSONL audit log path")
+    serve.add_argument("--upstream-ca", type=Path, action="append", default=[],
+                       help="extra CA file trusted for upstream servers (repeatable)")
+    serve.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
+                       help="pin HOST:PORT to ADDR (operator-trusted; repeatable)")
+    ca = sub.add_parser("ca", help="the interception CA")
+    ca.add_argument("ca_command", choices=["init", "path", "export"])
+    ca.add_argument("--ca-dir", type=Path, help="CA directory (default: $POLICYPROXY_HOME/ca)")
+    env = with_config(sub.add_parser("env", help="print the export lines a client needs"))
+    env.add_argument("--listen")
+    env.add_argument("--socks-listen")
+    env.add_argument("--ca-dir", type=Path)
+    run = with_config(sub.add_parser("run", help="run CMD through the proxy (starting it if needed)"))
+    run.add_argument("--listen")
+    run.add_argument("--socks-listen")
+    run.add_argument("--ca-dir", type=Path)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
     with_config(sub.add_parser("check", help="validate the configuration and print the compiled policy"))
     config = sub.add_parser("config", help="show the effective configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -49,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("serve", "ca", "env", "run"):
+            from policyproxy.cli import serve as network
+
+            command = {"serve": network.serve, "ca": network.ca_command, "env": network.env_command,
+                       "run": network.run_command}[args.command]
+            try:
+                return command(args)
+            except (network.ServeError, network.CAError, OSError) as exc:
+                print(f"policyproxy: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
         if args.command == "check":
             return commands.check(args)
         if args.command == "config":

@@ -1,0 +1,228 @@
+"""``serve``, ``ca``, ``env`` and ``run``: the commands that touch the network or the CA."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from policyproxy import __version__
+from policyproxy.config import home_dir, load_settings
+from policyproxy.config.schema import Settings
+from policyproxy.errors import ConfigErrors
+from policyproxy.policy.compile import compile_policy
+from policyproxy.policy.hosts import IPAddress
+from policyproxy.tls.ca_store import CAError, load, load_or_create
+
+
+class ServeError(Exception):
+    """A reason not to start; the message says what to change."""
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(text if "://" in text else f"//{text}")
+    try:
+        port = parts.port if parts.port is not None else default_port
+    except ValueError:
+        raise ServeError(f"invalid port in listen address {text!r}") from None
+    host = parts.hostname or "127.0.0.1"
+    return ("127.0.0.1" if host == "localhost" else host), port
+
+
+def check_loopback(address: tuple[str, int], allowed: bool, what: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(address[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allowed:
+        raise ServeError(f"{what} would listen on {address[0]}, which is not loopback; set "
+                         "dangerously_allow_non_loopback_proxy = true in the profile to allow it")
+
+
+def parse_pins(entries: list[str]) -> dict[tuple[str, int], IPAddress]:
+    pins: dict[tuple[str, int], IPAddress] = {}
+    for entry in entries:
+        host, _, rest = entry.partition(":")
+        port, _, address = rest.partition(":")
+        try:
+            pins[(host.lower(), int(port))] = ipaddress.ip_address(address.strip("[]"))
+        except ValueError:
+            raise ServeError(f"--resolve wants HOST:PORT:ADDR, got {entry!r}") from None
+    return pins
+
+
+def ca_dir(args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "ca_dir", None) or home_dir() / "ca")
+
+
+def trust_bundle(directory: Path, ca_pem: bytes) -> Path:
+    """System roots plus the CA, for tools whose CA variable replaces the system store."""
+    roots = b""
+    for candidate in (ssl.get_default_verify_paths().cafile, "/etc/ssl/certs/ca-certificates.crt",
+                      "/etc/pki/tls/certs/ca-bundle.crt"):
+        if candidate and Path(candidate).is_file():
+            roots = Path(candidate).read_bytes()
+            break
+    bundle = directory / "bundle.pem"
+    content = roots.rstrip(b"\n") + b"\n" + ca_pem if roots else ca_pem
+    if not bundle.exists() or bundle.read_bytes() != content:
+        tmp = directory / "bundle.pem.tmp"
+        tmp.write_bytes(content)
+        tmp.replace(bundle)
+    return bundle
+
+
+def env_lines(http: tuple[str, int], socks: tuple[str, int] | None, ca_path: Path,
+              bundle: Path) -> list[tuple[str, str]]:
+    def show(host: str) -> str:
+        return f"[{host}]" if ":" in host else host
+
+    proxy = f"http://{show(http[0])}:{http[1]}"
+    lines = [("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("http_proxy", proxy), ("https_proxy", proxy)]
+    if socks is not None:
+        lines.append(("ALL_PROXY", f"socks5h://{show(socks[0])}:{socks[1]}"))
+    lines.append(("NO_PROXY", "localhost,127.0.0.1,::1"))
+    lines += [(name, str(bundle)) for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                                              "CODEX_CA_CERTIFICATE", "GIT_SSL_CAINFO", "PIP_CERT",
+                                              "NPM_CONFIG_CAFILE", "CARGO_HTTP_CAINFO")]
+    lines.append(("NODE_EXTRA_CA_CERTS", str(ca_path)))
+    return lines
+
+
+def _listeners(args: argparse.Namespace, settings: Settings) -> tuple[tuple[str, int], tuple[str, int] | None]:
+    net = settings.network
+    http = parse_address(getattr(args, "listen", None) or net.proxy_url, 3128)
+    socks = parse_address(getattr(args, "socks_listen", None) or net.socks_url, 8081) if net.enable_socks5 else None
+    return http, socks
+
+
+def serve(args: argparse.Namespace) -> int:
+    from policyproxy.proxy.app import ProxyApp, ProxyOptions
+
+    settings = load_settings(args.config, args.requirements, args.profile)
+    policy = compile_policy(settings)
+    if not settings.network.enabled:
+        raise ServeError(f"profile {settings.profile!r} sets network.enabled = false; nothing to serve")
+    http, socks = _listeners(args, settings)
+    allow_remote = settings.network.dangerously_allow_non_loopback_proxy
+    check_loopback(http, allow_remote, "the HTTP proxy")
+    if socks is not None:
+        check_loopback(socks, allow_remote, "the SOCKS5 proxy")
+    ca = load_or_create(ca_dir(args))
+    options = ProxyOptions(listen=http, socks_listen=socks, upstream_cas=tuple(args.upstream_ca),
+                           pins=parse_pins(args.resolve))
+
+    async def main() -> None:
+        app = ProxyApp(settings, policy, ca, options)
+        await app.start()
+        http_at = app.addresses["http"]
+        socks_at = app.addresses.get("socks5")
+        print(f"policyproxy {__version__}: profile {settings.profile!r} from {settings.config_file}", flush=True)
+        print(f"HTTP proxy listening on http://{http_at[0]}:{http_at[1]}")
+        if socks_at:
+            print(f"SOCKS5 proxy listening on socks5://{socks_at[0]}:{socks_at[1]}")
+        print(f"CA certificate: {ca.cert_path}")
+        bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
+        for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle):
+            print(f"export {name}={value}")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, args))
+        await stop.wait()
+        print("policyproxy: stopping, draining in-flight requests", file=sys.stderr, flush=True)
+        await app.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def _reload(app: object, args: argparse.Namespace) -> None:
+    try:
+        settings = load_settings(args.config, args.requirements, args.profile)
+        policy = compile_policy(settings)
+    except ConfigErrors as exc:
+        print(f"policyproxy: reload refused, keeping the running policy:\n{exc}", file=sys.stderr, flush=True)
+        return
+    app.reload(settings, policy)  # type: ignore[attr-defined]
+    print(f"policyproxy: reloaded profile {settings.profile!r}", file=sys.stderr, flush=True)
+
+
+def ca_command(args: argparse.Namespace) -> int:
+    directory = ca_dir(args)
+    if args.ca_command == "init":
+        existed = (directory / "ca.pem").exists()
+        ca = load_or_create(directory)
+        print(f"{'CA already exists' if existed else 'created CA'}: {ca.cert_path}")
+    elif args.ca_command == "path":
+        print(load(directory).cert_path)
+    else:
+        sys.stdout.write(load(directory).cert_pem.decode())
+    return 0
+
+
+def env_command(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, args.requirements, args.profile)
+    http, socks = _listeners(args, settings)
+    ca = load_or_create(ca_dir(args))
+    bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
+    for name, value in env_lines(http, socks, ca.cert_path, bundle):
+        print(f"export {name}={value}")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Start the proxy unless one already listens, run CMD with its environment, stop what we started."""
+    if not args.cmd:
+        raise ServeError("run needs a command: policyproxy run -- CMD [ARGS...]")
+    command = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
+    settings = load_settings(args.config, args.requirements, args.profile)
+    http, socks = _listeners(args, settings)
+    ca = load_or_create(ca_dir(args))
+    child = None
+    if not _listening(http):
+        serve_args = [sys.executable, "-m", "policyproxy", "serve", "--listen", f"{http[0]}:{http[1]}"]
+        for flag in ("config", "requirements", "profile"):
+            if getattr(args, flag):
+                serve_args += [f"--{flag}", str(getattr(args, flag))]
+        if socks is not None:
+            serve_args += ["--socks-listen", f"{socks[0]}:{socks[1]}"]
+        serve_args += ["--ca-dir", str(ca.cert_path.parent)]
+        child = subprocess.Popen(serve_args, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while not _listening(http):
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise ServeError("the proxy did not start; run `policyproxy serve` to see why")
+            time.sleep(0.05)
+    bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
+    env = {**os.environ, **dict(env_lines(http, socks, ca.cert_path, bundle))}
+    try:
+        return subprocess.call(command, env=env)
+    except FileNotFoundError:
+        raise ServeError(f"command not found: {command[0]}") from None
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(timeout=15)
+
+
+def _listening(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+__all__ = ["CAError", "ServeError", "ca_command", "env_command", "run_command", "serve"]

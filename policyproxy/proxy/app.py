@@ -1,0 +1,153 @@
+"""``ProxyApp``: the running proxy's state (policy, resolver, CA, upstream session) and listeners.
+
+The policy is swapped atomically on reload; every decision goes through ``report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from policyproxy.config.schema import Settings
+from policyproxy.policy.decide import Policy
+from policyproxy.policy.hosts import IPAddress, normalize_host
+from policyproxy.policy.model import Decision, Target
+from policyproxy.proxy.forward import handle_plain
+from policyproxy.proxy.resolver import Resolver
+from policyproxy.reasons import Protocol, Reason, Source, Verdict
+from policyproxy.tls.ca_store import CertificateAuthority
+from policyproxy.tls.mint import LeafContexts
+
+DecisionSink = Callable[[Decision, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    listen: tuple[str, int] = ("127.0.0.1", 3128)
+    socks_listen: tuple[str, int] | None = ("127.0.0.1", 8081)
+    upstream_cas: tuple[Path, ...] = ()
+    pins: dict[tuple[str, int], IPAddress] = field(default_factory=dict)
+    socks_credentials: tuple[str, str] | None = None
+    head_timeout: float = 15.0          # to receive a request head or a SOCKS5 handshake
+    handshake_timeout: float = 15.0     # TLS handshake with the client
+    connect_timeout: float = 10.0       # TCP connect upstream
+    read_timeout: float = 600.0         # silence from the upstream mid-response (long SSE streams)
+    keepalive_timeout: float = 120.0    # idle client keep-alive connections
+    max_head_bytes: int = 64 * 1024
+
+
+def upstream_context(extra_cas: tuple[Path, ...]) -> ssl.SSLContext:
+    """System trust plus ``--upstream-ca``; verification is never turned off."""
+    context = ssl.create_default_context()
+    for path in extra_cas:
+        context.load_verify_locations(cafile=str(path))
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class ProxyApp:
+    def __init__(self, settings: Settings, policy: Policy, ca: CertificateAuthority, options: ProxyOptions) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.options = options
+        self.ca = ca
+        self.leaves = LeafContexts(ca)
+        self.resolver = Resolver(options.pins)
+        self.upstream_ssl = upstream_context(options.upstream_cas)
+        self.routes = dict(settings.gateway_routes)
+        self.sinks: list[DecisionSink] = []
+        self.log = logging.getLogger("policyproxy")
+        self.http_options: dict[str, Any] = {
+            "auto_decompress": False, "keepalive_timeout": options.keepalive_timeout,
+            "max_line_size": 16 * 1024, "max_field_size": 16 * 1024, "access_log": None,
+            "handler_cancellation": True,
+        }
+        self.session: aiohttp.ClientSession | None = None
+        self.servers: list[asyncio.base_events.Server] = []
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self._ids = itertools.count(1)
+        self._plain = web.Server(partial(handle_plain, self), **self.http_options)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        from policyproxy.proxy.listeners import HttpEntry, Socks5Entry
+
+        connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False, limit=0,
+                                         limit_per_host=0, keepalive_timeout=60, ssl=self.upstream_ssl)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.options.connect_timeout,
+                                        sock_read=self.options.read_timeout)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                             trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+        loop = asyncio.get_running_loop()
+        host, port = self.options.listen
+        server = await loop.create_server(lambda: HttpEntry(self), host, port)
+        self.servers.append(server)
+        self.addresses["http"] = server.sockets[0].getsockname()[:2]
+        if self.options.socks_listen is not None:
+            host, port = self.options.socks_listen
+            server = await loop.create_server(lambda: Socks5Entry(self), host, port)
+            self.servers.append(server)
+            self.addresses["socks5"] = server.sockets[0].getsockname()[:2]
+
+    async def stop(self, drain: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``drain`` seconds), then close."""
+        for server in self.servers:
+            server.close()
+        await self._plain.shutdown(drain)
+        if self.session is not None:
+            await self.session.close()
+        self.leaves.close()
+
+    def reload(self, settings: Settings, policy: Policy) -> None:
+        """Swap in a new policy; requests already decided keep the old one."""
+        self.settings, self.policy = settings, policy
+        self.routes = dict(settings.gateway_routes)
+
+    # ---- helpers for the handlers -------------------------------------------------------------
+    @property
+    def plain_server(self) -> web.Server:
+        return self._plain
+
+    def connection_id(self) -> str:
+        return f"c{next(self._ids)}"
+
+    @staticmethod
+    def canonical(host: str) -> str:
+        return normalize_host(host) or host
+
+    async def target(self, host: str, port: int, protocol: Protocol, trusted: bool = False) -> Target:
+        addresses, pinned = await self.resolver.lookup(host, port)
+        return Target(host, port, protocol, addresses, trusted or pinned)
+
+    def inspect(self, decision: Decision) -> Decision:
+        """Step 7 for a request with a body on a redaction endpoint.
+
+        The redaction engine is not wired in yet, so such a body cannot be inspected: deny it.
+        """
+        return dataclasses.replace(
+            decision, verdict=Verdict.DENY, reason=Reason.INSPECTION_FAILED, source=Source.DEFAULT,
+            message=f"{decision.redaction.endpoint if decision.redaction else 'this endpoint'} requires body "
+                    "redaction, which this build cannot perform yet; refusing to forward it uninspected")
+
+    def report(self, decision: Decision, client: str, status: int | None = None,
+               connection_id: str | None = None) -> None:
+        context = {"client": client, "status": status, "connection_id": connection_id}
+        if not decision.allowed:
+            self.log.info("deny %s %s:%s %s (%s) from %s", decision.reason.value, decision.host, decision.port,
+                          decision.method or "", decision.message, client)
+        for sink in self.sinks:
+            try:
+                sink(decision, context)
+            except Exception:  # a broken sink must never break proxying
+                self.log.exception("decision sink failed")

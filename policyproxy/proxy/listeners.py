@@ -1,0 +1,242 @@
+"""The two listeners' first steps: read a request head (HTTP) or a handshake (SOCKS5), decide, and
+hand the connection on (aiohttp's parser, a byte pipe, or TLS interception)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from policyproxy.policy.model import Decision
+from policyproxy.proxy import socks5_codec as socks
+from policyproxy.proxy import tunnel as pipes
+from policyproxy.proxy.forward import Tunnel
+from policyproxy.proxy.intercept import connect_upstream, intercept_tls, peek, serve_http
+from policyproxy.reasons import Mode, Protocol, Reason, Source, Verdict
+from policyproxy.responses import block_answer
+
+if TYPE_CHECKING:
+    from policyproxy.proxy.app import ProxyApp
+
+_REASONS = {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+            502: "Bad Gateway", 504: "Gateway Timeout"}
+
+
+def raw_response(status: int, body: bytes, headers: tuple[tuple[str, str], ...] = (),
+                 content_type: str = "text/plain; charset=utf-8") -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
+    names = {k.lower() for k, _ in headers}
+    lines += [f"{k}: {v}" for k, v in headers]
+    if "content-type" not in names:
+        lines.append(f"content-type: {content_type}")
+    lines += [f"content-length: {len(body)}", "connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1") + body
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if peer else "unknown"
+
+
+class HttpEntry(asyncio.Protocol):
+    """Reads the first request line; CONNECT is ours, anything else goes to aiohttp at once."""
+
+    def __init__(self, app: ProxyApp) -> None:
+        self.app = app
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.timer = asyncio.get_running_loop().call_later(self.app.options.head_timeout, self._timeout)
+
+    def _timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.write(raw_response(408, b"policyproxy: request head not received in time\n"))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        line_end = self.buffer.find(b"\n")
+        if line_end < 0:
+            if len(self.buffer) > self.app.options.max_head_bytes:
+                self._fail(431, "request line too long")
+            return
+        if not self.buffer.startswith(b"CONNECT "):
+            self._to_aiohttp()
+            return
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(self.buffer) > self.app.options.max_head_bytes:
+                self._fail(431, "request head too large")
+            elif b"\n\n" in self.buffer:
+                self._fail(400, "request head lines must end with CRLF")
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport.pause_reading()
+        head, rest = bytes(self.buffer[:head_end]), bytes(self.buffer[head_end + 4:])
+        asyncio.get_running_loop().create_task(self._connect(head, rest))
+
+    def _to_aiohttp(self) -> None:
+        assert self.transport is not None
+        if self.timer is not None:
+            self.timer.cancel()
+        handler = self.app.plain_server()
+        self.transport.set_protocol(handler)
+        handler.connection_made(self.transport)
+        handler.data_received(bytes(self.buffer))
+
+    def _fail(self, status: int, message: str) -> None:
+        assert self.transport is not None
+        self.transport.write(raw_response(status, f"policyproxy: {message}\n".encode()))
+        self.transport.close()
+
+    async def _connect(self, head: bytes, rest: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            text = head.decode("latin-1")
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+            return self._fail(400, "undecodable request head")
+        request_line, *header_lines = text.split("\r\n")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            return self._fail(400, "malformed CONNECT request line")
+        if any(not line or line[0] in " \t" or ":" not in line for line in header_lines):
+            return self._fail(400, "malformed header line (obs-fold or missing colon)")
+        authority = parts[1]
+        host, _, port_text = authority.rpartition(":")
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            return self._fail(400, f"CONNECT target must be host:port, got {authority!r}")
+        if rest:
+            return self._fail(400, "data sent before the CONNECT was answered")
+        await open_target(self.app, transport, host.strip("[]") if host.startswith("[") else host, int(port_text),
+                          Protocol.HTTPS_CONNECT, _peer(transport))
+
+
+async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, port: int, protocol: Protocol,
+                      client: str) -> None:
+    """Decide a CONNECT (HTTP or SOCKS5) and answer it: deny, tunnel, or intercept."""
+    socks5 = protocol is Protocol.SOCKS5_TCP
+    target = await app.target(host, port, protocol)
+    decision = app.policy.decide(target)
+    connection_id = app.connection_id()
+    if not decision.allowed:
+        answer = block_answer(decision)
+        app.report(decision, client, answer.status, connection_id)
+        transport.write(socks.reply(socks.NOT_ALLOWED) if socks5
+                        else raw_response(answer.status, answer.body, answer.headers))
+        transport.close()
+        return
+    if not decision.intercept:
+        upstream = await connect_upstream(app, target.addresses, port) if target.addresses else "cannot resolve"
+        if not isinstance(upstream, str):
+            app.report(decision, client, 200, connection_id)
+            transport.write(socks.reply(socks.SUCCEEDED) if socks5
+                            else b"HTTP/1.1 200 Connection established\r\n\r\n")
+            pipes.join(transport, upstream)
+            return
+        error = upstream
+        app.report(decision, client, 502, connection_id)
+        transport.write(socks.reply(socks.HOST_UNREACHABLE) if socks5 else
+                        raw_response(502, f"policyproxy: cannot connect to {host}:{port}: {error}\n".encode()))
+        transport.close()
+        return
+    app.report(decision, client, 200, connection_id)
+    tunnel = Tunnel(host, port, "https", target.trusted, client, connection_id)
+    if not socks5:
+        transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await intercept_tls(app, transport, tunnel)
+        return
+    transport.write(socks.reply(socks.SUCCEEDED))
+    first = await peek(transport, 8, app.options.head_timeout)
+    if first[:1] == b"\x16":
+        await intercept_tls(app, transport, tunnel)
+    elif first[:1].isalpha() and app.policy.mode is not Mode.LIMITED:
+        serve_http(app, transport, Tunnel(host, port, "http", target.trusted, client, connection_id))
+    else:
+        refused = Decision(Verdict.DENY, Reason.MITM_REQUIRED, Source.DEFAULT, decision.profile, protocol,
+                           decision.host, port, message="traffic to an inspected host must be TLS or plain HTTP"
+                           + (" (plain HTTP is refused over SOCKS5 in limited mode)" if first[:1].isalpha() else ""))
+        app.report(refused, client, None, connection_id)
+        transport.close()
+
+
+class Socks5Entry(asyncio.Protocol):
+    """RFC 1928 handshake (with RFC 1929 auth when configured), then ``open_target``."""
+
+    def __init__(self, app: ProxyApp) -> None:
+        self.app = app
+        self.buffer = b""
+        self.state = "greeting"
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.timer = asyncio.get_running_loop().call_later(self.app.options.head_timeout, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        try:
+            self._advance()
+        except socks.Socks5Error as exc:
+            if self.state == "request":
+                self.transport.write(socks.reply(exc.reply))
+            self.app.log.info("socks5 from %s refused: %s", _peer(self.transport), exc)
+            self.transport.close()
+
+    def _advance(self) -> None:
+        assert self.transport is not None
+        credentials = self.app.options.socks_credentials
+        if self.state == "greeting":
+            parsed = socks.parse_greeting(self.buffer)
+            if parsed is None:
+                return
+            methods, used = parsed
+            self.buffer = self.buffer[used:]
+            wanted = socks.USER_PASS if credentials else socks.NO_AUTH
+            if wanted not in methods:
+                self.transport.write(socks.method_reply(socks.NO_ACCEPTABLE))
+                raise socks.Socks5Error("no acceptable authentication method")
+            self.transport.write(socks.method_reply(wanted))
+            self.state = "auth" if credentials else "request"
+        if self.state == "auth":
+            parsed_auth = socks.parse_user_pass(self.buffer)
+            if parsed_auth is None:
+                return
+            (user, password), used = parsed_auth
+            self.buffer = self.buffer[used:]
+            ok = credentials is not None and (user, password) == credentials
+            self.transport.write(socks.auth_reply(ok))
+            if not ok:
+                raise socks.Socks5Error("bad username or password")
+            self.state = "request"
+        if self.state == "request":
+            parsed_request = socks.parse_request(self.buffer)
+            if parsed_request is None:
+                return
+            request, used = parsed_request
+            if request.command != socks.CMD_CONNECT:
+                name = {socks.CMD_BIND: "BIND", socks.CMD_UDP_ASSOCIATE: "UDP ASSOCIATE"}.get(request.command, "?")
+                raise socks.Socks5Error(f"{name} is not supported (CONNECT only)", socks.COMMAND_NOT_SUPPORTED)
+            if self.buffer[used:]:
+                raise socks.Socks5Error("data sent before the CONNECT was answered")
+            self.state = "done"
+            if self.timer is not None:
+                self.timer.cancel()
+            self.transport.pause_reading()
+            asyncio.get_running_loop().create_task(
+                open_target(self.app, self.transport, request.host, request.port, Protocol.SOCKS5_TCP,
+                            _peer(self.transport)))

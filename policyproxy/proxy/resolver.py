@@ -1,0 +1,72 @@
+"""Name resolution for policy checks and upstream connections, from one cache.
+
+The local-address rule is checked on the addresses this resolver returns, and aiohttp's connector
+asks the same resolver (with its own DNS cache off), so a check and the connect that follows see the
+same answer within the TTL: a rebinding name cannot pass the check with a public address and then
+connect to a private one. ``--resolve`` pins are operator-trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections.abc import Mapping
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from policyproxy.policy.hosts import IPAddress, normalize_host, parse_ip
+
+
+class Resolver(AbstractResolver):
+    def __init__(self, pins: Mapping[tuple[str, int], IPAddress] | None = None, ttl: float = 30.0,
+                 timeout: float = 5.0) -> None:
+        self.pins = {(normalize_host(h) or h, p): a for (h, p), a in (pins or {}).items()}
+        self.ttl = ttl
+        self.timeout = timeout
+        self._cache: dict[tuple[str, int], tuple[float, tuple[IPAddress, ...]]] = {}
+
+    def pinned(self, host: str, port: int) -> IPAddress | None:
+        return self.pins.get((normalize_host(host) or host, port))
+
+    async def lookup(self, host: str, port: int) -> tuple[tuple[IPAddress, ...], bool]:
+        """(addresses, pinned). A failed lookup gives no addresses; the connect then fails (502)."""
+        canonical = normalize_host(host) or host
+        pin = self.pins.get((canonical, port))
+        if pin is not None:
+            return (pin,), True
+        literal = parse_ip(canonical)
+        if literal is not None:
+            return (literal,), False
+        key = (canonical, port)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1], False
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(canonical, port, type=socket.SOCK_STREAM), self.timeout)
+        except (OSError, asyncio.TimeoutError, UnicodeError):
+            return (), False
+        addresses = tuple(dict.fromkeys(ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos))
+        self._cache[key] = (now + self.ttl, addresses)
+        if len(self._cache) > 4096:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+        return addresses, False
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        addresses, _ = await self.lookup(host, port)
+        if not addresses:
+            raise OSError(socket.EAI_NONAME, f"cannot resolve {host}")
+        return [
+            ResolveResult(hostname=host, host=str(a), port=port,
+                          family=socket.AF_INET6 if a.version == 6 else socket.AF_INET,
+                          proto=0, flags=socket.AI_NUMERICHOST)
+            for a in addresses
+        ]
+
+    async def close(self) -> None:
+        self._cache.clear()
