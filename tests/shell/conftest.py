@@ -21,10 +21,11 @@ def start_proxy(tmp_path_factory, pki, upstream):
     started: list[ProxyProcess] = []
 
     def start(config: str, env: dict[str, str] | None = None, extra: list[str] | None = None,
-              pin: bool = True) -> ProxyProcess:
+              pin: bool = True, trust_upstream: bool = True) -> ProxyProcess:
         pins = [f"{name}:{port}:127.0.0.1" for name in NAMES if name != "rebind.test"
                 for port in (upstream.tls_port, upstream.plain_port)] if pin else []
-        proxy = ProxyProcess(tmp_path_factory.mktemp("proxy"), config, pki[0], pins, env, extra)
+        proxy = ProxyProcess(tmp_path_factory.mktemp("proxy"), config, pki[0] if trust_upstream else None, pins,
+                             env, extra)
         started.append(proxy)
         return proxy
 

@@ -15,14 +15,16 @@ _LISTEN = re.compile(r"(HTTP|SOCKS5) proxy listening on \w+://([\d.]+):(\d+)")
 
 
 class ProxyProcess:
-    def __init__(self, home: Path, config: str, upstream_ca: Path, pins: list[str], env: dict[str, str] | None = None,
-                 extra: list[str] | None = None) -> None:
+    def __init__(self, home: Path, config: str, upstream_ca: Path | None, pins: list[str],
+                 env: dict[str, str] | None = None, extra: list[str] | None = None) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.config = home / "config.toml"
         self.config.write_text(textwrap.dedent(config))
         args = [sys.executable, "-m", "policyproxy", "serve", "--config", str(self.config),
-                "--listen", "127.0.0.1:0", "--socks-listen", "127.0.0.1:0", "--upstream-ca", str(upstream_ca)]
+                "--listen", "127.0.0.1:0", "--socks-listen", "127.0.0.1:0"]
+        if upstream_ca is not None:
+            args += ["--upstream-ca", str(upstream_ca)]
         for pin in pins:
             args += ["--resolve", pin]
         args += extra or []

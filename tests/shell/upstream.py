@@ -73,6 +73,7 @@ class Upstream:
     async def _start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/sse", self.sse)
+        app.router.add_route("*", "/v1/sse", self.sse)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         self.runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self.runner.setup()
