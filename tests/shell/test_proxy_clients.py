@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -209,3 +210,36 @@ def test_non_loopback_listen_is_refused(tmp_path):
                             env={**os.environ, "POLICYPROXY_HOME": str(tmp_path)})
     assert result.returncode == 2
     assert "not loopback" in result.stderr
+
+
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+needs_node = pytest.mark.skipif(shutil.which("node") is None or not (NODE_DIR / "node_modules" / "undici").exists(),
+                                reason="node and tests/node/node_modules (npm install) are needed")
+
+
+def node_fetch(proxy, method: str, url: str, body: str | None = None) -> dict:
+    args = ["node", str(NODE_DIR / "fetch.mjs"), proxy.url, method, url] + ([body] if body is not None else [])
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "NODE_EXTRA_CA_CERTS": str(proxy.ca)})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@needs_node
+def test_node_fetch_intercepted_and_hooked(proxy, upstream):
+    answer = node_fetch(proxy, "POST", f"https://api.github.com:{upstream.tls_port}/repos/myorg/n", "{}")
+    assert answer["status"] == 200
+    headers = dict((k.lower(), v) for k, v in json.loads(answer["body"])["headers"])
+    assert headers["authorization"] == f"Bearer {TOKEN}"
+
+
+@needs_node
+def test_node_fetch_denied(proxy, upstream):
+    answer = node_fetch(proxy, "DELETE", f"https://api.github.com:{upstream.tls_port}/repos/myorg/n")
+    assert (answer["status"], answer["headers"]["x-proxy-error"]) == (403, "blocked-by-mitm-hook")
+
+
+@needs_node
+def test_node_fetch_plain_http(proxy, upstream):
+    answer = node_fetch(proxy, "GET", f"http://upstream.test:{upstream.plain_port}/node")
+    assert answer["status"] == 200 and json.loads(answer["body"])["path"] == "/node"
