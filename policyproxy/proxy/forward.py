@@ -18,6 +18,7 @@ from yarl import URL
 
 from policyproxy.policy.hosts import normalize_host
 from policyproxy.policy.model import Decision, Request, Target
+from policyproxy.proxy import websocket
 from policyproxy.proxy.headers import host_header, request_headers, response_headers
 from policyproxy.reasons import Protocol
 from policyproxy.responses import block_answer
@@ -108,6 +109,12 @@ async def handle_intercepted(app: ProxyApp, tunnel: Tunnel, request: web.BaseReq
 async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, scheme: str, path: str, query: str,
                   client: str, connection_id: str | None = None) -> web.StreamResponse:
     decision = app.policy.decide(target, Request(request.method, path, query, tuple(request.headers.items())))
+    upgrade = websocket.is_upgrade(request)
+    if decision.allowed and decision.redaction is not None and upgrade:
+        refusal = websocket.refused(decision)
+        app.report(refusal, client, 426, connection_id)
+        return web.Response(status=426, text=f"policyproxy: {refusal.message}\n",
+                            headers={"x-proxy-error": "blocked-by-policy"})
     if decision.allowed and decision.redaction is not None and request.body_exists:
         # Fail closed: a body this profile says must be inspected is never forwarded uninspected.
         decision = app.inspect(decision)
@@ -115,6 +122,12 @@ async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, schem
         answer = block_answer(decision)
         app.report(decision, client, answer.status, connection_id)
         return web.Response(status=answer.status, body=answer.body, headers=dict(answer.headers))
+    if upgrade:
+        default = 443 if scheme == "https" else 80
+        url = URL.build(scheme=scheme, host=target.host.strip("[]"), port=target.port, path=decision.path or "/",
+                        query_string=query, encoded=True)
+        app.report(decision, client, 101, connection_id)
+        return await websocket.relay(app, request, decision, url, host_header(target.host, target.port, default))
     try:
         response = await _stream(app, request, decision, target, scheme, query)
     except _UpstreamFailure as failure:

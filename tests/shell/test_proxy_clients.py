@@ -1,6 +1,7 @@
 """Real clients through the proxy: SOCKS5 (curl), httpx, requests via env vars, the OpenAI and
 Anthropic SDKs via HTTPS_PROXY, and streamed server-sent events."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 import requests
@@ -243,3 +245,40 @@ def test_node_fetch_denied(proxy, upstream):
 def test_node_fetch_plain_http(proxy, upstream):
     answer = node_fetch(proxy, "GET", f"http://upstream.test:{upstream.plain_port}/node")
     assert answer["status"] == 200 and json.loads(answer["body"])["path"] == "/node"
+
+
+WS_CONFIG = CONFIG.replace('path_prefixes = ["/repos/myorg/"]', 'path_prefixes = ["/repos/myorg/", "/ws"]')
+
+
+def test_websocket_upgrade_inside_an_intercepted_tunnel_passes_through(start_proxy, upstream):
+    proxy = start_proxy(WS_CONFIG, env={"TEST_GH_TOKEN": TOKEN})
+
+    async def talk() -> list:
+        context = ssl.create_default_context(cafile=str(proxy.ca))
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"wss://api.github.com:{upstream.tls_port}/ws", proxy=proxy.url, ssl=context) as socket:
+            await socket.send_str("hello")
+            text = await socket.receive_str()
+            await socket.send_bytes(b"abc")
+            data = await socket.receive_bytes()
+            return [text, data]
+
+    assert asyncio.run(talk()) == ["echo:hello", b"cba"]
+    headers = dict((k.lower(), v) for k, v in upstream.last()["headers"])
+    assert headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_websocket_to_a_redaction_endpoint_is_refused_with_426(proxy, upstream):
+    async def talk() -> int:
+        context = ssl.create_default_context(cafile=str(proxy.ca))
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(f"wss://api.openai.com:{upstream.tls_port}/v1/responses",
+                                              proxy=proxy.url, ssl=context):
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+
+    before = len(upstream.requests)
+    assert asyncio.run(talk()) == 426
+    assert len(upstream.requests) == before

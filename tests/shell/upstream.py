@@ -74,6 +74,7 @@ class Upstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/sse", self.sse)
         app.router.add_route("*", "/v1/sse", self.sse)
+        app.router.add_route("GET", "/ws", self.ws)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         self.runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self.runner.setup()
@@ -105,6 +106,19 @@ class Upstream:
             await asyncio.sleep(interval)
         await response.write_eof()
         return response
+
+    async def ws(self, request: web.Request) -> web.WebSocketResponse:
+        self.requests.append({"method": "GET", "path": "/ws", "query": "", "body": "",
+                              "headers": [[k, v] for k, v in request.headers.items()], "host": request.host,
+                              "tls": request.secure})
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            if message.type == web.WSMsgType.TEXT:
+                await socket.send_str("echo:" + message.data)
+            elif message.type == web.WSMsgType.BINARY:
+                await socket.send_bytes(message.data[::-1])
+        return socket
 
     def last(self) -> dict:
         return self.requests[-1]
