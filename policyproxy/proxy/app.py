@@ -6,6 +6,7 @@ The policy is swapped atomically on reload; every decision goes through ``report
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import dataclasses
 import itertools
 import logging
@@ -30,6 +31,11 @@ from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
 
 DecisionSink = Callable[[Decision, dict[str, Any]], None]
+
+# CPython's SSLProtocol allocates a read buffer of ``max_size`` (256 KiB) per TLS connection up front;
+# for an intercepting proxy that holds two TLS connections per client, 32 KiB (two TLS records) keeps
+# idle connections cheap and costs no measurable throughput (bench/proxy_bench.py).
+TLS_READ_BUFFER = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ def upstream_context(extra_cas: tuple[Path, ...]) -> ssl.SSLContext:
 
 class ProxyApp:
     def __init__(self, settings: Settings, policy: Policy, ca: CertificateAuthority, options: ProxyOptions) -> None:
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # type: ignore[attr-defined]
         self.settings = settings
         self.policy = policy
         self.options = options
