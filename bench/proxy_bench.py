@@ -210,7 +210,8 @@ def main() -> None:
         print(f"idle policyproxy intercept: {intercept_kb:.1f} kB")
         if mitm_pid is not None:
             mitm_port = int(peers["mitmdump intercept"][0].rsplit(":", 1)[1])
-            print(f"idle mitmdump intercept:    {idle_cost(mitm_pid, mitm_port, f'localhost:{port}', args.idle, trust):.1f} kB")
+            mitm_kb = idle_cost(mitm_pid, mitm_port, f"localhost:{port}", args.idle, trust)
+            print(f"idle mitmdump intercept:    {mitm_kb:.1f} kB")
     finally:
         for proc in procs:
             proc.terminate()
