@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import ssl
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -85,6 +86,9 @@ class ProxyApp:
         self.addresses: dict[str, tuple[str, int]] = {}
         self._ids = itertools.count(1)
         self._plain = web.Server(partial(handle_plain, self), **self.http_options)
+        # Per-tunnel HTTP servers and open byte pipes, so a stop can drain and then close them.
+        self.tunnel_servers: weakref.WeakSet[web.Server] = weakref.WeakSet()
+        self.pipes: set[asyncio.Transport] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -111,7 +115,10 @@ class ProxyApp:
         """Stop accepting, let in-flight requests finish (up to ``drain`` seconds), then close."""
         for server in self.servers:
             server.close()
-        await self._plain.shutdown(drain)
+        servers = [self._plain, *list(self.tunnel_servers)]
+        await asyncio.gather(*(server.shutdown(drain) for server in servers), return_exceptions=True)
+        for transport in list(self.pipes):
+            transport.close()
         if self.session is not None:
             await self.session.close()
         self.leaves.close()

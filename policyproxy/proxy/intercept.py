@@ -36,6 +36,7 @@ class _Buffer(asyncio.Protocol):
 def serve_http(app: ProxyApp, transport: asyncio.Transport, tunnel: Tunnel, first: bytes = b"") -> None:
     """Hand ``transport`` to an aiohttp request handler bound to ``tunnel``."""
     server = web.Server(partial(handle_intercepted, app, tunnel), **app.http_options)
+    app.tunnel_servers.add(server)
     handler = server()
     transport.set_protocol(handler)
     handler.connection_made(transport)

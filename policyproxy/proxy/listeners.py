@@ -140,7 +140,9 @@ async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, po
             app.report(decision, client, 200, connection_id)
             transport.write(socks.reply(socks.SUCCEEDED) if socks5
                             else b"HTTP/1.1 200 Connection established\r\n\r\n")
-            pipes.join(transport, upstream)
+            client_side = pipes.join(transport, upstream)
+            app.pipes.add(transport)
+            client_side.closed.add_done_callback(lambda _: app.pipes.discard(transport))
             return
         error = upstream
         app.report(decision, client, 502, connection_id)

@@ -282,3 +282,18 @@ def test_websocket_to_a_redaction_endpoint_is_refused_with_426(proxy, upstream):
     before = len(upstream.requests)
     assert asyncio.run(talk()) == 426
     assert len(upstream.requests) == before
+
+
+def test_sigterm_drains_an_in_flight_intercepted_stream(start_proxy, sdk_proxy, upstream):
+    proxy = start_proxy(PASS_THROUGH, env={"PROJECT_KEY": "k"})
+    events = []
+    with httpx.Client(proxy=proxy.url, verify=trusting(proxy.bundle), timeout=20) as client, \
+            client.stream("GET", f"https://api.openai.com:{upstream.tls_port}/v1/sse",
+                          params={"n": 8, "interval": 0.1}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(line)
+                if len(events) == 2:
+                    proxy.signal(signal.SIGTERM)
+    assert len(events) == 8
+    assert proxy.process.wait(15) == 0
