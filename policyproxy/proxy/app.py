@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import ssl
+import urllib.request
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from policyproxy.policy.hosts import IPAddress, normalize_host
 from policyproxy.policy.model import Decision, Target
 from policyproxy.proxy.forward import handle_plain
 from policyproxy.proxy.resolver import Resolver
+from policyproxy.proxy.tunnel import PipeSide, idle_since
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
@@ -51,6 +53,7 @@ class ProxyOptions:
     connect_timeout: float = 10.0       # TCP connect upstream
     read_timeout: float = 600.0         # silence from the upstream mid-response (long SSE streams)
     keepalive_timeout: float = 120.0    # idle client keep-alive connections
+    tunnel_idle_timeout: float = 3600.0  # a byte tunnel with no data either way is closed
     max_head_bytes: int = 64 * 1024
 
 
@@ -88,7 +91,8 @@ class ProxyApp:
         self._plain = web.Server(partial(handle_plain, self), **self.http_options)
         # Per-tunnel HTTP servers and open byte pipes, so a stop can drain and then close them.
         self.tunnel_servers: weakref.WeakSet[web.Server] = weakref.WeakSet()
-        self.pipes: set[asyncio.Transport] = set()
+        self.pipes: dict[asyncio.Transport, PipeSide] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,6 +109,7 @@ class ProxyApp:
         server = await loop.create_server(lambda: HttpEntry(self), host, port)
         self.servers.append(server)
         self.addresses["http"] = server.sockets[0].getsockname()[:2]
+        self._sweeper = loop.create_task(self._sweep_forever())
         if self.options.socks_listen is not None:
             host, port = self.options.socks_listen
             server = await loop.create_server(lambda: Socks5Entry(self), host, port)
@@ -116,12 +121,30 @@ class ProxyApp:
         for server in self.servers:
             server.close()
         servers = [self._plain, *list(self.tunnel_servers)]
+        for server in servers:
+            server.pre_shutdown()  # idle keep-alive connections close now; busy ones after their request
         await asyncio.gather(*(server.shutdown(drain) for server in servers), return_exceptions=True)
         for transport in list(self.pipes):
             transport.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.session is not None:
             await self.session.close()
         self.leaves.close()
+
+    def close_idle_tunnels(self, now: float) -> int:
+        """Close byte tunnels idle for longer than ``tunnel_idle_timeout``; how many were closed."""
+        stale = [t for t, side in self.pipes.items() if now - idle_since(side) > self.options.tunnel_idle_timeout]
+        for transport in stale:
+            transport.close()
+        return len(stale)
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.05, min(30.0, self.options.tunnel_idle_timeout / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            self.close_idle_tunnels(loop.time())
 
     def reload(self, settings: Settings, policy: Policy) -> None:
         """Swap in a new policy; requests already decided keep the old one."""
@@ -129,6 +152,16 @@ class ProxyApp:
         self.routes = dict(settings.gateway_routes)
 
     # ---- helpers for the handlers -------------------------------------------------------------
+    def upstream_proxy(self, scheme: str, host: str) -> str | None:
+        """The proxy this proxy's own egress goes through (``allow_upstream_proxy``), from the standard
+        environment variables of the policyproxy process, honouring ``NO_PROXY``."""
+        if not self.settings.network.allow_upstream_proxy:
+            return None
+        proxies = urllib.request.getproxies_environment()
+        if not proxies or urllib.request.proxy_bypass_environment(host, proxies):
+            return None
+        return proxies.get(scheme) or proxies.get("all")
+
     @property
     def plain_server(self) -> web.Server:
         return self._plain

@@ -157,7 +157,8 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
     try:
         upstream = await app.session.request(
             request.method, url, headers=headers, data=body, allow_redirects=False,
-            skip_auto_headers=SKIP_AUTO, ssl=app.upstream_ssl if scheme == "https" else False)
+            skip_auto_headers=SKIP_AUTO, ssl=app.upstream_ssl if scheme == "https" else False,
+            proxy=app.upstream_proxy(scheme, target.host))
     except aiohttp.ClientConnectorCertificateError as exc:
         why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
         raise _UpstreamFailure(502, f"upstream TLS certificate of {target.host} failed verification: {why}") from None

@@ -7,6 +7,7 @@ import os
 import socket
 from functools import partial
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -65,8 +66,12 @@ async def intercept_tls(app: ProxyApp, transport: asyncio.Transport, tunnel: Tun
     serve_http(app, tls, tunnel, bytes(buffer.data))
 
 
-async def connect_upstream(app: ProxyApp, addresses: tuple[IPAddress, ...], port: int) -> pipes.PipeSide | str:
-    """A pipe end connected to the first reachable address, or why none was reachable."""
+async def connect_upstream(app: ProxyApp, host: str, addresses: tuple[IPAddress, ...],
+                           port: int) -> pipes.PipeSide | str:
+    """A pipe end connected to the first reachable address (or through the upstream proxy), or why not."""
+    chained = app.upstream_proxy("https", host)
+    if chained is not None:
+        return await _connect_via_proxy(app, chained, host, port)
     loop = asyncio.get_running_loop()
     error = "no address"
     for address in addresses:
@@ -85,6 +90,34 @@ async def connect_upstream(app: ProxyApp, addresses: tuple[IPAddress, ...], port
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return side
     return error
+
+
+async def _connect_via_proxy(app: ProxyApp, proxy_url: str, host: str, port: int) -> pipes.PipeSide | str:
+    """CONNECT through an upstream HTTP proxy, then hand the raw connection to a pipe end."""
+    parts = urlsplit(proxy_url)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, parts.port or 80), app.options.connect_timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return f"upstream proxy {parts.hostname} unreachable: {type(exc).__name__}"
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), app.options.connect_timeout)
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        writer.close()
+        return "upstream proxy did not answer the CONNECT"
+    status = head.split(b" ", 2)[1:2]
+    if status != [b"200"]:
+        writer.close()
+        return f"upstream proxy refused the CONNECT ({b''.join(status).decode('latin-1') or '?'})"
+    transport = writer.transport
+    side = pipes.PipeSide()
+    side.connection_made(transport)
+    transport.set_protocol(side)
+    if reader._buffer:  # bytes the proxy sent after its answer belong to the tunnel
+        side.data_received(bytes(reader._buffer))
+    return side
 
 
 async def peek(transport: asyncio.Transport, size: int, timeout: float) -> bytes:

@@ -135,14 +135,15 @@ async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, po
         transport.close()
         return
     if not decision.intercept:
-        upstream = await connect_upstream(app, target.addresses, port) if target.addresses else "cannot resolve"
+        upstream = (await connect_upstream(app, host, target.addresses, port)
+                    if target.addresses or app.upstream_proxy("https", host) else "cannot resolve")
         if not isinstance(upstream, str):
             app.report(decision, client, 200, connection_id)
             transport.write(socks.reply(socks.SUCCEEDED) if socks5
                             else b"HTTP/1.1 200 Connection established\r\n\r\n")
             client_side = pipes.join(transport, upstream)
-            app.pipes.add(transport)
-            client_side.closed.add_done_callback(lambda _: app.pipes.discard(transport))
+            app.pipes[transport] = client_side
+            client_side.closed.add_done_callback(lambda _: app.pipes.pop(transport, None))
             return
         error = upstream
         app.report(decision, client, 502, connection_id)

@@ -15,14 +15,20 @@ class PipeSide(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: PipeSide | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self.pending = bytearray()   # read before the other end was joined
+        loop = asyncio.get_running_loop()
+        self.closed = loop.create_future()
+        self.last_active = loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = self.closed.get_loop().time()
         peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+        if peer is None:
+            self.pending += data
+        elif peer.transport is not None and not peer.transport.is_closing():
             peer.transport.write(data)
 
     def eof_received(self) -> bool:
@@ -47,11 +53,19 @@ class PipeSide(asyncio.Protocol):
             self.closed.set_result(None)
 
 
+def idle_since(side: PipeSide) -> float:
+    """When either direction of the tunnel last carried data."""
+    return max(side.last_active, side.peer.last_active if side.peer is not None else side.last_active)
+
+
 def join(client: asyncio.Transport, upstream_side: PipeSide) -> PipeSide:
     """Turn ``client`` into one end of a tunnel whose other end is ``upstream_side``."""
     client_side = PipeSide()
     client_side.connection_made(client)
     client_side.peer, upstream_side.peer = upstream_side, client_side
     client.set_protocol(client_side)
+    if upstream_side.pending:
+        client.write(bytes(upstream_side.pending))
+        upstream_side.pending.clear()
     client.resume_reading()
     return client_side

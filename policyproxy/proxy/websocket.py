@@ -45,7 +45,8 @@ async def relay(app: ProxyApp, request: web.BaseRequest, decision: Decision, url
     try:
         upstream = await app.session.ws_connect(url.with_scheme("wss" if url.scheme == "https" else "ws"),
                                                 headers=headers, protocols=protocols, autoping=False,
-                                                ssl=app.upstream_ssl, max_msg_size=0)
+                                                ssl=app.upstream_ssl, max_msg_size=0,
+                                                proxy=app.upstream_proxy(url.scheme, url.host or ""))
     except aiohttp.WSServerHandshakeError as exc:
         return web.Response(status=exc.status or 502,
                             text=f"policyproxy: upstream refused the WebSocket: {exc.message}\n")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -297,3 +298,30 @@ def test_sigterm_drains_an_in_flight_intercepted_stream(start_proxy, sdk_proxy, 
                     proxy.signal(signal.SIGTERM)
     assert len(events) == 8
     assert proxy.process.wait(15) == 0
+
+
+def test_upstream_proxy_chaining_honours_the_proxys_own_environment(start_proxy, upstream):
+    outer = start_proxy('[permissions.o.network.domains]\n"*" = "allow"\n"upstream.test" = "deny"\n')
+    chained = ('[permissions.i.network]\nallow_upstream_proxy = true\n'
+               '[permissions.i.network.domains]\n"*" = "allow"\n')
+    inner = start_proxy(chained, env={"HTTP_PROXY": outer.url, "HTTPS_PROXY": outer.url, "NO_PROXY": ""})
+    with httpx.Client(proxy=inner.url, verify=trusting(inner.bundle), timeout=20) as client:
+        plain = client.get(f"http://upstream.test:{upstream.plain_port}/chained")
+        assert (plain.status_code, plain.headers["x-proxy-error"]) == (403, "blocked-by-denylist")
+        assert plain.json()["reason"] == "denied"  # the outer proxy's answer, relayed
+        ok = client.get(f"http://tunnel.test:{upstream.plain_port}/chained")
+        assert ok.status_code == 200
+    with socket.create_connection(("127.0.0.1", inner.http_port), 10) as raw:
+        target = f"upstream.test:{upstream.tls_port}"
+        raw.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 502") and b"upstream proxy refused the CONNECT (403)" in answer
+
+
+def test_without_allow_upstream_proxy_the_environment_is_ignored(start_proxy, upstream):
+    proxy = start_proxy('[permissions.i.network.domains]\n"*" = "allow"\n',
+                        env={"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    with httpx.Client(proxy=proxy.url, timeout=20) as client:
+        assert client.get(f"http://tunnel.test:{upstream.plain_port}/direct").status_code == 200
