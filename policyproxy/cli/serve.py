@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from policyproxy import __version__
 from policyproxy.config import home_dir, load_settings
@@ -36,6 +36,14 @@ def parse_address(text: str, default_port: int) -> tuple[str, int]:
         raise ServeError(f"invalid port in listen address {text!r}") from None
     host = parts.hostname or "127.0.0.1"
     return ("127.0.0.1" if host == "localhost" else host), port
+
+
+def socks_credentials(settings: Settings) -> tuple[str, str] | None:
+    """RFC 1929 username and password from ``socks_url`` (``socks5://user:pass@host:port``), if any."""
+    parts = urlsplit(settings.network.socks_url)
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
 
 
 def check_loopback(address: tuple[str, int], allowed: bool, what: str) -> None:
@@ -119,7 +127,7 @@ def serve(args: argparse.Namespace) -> int:
         check_loopback(socks, allow_remote, "the SOCKS5 proxy")
     ca = load_or_create(ca_dir(args))
     options = ProxyOptions(listen=http, socks_listen=socks, upstream_cas=tuple(args.upstream_ca),
-                           pins=parse_pins(args.resolve))
+                           pins=parse_pins(args.resolve), socks_credentials=socks_credentials(settings))
 
     async def main() -> None:
         app = ProxyApp(settings, policy, ca, options)

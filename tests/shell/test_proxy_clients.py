@@ -325,3 +325,26 @@ def test_without_allow_upstream_proxy_the_environment_is_ignored(start_proxy, up
                         env={"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
     with httpx.Client(proxy=proxy.url, timeout=20) as client:
         assert client.get(f"http://tunnel.test:{upstream.plain_port}/direct").status_code == 200
+
+
+@needs_curl
+def test_socks5_username_and_password_from_socks_url(start_proxy, upstream, pki):
+    config = ('[permissions.t.network]\nsocks_url = "socks5://agent:s3cret@127.0.0.1:0"\n'
+              '[permissions.t.network.domains]\n"*" = "allow"\n')
+    proxy = start_proxy(config)
+    url = f"https://tunnel.test:{upstream.tls_port}/auth"
+    good = curl("-i", "-x", f"socks5h://agent:s3cret@127.0.0.1:{proxy.socks_port}", "--cacert", str(pki[0]), url)
+    assert status_and_body(good)[0] == 200
+    bad = curl("-x", f"socks5h://agent:wrong@127.0.0.1:{proxy.socks_port}", "--cacert", str(pki[0]), url)
+    assert bad.returncode == 97
+    anonymous = curl("-x", f"socks5h://127.0.0.1:{proxy.socks_port}", "--cacert", str(pki[0]), url)
+    assert anonymous.returncode == 97
+
+
+@needs_curl
+def test_socks5_udp_associate_is_refused_with_reply_7(proxy):
+    with socket.create_connection(("127.0.0.1", proxy.socks_port), 10) as raw:
+        raw.sendall(b"\x05\x01\x00")
+        assert raw.recv(2) == b"\x05\x00"
+        raw.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+        assert raw.recv(10)[:2] == b"\x05\x07"
