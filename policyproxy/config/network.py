@@ -46,7 +46,8 @@ HOOK_KEYS = frozenset({"host", "methods", "path_prefixes", "query", "headers", "
 ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
 INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
-                            "max_body_bytes"})
+                            "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
+                            "mapping_ttl_seconds"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -294,6 +295,19 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     max_body = r.get(table, "max_body_bytes", path, int, DEFAULT_MAX_BODY_BYTES)
     if max_body <= 0:
         r.error((*path, "max_body_bytes"), "must be a positive number of bytes")
+    allow_patterns = r.string_list(table, "allow_patterns", path)
+    for i, pattern in enumerate(allow_patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            r.error((*path, "allow_patterns", i), f"is not a valid regular expression: {exc}")
+    allow_sha256 = r.string_list(table, "allow_sha256", path)
+    for i, digest in enumerate(allow_sha256):
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            r.error((*path, "allow_sha256", i), "must be a hex SHA-256 digest (64 hex digits)")
+    ttl = r.get(table, "mapping_ttl_seconds", path, int, 24 * 3600)
+    if ttl <= 0:
+        r.error((*path, "mapping_ttl_seconds"), "must be a positive number of seconds")
     return RedactionSpec(
         enabled=r.get(table, "enabled", path, bool, True),
         endpoints=tuple(endpoints),
@@ -301,6 +315,10 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         detectors=tuple(detectors),
         patterns=tuple(patterns),
         max_body_bytes=max_body,
+        allow_values=r.string_list(table, "allow_values", path),
+        allow_patterns=allow_patterns,
+        allow_sha256=allow_sha256,
+        mapping_ttl_seconds=ttl,
     )
 
 

@@ -87,6 +87,10 @@ class RedactionSpec:
     detectors: tuple[tuple[str, RedactionAction], ...] = ()
     patterns: tuple[CustomPattern, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    allow_values: tuple[str, ...] = ()       # exact values never redacted
+    allow_patterns: tuple[str, ...] = ()     # regexes a whole value may fullmatch to be left alone
+    allow_sha256: tuple[str, ...] = ()       # hex SHA-256 of values left alone (no plaintext in config)
+    mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
 
 
 @dataclass(frozen=True)

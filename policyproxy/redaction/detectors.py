@@ -1,0 +1,209 @@
+"""Secret and PII detectors: compiled once, pure, each with a stable name.
+
+``find(text)`` returns non-overlapping spans. A regex finds candidates; a validator (checksum,
+context, shape) keeps only real ones, which is where false positives die: UUIDs, git SHAs and other
+hex digests, integrity hashes, version strings, timestamps, paths, identifiers and our own
+placeholders are rejected by construction or by ``looks_benign``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from policyproxy.redaction.placeholders import PLACEHOLDER
+
+Validator = Callable[[str, str, int], bool]   # (value, whole text, start) -> keep?
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    regex: re.Pattern[str]
+    group: int = 0                 # which group is the secret (0: the whole match)
+    validate: Validator | None = None
+    secret: bool = True            # secrets win over PII when spans overlap
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    start: int
+    end: int
+    detector: str
+
+
+def luhn(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def iban_valid(value: str) -> bool:
+    compact = value.replace(" ", "").upper()
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+    except ValueError:
+        return False
+
+
+def entropy(value: str) -> float:
+    counts = Counter(value)
+    return -sum(c / len(value) * math.log2(c / len(value)) for c in counts.values())
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_REFERENCE = re.compile(r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\{\{.*\}\}|<[^>]*>|%\(?[A-Za-z_]+\)?s?|"
+                        r"(?:process\.env|os\.environ|env)[.\[(].*|\*+|x+|X+|\.\.\.)$")
+_WORDY = re.compile(r"^[a-z]+(?:[_-][a-z]+)*$|^[A-Z][a-z]+(?:[A-Z][a-z]+)+$|^[A-Z]+(?:_[A-Z]+)+$")
+_BENIGN_WORDS = frozenset({"true", "false", "null", "none", "undefined", "changeme", "password", "secret", "token",
+                           "required", "optional", "string", "example", "redacted", "hidden", "empty"})
+
+
+def looks_benign(value: str) -> bool:
+    """Values that sit where secrets sit but are not secrets."""
+    stripped = value.strip("'\"`")
+    if len(stripped) < 6 or stripped.lower() in _BENIGN_WORDS or PLACEHOLDER.search(stripped):
+        return True
+    if _REFERENCE.match(stripped) or _WORDY.match(stripped):
+        return True   # a variable reference, template, or a plain identifier
+    if _UUID.fullmatch(stripped) or (_HEX.fullmatch(stripped) and len(stripped) in (7, 8, 12, 32, 40, 56, 64, 96, 128)):
+        return True   # UUIDs, git SHAs (short and full), md5/sha1/sha2 digests
+    if stripped.startswith(("/", "./", "../", "~/", "http://", "https://", "file:")) and "@" not in stripped:
+        return True   # paths and plain URLs
+    if re.fullmatch(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?", stripped):
+        return True   # versions
+    if re.fullmatch(r"(?:sha(?:1|256|384|512)-)[A-Za-z0-9+/]+={0,2}", stripped):
+        return True   # package integrity hashes
+    return len(set(stripped)) <= 2
+
+
+def _not_benign(value: str, text: str, start: int) -> bool:
+    return not looks_benign(value)
+
+
+def _high_entropy(value: str, text: str, start: int) -> bool:
+    return not looks_benign(value) and entropy(value) >= 3.0 and any(c.isdigit() for c in value) \
+        and any(c.isalpha() for c in value)
+
+
+def _aws_secret(value: str, text: str, start: int) -> bool:
+    return not looks_benign(value) and entropy(value) >= 3.5
+
+
+def _card(value: str, text: str, start: int) -> bool:
+    digits = re.sub(r"[ -]", "", value)
+    if not 13 <= len(digits) <= 19 or not luhn(digits) or len(set(digits)) < 2:
+        return False
+    separators = set(re.sub(r"\d", "", value))
+    if len(separators) > 1:
+        return False
+    return bool(re.match(r"4|5[1-5]|2[2-7]|3[47]|6(?:011|5)|3(?:0[0-5]|[68])|35", digits))
+
+
+def _iban(value: str, text: str, start: int) -> bool:
+    return iban_valid(value)
+
+
+def _ipv4(value: str, text: str, start: int) -> bool:
+    before = text[max(0, start - 12):start].lower()
+    after = text[start + len(value):start + len(value) + 1]
+    if after == "." or re.search(r"(?:version|ver|v)\s*[:=]?\s*$", before) or before.endswith(("v", ".")):
+        return False   # part of a longer dotted number, or a version
+    address = ipaddress.ip_address(value)
+    return not (address.is_loopback or address.is_unspecified or str(address) == "255.255.255.255")
+
+
+def _ipv6(value: str, text: str, start: int) -> bool:
+    if value.count(":") < 3:
+        return False   # too short to tell from a C++ scope or a clock
+    try:
+        address = ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    return not (address.is_loopback or address.is_unspecified)
+
+
+def _email(value: str, text: str, start: int) -> bool:
+    local = value.split("@", 1)[0].lower()
+    return local not in ("git",) and not PLACEHOLDER.search(value)
+
+
+def _phone(value: str, text: str, start: int) -> bool:
+    digits = re.sub(r"\D", "", value)
+    if not 10 <= len(digits) <= 15 or len(set(digits)) < 3:
+        return False
+    return _free_standing(text, start, len(value), "-./:", "-/:")
+
+
+def _free_standing(text: str, start: int, length: int, before_chars: str, after_chars: str) -> bool:
+    """Not glued to a longer token: no letter, digit or one of the given characters on either side."""
+    before = text[start - 1] if start > 0 else ""
+    after = text[start + length] if start + length < len(text) else ""
+    return not (before and (before.isalnum() or before in before_chars)) and \
+        not (after and (after.isalnum() or after in after_chars))
+
+
+def _ssn(value: str, text: str, start: int) -> bool:
+    return _free_standing(text, start, len(value), "-./", "-/")
+
+
+_KEY_WORDS = (r"(?:secret|token|passw(?:or)?d|passwd|pwd|api[_-]?key|apikey|access[_-]?key|private[_-]?key|"
+              r"client[_-]?secret|auth[_-]?token|credentials?|session[_-]?key|signing[_-]?key|webhook[_-]?secret)")
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector("private_key", re.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY"
+        r"(?: BLOCK)?-----|\Z)")),
+    Detector("aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Z0-9])")),
+    Detector("aws_secret_key", re.compile(
+        r"(?i)aws[\w.-]{0,20}(?:secret|sk)[\w.-]{0,20}['\"]?\s*(?:[:=]|=>)\s*['\"]?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
+        group=1, validate=_aws_secret),
+    Detector("github_token", re.compile(
+        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])")),
+    Detector("gitlab_token", re.compile(
+        r"(?<![A-Za-z0-9_-])gl(?:pat|dt|ptt|rt|soat|ft|imt|agent|oas|cbt)-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])")),
+    Detector("slack_token", re.compile(
+        r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}")),
+    Detector("stripe_key", re.compile(r"(?<![A-Za-z0-9])(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}(?![A-Za-z0-9])")),
+    Detector("anthropic_key", re.compile(r"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])")),
+    Detector("openai_key", re.compile(
+        r"(?<![A-Za-z0-9])sk-(?!ant-)(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"),
+        validate=_high_entropy),
+    Detector("google_api_key", re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])")),
+    Detector("jwt", re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")),
+    Detector("url_credentials", re.compile(
+        r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@'\"<>]{1,64}:([^\s@/'\"<>]{3,128})@[^\s'\"<>]+"),
+        group=1, validate=_not_benign),
+    Detector("secret_assignment", re.compile(
+        r"(?i)(?<![A-Za-z0-9])[\"']?[A-Za-z0-9_.-]*" + _KEY_WORDS + r"[A-Za-z0-9_.-]*[\"']?\s*(?::|=|=>|:=)\s*"
+        r"([\"'`]?)([^\s\"'`,;)}\]]{5,255}[^\s\"'`,;)}\].:])\1"), group=2, validate=_not_benign),
+    Detector("generic_secret", re.compile(
+        r"(?i)(?:\bbearer|\bbasic|\btoken|x-api-key:|api-key:|authorization:)\s+([A-Za-z0-9._~+/=-]{16,512})"),
+        group=1, validate=_high_entropy),
+    Detector("email", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}"
+                                 r"(?![A-Za-z0-9-])"), validate=_email, secret=False),
+    Detector("us_ssn", re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?!\d)"),
+             validate=_ssn, secret=False),
+    Detector("credit_card", re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"), validate=_card, secret=False),
+    Detector("iban", re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,
+             secret=False),
+    Detector("phone", re.compile(
+        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w])|"
+        r"(?<![\w+])\+\d{7,14}(?!\w)"), validate=_phone, secret=False),
+    Detector("ip_address", re.compile(
+        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])|"
+        r"(?<![0-9A-Za-z:])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{3,39}(?![0-9A-Za-z:])"),
+        validate=lambda v, t, s: _ipv6(v, t, s) if ":" in v else _ipv4(v, t, s), secret=False),
+)
