@@ -41,3 +41,15 @@ def block_answer(decision: Decision) -> BlockAnswer:
         content_type = "text/plain; charset=utf-8"
     return BlockAnswer(block_status(decision.reason),
                        (("x-proxy-error", error), ("content-type", content_type)), body)
+
+
+def pii_blocked_answer(path: str, detectors: list[str]) -> BlockAnswer:
+    """HTTP 400 in the provider's own error shape, naming detectors only, never values."""
+    message = f"policyproxy blocked this request: it contains {', '.join(detectors)}"
+    if "/messages" in path:
+        body = {"type": "error", "error": {"type": "pii_blocked", "message": message, "detectors": detectors}}
+    else:
+        body = {"error": {"type": "pii_blocked", "code": "pii_blocked", "message": message, "param": None,
+                          "detectors": detectors}}
+    return BlockAnswer(400, (("x-proxy-error", "blocked-by-policy"), ("content-type", "application/json")),
+                       json.dumps(body).encode())

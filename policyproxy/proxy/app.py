@@ -14,6 +14,7 @@ import ssl
 import urllib.request
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,9 @@ from policyproxy.proxy.forward import handle_plain
 from policyproxy.proxy.resolver import Resolver
 from policyproxy.proxy.tunnel import PipeSide, idle_since
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
+from policyproxy.redaction.engine import Redactor
+from policyproxy.redaction.inspect import Inspection, inspect
+from policyproxy.redaction.placeholders import Vault, Vaults
 from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
 
@@ -39,6 +43,8 @@ DecisionSink = Callable[[Decision, dict[str, Any]], None]
 # for an intercepting proxy that holds two TLS connections per client, 32 KiB (two TLS records) keeps
 # idle connections cheap and costs no measurable throughput (bench/proxy_bench.py).
 TLS_READ_BUFFER = 32 * 1024
+# Bodies larger than this are redacted on a worker thread, so one big request cannot stall the loop.
+OFFLOAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,11 @@ def upstream_context(extra_cas: tuple[Path, ...]) -> ssl.SSLContext:
     return context
 
 
+def _redactor(settings: Settings) -> Redactor | None:
+    spec = settings.network.redaction
+    return Redactor(spec) if spec is not None and spec.enabled else None
+
+
 class ProxyApp:
     def __init__(self, settings: Settings, policy: Policy, ca: CertificateAuthority, options: ProxyOptions) -> None:
         asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # type: ignore[attr-defined]
@@ -77,6 +88,10 @@ class ProxyApp:
         self.resolver = Resolver(options.pins)
         self.upstream_ssl = upstream_context(options.upstream_cas)
         self.routes = dict(settings.gateway_routes)
+        self.redactor = _redactor(settings)
+        ttl = settings.network.redaction.mapping_ttl_seconds if settings.network.redaction else 24 * 3600
+        self.vaults = Vaults(ttl=ttl)
+        self.scanner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="policyproxy-scan")
         self.sinks: list[DecisionSink] = []
         self.log = logging.getLogger("policyproxy")
         self.http_options: dict[str, Any] = {
@@ -128,6 +143,7 @@ class ProxyApp:
             transport.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.scanner.shutdown(wait=False, cancel_futures=True)
         if self.session is not None:
             await self.session.close()
         self.leaves.close()
@@ -150,6 +166,7 @@ class ProxyApp:
         """Swap in a new policy; requests already decided keep the old one."""
         self.settings, self.policy = settings, policy
         self.routes = dict(settings.gateway_routes)
+        self.redactor = _redactor(settings)
 
     # ---- helpers for the handlers -------------------------------------------------------------
     def upstream_proxy(self, scheme: str, host: str) -> str | None:
@@ -177,19 +194,30 @@ class ProxyApp:
         addresses, pinned = await self.resolver.lookup(host, port)
         return Target(host, port, protocol, addresses, trusted or pinned)
 
-    def inspect(self, decision: Decision) -> Decision:
-        """Step 7 for a request with a body on a redaction endpoint.
+    async def inspect(self, decision: Decision, request: web.BaseRequest, vault: Vault) -> Inspection:
+        """Step 7: read the body (bounded), then redact it - off the event loop when it is large."""
+        assert self.redactor is not None and self.settings.network.redaction is not None
+        limit = self.settings.network.redaction.max_body_bytes
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                return inspect(self.redactor, vault, decision, bytes(body), None, limit)
+        encoding = request.headers.get("Content-Encoding")
+        args = (self.redactor, vault, decision, bytes(body), encoding, limit)
+        if len(body) < OFFLOAD_BYTES:
+            return inspect(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.scanner, inspect, *args)
 
-        The redaction engine is not wired in yet, so such a body cannot be inspected: deny it.
-        """
-        return dataclasses.replace(
-            decision, verdict=Verdict.DENY, reason=Reason.INSPECTION_FAILED, source=Source.DEFAULT,
-            message=f"{decision.redaction.endpoint if decision.redaction else 'this endpoint'} requires body "
-                    "redaction, which this build cannot perform yet; refusing to forward it uninspected")
+    def inspect_unavailable(self, decision: Decision) -> Decision:
+        """A redaction endpoint with redaction disabled by a reload race: never forward uninspected."""
+        return dataclasses.replace(decision, verdict=Verdict.DENY, reason=Reason.INSPECTION_FAILED,
+                                   source=Source.DEFAULT, message="redaction is not configured for this endpoint")
 
     def report(self, decision: Decision, client: str, status: int | None = None,
-               connection_id: str | None = None) -> None:
-        context = {"client": client, "status": status, "connection_id": connection_id}
+               connection_id: str | None = None, redactions: dict[str, int] | None = None) -> None:
+        context = {"client": client, "status": status, "connection_id": connection_id,
+                   "redactions": redactions or {}}
         if not decision.allowed:
             self.log.info("deny %s %s:%s %s (%s) from %s", decision.reason.value, decision.host, decision.port,
                           decision.method or "", decision.message, client)

@@ -7,9 +7,11 @@ Bodies stream both ways (``iter_any`` into ``StreamResponse.write``, which await
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,6 +23,8 @@ from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy import websocket
 from policyproxy.proxy.headers import host_header, request_headers, response_headers
 from policyproxy.reasons import Protocol
+from policyproxy.redaction.placeholders import Vault
+from policyproxy.redaction.restore import StreamRestorer, restore_json, restore_text
 from policyproxy.responses import block_answer
 
 if TYPE_CHECKING:
@@ -115,12 +119,23 @@ async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, schem
         app.report(refusal, client, 426, connection_id)
         return web.Response(status=426, text=f"policyproxy: {refusal.message}\n",
                             headers={"x-proxy-error": "blocked-by-policy"})
-    if decision.allowed and decision.redaction is not None and request.body_exists:
-        # Fail closed: a body this profile says must be inspected is never forwarded uninspected.
-        decision = app.inspect(decision)
+    vault = body = None
+    counts: dict[str, int] = {}
+    if decision.allowed and decision.redaction is not None and app.redactor is not None:
+        vault = app.vaults.for_scope(client)
+        if request.body_exists:
+            inspection = await app.inspect(decision, request, vault)
+            decision, counts = inspection.decision, inspection.counts
+            if not decision.allowed and inspection.answer is not None:
+                app.report(decision, client, inspection.answer.status, connection_id, counts)
+                answer = inspection.answer
+                return web.Response(status=answer.status, body=answer.body, headers=dict(answer.headers))
+            body = inspection.body
+    elif decision.allowed and decision.redaction is not None and request.body_exists:
+        decision = app.inspect_unavailable(decision)
     if not decision.allowed:
         answer = block_answer(decision)
-        app.report(decision, client, answer.status, connection_id)
+        app.report(decision, client, answer.status, connection_id, counts)
         return web.Response(status=answer.status, body=answer.body, headers=dict(answer.headers))
     if upgrade:
         default = 443 if scheme == "https" else 80
@@ -129,11 +144,11 @@ async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, schem
         app.report(decision, client, 101, connection_id)
         return await websocket.relay(app, request, decision, url, host_header(target.host, target.port, default))
     try:
-        response = await _stream(app, request, decision, target, scheme, query)
+        response = await _stream(app, request, decision, target, scheme, query, body, vault)
     except _UpstreamFailure as failure:
-        app.report(decision, client, failure.status, connection_id)
+        app.report(decision, client, failure.status, connection_id, counts)
         return text_error(failure.status, failure.message)
-    app.report(decision, client, response.status, connection_id)
+    app.report(decision, client, response.status, connection_id, counts)
     return response
 
 
@@ -145,18 +160,24 @@ class _UpstreamFailure(Exception):
 
 
 async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, target: Target, scheme: str,
-                  query: str) -> web.StreamResponse:
+                  query: str, body: bytes | None, vault: Vault | None) -> web.StreamResponse:
     default = 443 if scheme == "https" else 80
     url = URL.build(scheme=scheme, host=target.host.strip("[]"), port=target.port,
                     path=decision.path or "/", query_string=query, encoded=True)
     authority = host_header(target.host, target.port, default)
     headers = request_headers(request.headers.items(), decision.edits, authority)
-    if request.headers.get("Expect", "").lower() == "100-continue":
+    data: Any = request.content if request.body_exists else None
+    if vault is not None:
+        # The body was read and maybe rewritten; the answer must come uncompressed to be restored.
+        dropped = {"accept-encoding"} | ({"content-length", "content-encoding"} if body is not None else set())
+        headers = [(k, v) for k, v in headers if k.lower() not in dropped] + [("Accept-Encoding", "identity")]
+        if body is not None:
+            data = body
+    if request.headers.get("Expect", "").lower() == "100-continue" and body is None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    body = request.content if request.body_exists else None
     try:
         upstream = await app.session.request(
-            request.method, url, headers=headers, data=body, allow_redirects=False,
+            request.method, url, headers=headers, data=data, allow_redirects=False,
             skip_auto_headers=SKIP_AUTO, ssl=app.upstream_ssl if scheme == "https" else False,
             proxy=app.upstream_proxy(scheme, target.host))
     except aiohttp.ClientConnectorCertificateError as exc:
@@ -174,19 +195,35 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
     except ssl.SSLError as exc:
         raise _UpstreamFailure(502, f"TLS with {target.host} failed: {exc.reason}") from None
     async with upstream:
+        no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
+        restore = None if vault is None or no_body else _restorer(upstream, vault)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):
+            if restore is not None and name.lower() == "content-encoding":
+                continue   # decoded to be restored
             response.headers.add(name, value)
         length = upstream.headers.get("Content-Length")
-        no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-        if length is not None and length.isdigit() and not no_body:
+        if restore is None and length is not None and length.isdigit() and not no_body:
             response.content_length = int(length)
+        if restore is not None and restore.whole:
+            whole = await restore.read_whole(upstream)
+            response.content_length = len(whole)
+            await response.prepare(request)
+            await response.write(whole)
+            await response.write_eof()
+            return response
         await response.prepare(request)
         if not no_body:
             try:
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    out = restore.feed(chunk) if restore is not None else chunk
+                    if out:
+                        await response.write(out)
+                if restore is not None:
+                    tail = restore.close()
+                    if tail:
+                        await response.write(tail)
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError):
                 # The upstream broke mid-body: end the client's connection so it sees a truncation.
                 if request.transport is not None:
@@ -194,6 +231,54 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
                 return response
         await response.write_eof()
         return response
+
+
+class _Restore:
+    """Decode (gzip/deflate) and restore a response body on a redaction endpoint."""
+
+    def __init__(self, vault: Vault, sse: bool, inflater: Any) -> None:
+        self.vault = vault
+        self.whole = not sse
+        self.inflater = inflater
+        self.stream = StreamRestorer(vault) if sse else None
+
+    def _decode(self, data: bytes) -> bytes:
+        return self.inflater.decompress(data) if self.inflater is not None else data
+
+    def feed(self, data: bytes) -> bytes:
+        assert self.stream is not None
+        return self.stream.feed(self._decode(data))
+
+    def close(self) -> bytes:
+        assert self.stream is not None
+        tail = self.inflater.flush() if self.inflater is not None else b""
+        return self.stream.feed(tail) + self.stream.close()
+
+    async def read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
+        data = self._decode(await upstream.read())
+        if self.inflater is not None:
+            data += self.inflater.flush()
+        try:
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return restore_text(data.decode("utf-8", "replace"), self.vault).encode("utf-8")
+        return json.dumps(restore_json(document, self.vault), ensure_ascii=False).encode("utf-8")
+
+
+def _restorer(upstream: aiohttp.ClientResponse, vault: Vault) -> _Restore | None:
+    encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(47)
+    elif encoding in ("identity", ""):
+        inflater = None
+    else:
+        return None   # an encoding we cannot decode: passed through, placeholders stay
+    content_type = upstream.headers.get("Content-Type", "").lower()
+    if "text/event-stream" in content_type:
+        return _Restore(vault, True, inflater)
+    if "json" in content_type or content_type.startswith("text/"):
+        return _Restore(vault, False, inflater)
+    return None
 
 
 def _same_authority(header: str, host: str, port: int, default_port: int) -> bool:

@@ -162,15 +162,16 @@ def test_many_requests_reuse_one_intercepted_connection(proxy, upstream):
     assert "Re-using existing connection" in result.stderr or "Reusing existing" in result.stderr
 
 
-def test_redaction_endpoints_fail_closed_until_the_redaction_engine_is_wired(proxy, upstream):
-    before = len(upstream.requests)
-    result = curl("-i", "-x", proxy.url, "--cacert", str(proxy.ca), "-X", "POST", "--data", '{"messages": []}',
-                  f"https://api.anthropic.com:{upstream.tls_port}/v1/messages")
-    assert status_and_body(result)[0] == 403
-    assert header(result, "x-proxy-error") == "blocked-by-policy"
-    assert len(upstream.requests) == before
-
-
+def test_redaction_endpoint_masks_what_leaves_and_restores_what_comes_back(proxy, upstream):
+    secret = "AKIAZ7PQ3LXRN4TW2KJD"
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"my key is {secret}"}]})
+    result = curl("-i", "-x", proxy.url, "--cacert", str(proxy.ca), "-X", "POST", "--data", body,
+                  "-H", "Content-Type: application/json", f"https://api.anthropic.com:{upstream.tls_port}/v1/messages")
+    status, answer = status_and_body(result)
+    assert status == 200, result.stdout + result.stderr + proxy.logs()
+    seen = upstream.last()
+    assert secret not in seen["body"] and "[[AWS_ACCESS_KEY_" in seen["body"]
+    assert secret in json.loads(answer)["body"]   # the echo, restored on its way back
 
 
 def test_upstream_refusing_connections_is_502(proxy, upstream):

@@ -1,0 +1,90 @@
+"""Step 7 for one request: decode, parse, redact, and decide (pure; the proxy only moves bytes).
+
+Fail closed: a body that is too large, compressed in a way we cannot decode, or not JSON is denied
+with ``inspection_failed``; nothing uninspected is forwarded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from dataclasses import dataclass
+
+from policyproxy.policy.model import Decision
+from policyproxy.reasons import Reason, Source, Verdict
+from policyproxy.redaction.engine import Redactor
+from policyproxy.redaction.placeholders import Vault
+from policyproxy.responses import BlockAnswer, pii_blocked_answer
+
+
+class InspectionFailed(Exception):
+    """The body cannot be inspected safely; the message says why (no body content in it)."""
+
+
+@dataclass(frozen=True)
+class Inspection:
+    decision: Decision
+    body: bytes | None                 # what to forward when allowed (None: the original bytes)
+    answer: BlockAnswer | None = None  # what to send when the body is blocked
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip() and c.strip().lower() != "identity"]
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip", "deflate"):
+            inflater = zlib.decompressobj(47 if coding != "deflate" else 15)
+            try:
+                body = inflater.decompress(body, limit + 1)
+            except zlib.error:
+                try:  # raw deflate, as some clients send it
+                    body = zlib.decompressobj(-15).decompress(body, limit + 1)
+                except zlib.error:
+                    raise InspectionFailed(f"the {coding} body is corrupt") from None
+            if len(body) > limit or inflater.unconsumed_tail:
+                raise InspectionFailed(f"the decoded body is over the {limit}-byte inspection limit")
+        elif coding == "br":
+            body = _optional("brotli", coding).decompress(body)
+        elif coding == "zstd":
+            body = _optional("zstandard", coding).ZstdDecompressor().decompress(body, max_output_size=limit + 1)
+        else:
+            raise InspectionFailed(f"content-encoding {coding!r} cannot be inspected")
+        if len(body) > limit:
+            raise InspectionFailed(f"the decoded body is over the {limit}-byte inspection limit")
+    return body
+
+
+def _optional(module: str, coding: str):  # type: ignore[no-untyped-def]
+    try:
+        return __import__(module)
+    except ImportError:
+        raise InspectionFailed(f"content-encoding {coding!r} cannot be decoded here") from None
+
+
+def inspect(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, encoding: str | None,
+            limit: int) -> Inspection:
+    try:
+        if len(body) > limit:
+            raise InspectionFailed(f"the body is over the {limit}-byte inspection limit")
+        raw = decode_body(body, encoding, limit)
+        try:
+            document = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InspectionFailed("the body is not valid JSON") from None
+    except InspectionFailed as exc:
+        return Inspection(_deny(decision, Reason.INSPECTION_FAILED, f"request body not inspected: {exc}"), None)
+    result = redactor.redact_body(document, vault)
+    if result.blocked:
+        names = sorted(result.blocked)
+        denied = _deny(decision, Reason.PII_BLOCKED, f"blocked by detectors: {', '.join(names)}", Source.PROFILE)
+        return Inspection(denied, None, pii_blocked_answer(decision.path or "", names), result.counts)
+    if not result.counts:
+        forwarded = raw if raw is not body else None
+        return Inspection(decision, forwarded)
+    redacted = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Inspection(dataclasses.replace(decision, reason=Reason.REDACTED), redacted, None, result.counts)
+
+
+def _deny(decision: Decision, reason: Reason, message: str, source: Source = Source.DEFAULT) -> Decision:
+    return dataclasses.replace(decision, verdict=Verdict.DENY, reason=reason, source=source, message=message)
