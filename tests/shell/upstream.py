@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.shell.fake_llm import HANDLERS
+
 NAMES = ("api.github.com", "api.anthropic.com", "api.openai.com", "upstream.test", "tunnel.test",
          "registry.npmjs.org", "rebind.test", "localhost")
 
@@ -75,6 +77,8 @@ class Upstream:
         app.router.add_route("*", "/sse", self.sse)
         app.router.add_route("*", "/v1/sse", self.sse)
         app.router.add_route("GET", "/ws", self.ws)
+        for path in HANDLERS:
+            app.router.add_route("POST", path, self.llm)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         self.runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self.runner.setup()
@@ -106,6 +110,13 @@ class Upstream:
             await asyncio.sleep(interval)
         await response.write_eof()
         return response
+
+    async def llm(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.requests.append({"method": "POST", "path": request.path, "query": request.query_string,
+                              "headers": [[k, v] for k, v in request.headers.items()],
+                              "body": raw.decode("utf-8", "replace"), "host": request.host, "tls": request.secure})
+        return await HANDLERS[request.path](request, json.loads(raw), int(request.headers.get("x-test-chunk", "4")))
 
     async def ws(self, request: web.Request) -> web.WebSocketResponse:
         self.requests.append({"method": "GET", "path": "/ws", "query": "", "body": "",

@@ -162,8 +162,8 @@ def test_responses_api_text_and_function_arguments(vault):
     assert text == f"Hi {VALUE}!"
     args = "".join(p["delta"] for p in payloads if p["type"] == "response.function_call_arguments.delta")
     assert json.loads(args) == {"to": VALUE}
-    assert [p for p in payloads if p["type"] == "response.output_text.done"][0]["text"] == f"Hi {VALUE}!"
-    assert json.loads([p for p in payloads if p["type"].endswith("arguments.done")][0]["arguments"]) == {"to": VALUE}
+    assert next(p for p in payloads if p["type"] == "response.output_text.done")["text"] == f"Hi {VALUE}!"
+    assert json.loads(next(p for p in payloads if p["type"].endswith("arguments.done"))["arguments"]) == {"to": VALUE}
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,0 +1,122 @@
+"""A fake LLM API that answers with what it was sent: the last user text, as text and as a tool call.
+
+It speaks Anthropic Messages, OpenAI Chat Completions and OpenAI Responses, streamed (SSE, in chunks
+of ``x-test-chunk`` characters, so placeholders are split at many points) or not.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    if "input" in body:   # Responses
+        items = body["input"]
+        if isinstance(items, str):
+            return items
+        content = items[-1].get("content", "")
+        return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+    message = [m for m in body["messages"] if m.get("role") == "user"][-1]
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+async def _sse(request: web.Request, events: list[tuple[str | None, dict[str, Any]]]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for name, payload in events:
+        head = f"event: {name}\n" if name else ""
+        await response.write(f"{head}data: {json.dumps(payload)}\n\n".encode())
+    if request.path.endswith("/chat/completions"):
+        await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def anthropic(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
+    text = _last_user_text(body)
+    arguments = json.dumps({"echo": text})
+    if not body.get("stream"):
+        return web.json_response({"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
+                                  "content": [{"type": "text", "text": text},
+                                              {"type": "tool_use", "id": "tu_1", "name": "echo", "input": {"echo": text}}],
+                                  "stop_reason": "tool_use", "stop_sequence": None,
+                                  "usage": {"input_tokens": 1, "output_tokens": 1}})
+    events: list[tuple[str | None, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": body["model"], "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 0}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": part}}) for part in _chunks(text, size)]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+                   "type": "tool_use", "id": "tu_1", "name": "echo", "input": {}}})]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                        "delta": {"type": "input_json_delta", "partial_json": part}})
+               for part in _chunks(arguments, size)]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 1}),
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                  "usage": {"output_tokens": 5}}),
+               ("message_stop", {"type": "message_stop"})]
+    return await _sse(request, events)
+
+
+async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
+    text = _last_user_text(body)
+    arguments = json.dumps({"echo": text})
+    call = {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": arguments}}
+    if not body.get("stream"):
+        return web.json_response({"id": "chat_1", "object": "chat.completion", "created": 1, "model": body["model"],
+                                  "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                                      "role": "assistant", "content": text, "tool_calls": [call]}}]})
+    envelope = {"id": "chat_1", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+    events: list[tuple[str | None, dict[str, Any]]] = []
+    for part in _chunks(text, size):
+        events.append((None, {**envelope, "choices": [{"index": 0, "delta": {"content": part}, "finish_reason": None}]}))
+    for i, part in enumerate(_chunks(arguments, size)):
+        first = {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": part}} if i == 0 else \
+            {"function": {"arguments": part}}
+        events.append((None, {**envelope, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **first}]},
+                                                       "finish_reason": None}]}))
+    events.append((None, {**envelope, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}))
+    return await _sse(request, events)
+
+
+async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
+    text = _last_user_text(body)
+    arguments = json.dumps({"echo": text})
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "echo", "arguments": arguments,
+            "status": "completed"}
+    full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
+            "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    if not body.get("stream"):
+        return web.json_response(full)
+    events: list[tuple[str | None, dict[str, Any]]] = [
+        ("response.created", {"type": "response.created", "response": {**full, "status": "in_progress", "output": []}})]
+    events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
+                                               "output_index": 0, "content_index": 0, "delta": part})
+               for part in _chunks(text, size)]
+    events.append(("response.output_text.done", {"type": "response.output_text.done", "item_id": "msg_1",
+                                                  "output_index": 0, "content_index": 0, "text": text}))
+    events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                                                           "item_id": "fc_1", "output_index": 1, "delta": part})
+               for part in _chunks(arguments, size)]
+    events.append(("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                                                             "item_id": "fc_1", "output_index": 1,
+                                                             "arguments": arguments}))
+    events.append(("response.completed", {"type": "response.completed", "response": full}))
+    return await _sse(request, events)
+
+
+HANDLERS = {"/v1/messages": anthropic, "/v1/chat/completions": chat, "/v1/responses": responses}
