@@ -170,3 +170,17 @@ def test_claude_code_side_calls_pass_through(proxy, upstream):
     with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.bundle))) as client:
         response = client.get(f"https://api.anthropic.com:{upstream.tls_port}/api/claude_code/policy_limits")
     assert response.status_code == 200 and upstream.last()["path"] == "/api/claude_code/policy_limits"
+
+
+def test_gateway_base_url_mode_redacts_like_the_proxy(start_proxy, upstream, monkeypatch):
+    anthropic = pytest.importorskip("anthropic")
+    config = CONFIG + f'[gateway.routes]\nanthropic = "https://api.anthropic.com:{upstream.tls_port}"\n'
+    gateway = start_proxy(config)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    client = anthropic.Anthropic(api_key="k", base_url=f"{gateway.url}/anthropic", max_retries=0)
+    with client.messages.stream(model="claude-x", max_tokens=100,
+                                messages=[{"role": "user", "content": PROMPT}]) as stream:
+        text = "".join(stream.text_stream)
+    assert text == PROMPT
+    assert_upstream_saw_no_planted_value(upstream, 1)
+    assert upstream.last()["path"] == "/v1/messages"
