@@ -12,12 +12,84 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from policyproxy.redaction.placeholders import PLACEHOLDER
 
 Validator = Callable[[str, str, int], bool]   # (value, whole text, start) -> keep?
+
+
+class Windows:
+    """Where in a text each family of detectors needs to look, computed once per text.
+
+    Python's ``re`` finds a literal prefix fast but tries a character class at every position; so
+    digit-shaped, ``@``-shaped and keyword-gated detectors run only inside windows around cheap
+    anchors, and literal-prefixed ones keep their prefix first (boundaries checked in Python).
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._cache: dict[str, list[tuple[int, int]]] = {}
+        self._zeros: str | None = None
+
+    @property
+    def digits_as_zero(self) -> str:
+        if self._zeros is None:
+            self._zeros = self.text.translate(_DIGITS_TO_ZERO)
+        return self._zeros
+
+    def get(self, family: str) -> list[tuple[int, int]]:
+        found = self._cache.get(family)
+        if found is None:
+            found = self._cache[family] = _merge(self._compute(family), len(self.text))
+        return found
+
+    def _compute(self, family: str) -> list[tuple[int, int]]:
+        text = self.text
+        if family == "digits":   # runs of digits and separators: phones, cards, SSNs, IBANs
+            return [(m.start() - 12, m.end() + 2) for m in _DIGIT_RUN.finditer(text)]
+        if family == "dotted":   # digit.digit: IPv4 addresses
+            return [(i - 16, i + 18) for i in _finds(self.digits_as_zero, "0.0")]
+        if family == "at":
+            out, i = [], text.find("@")
+            while i >= 0:
+                out.append((i - 66, i + 260))
+                i = text.find("@", i + 1)
+            return out
+        if family == "colons":   # IPv6: a "::" or three hex groups between colons
+            return [(i - 40, i + 40) for i in _finds(text, "::")] + \
+                [(m.start() - 40, m.end() + 40) for m in _COLON_RUN.finditer(text)]
+        if family == "keywords":
+            return [(m.start() - 80, m.end() + 300) for m in _KEYWORD.finditer(text.lower())]
+        raise ValueError(family)
+
+
+def _merge(windows: list[tuple[int, int]], size: int, gap: int = 0) -> list[tuple[int, int]]:
+    """Sorted, clipped windows; overlapping ones (or ones less than ``gap`` apart) are joined."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(windows):
+        start, end = max(0, start), min(size, end)
+        if merged and start <= merged[-1][1] + gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_DIGIT_RUN = re.compile(r"\d[\d ().+-]{5,40}\d")
+_COLON_RUN = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")   # a literal first: found fast
+
+
+def _finds(text: str, literal: str) -> list[int]:
+    out, i = [], text.find(literal)
+    while i >= 0:
+        out.append(i)
+        i = text.find(literal, i + len(literal))
+    return out
+_KEYWORD = re.compile(r"secret|token|passw|pwd|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential|"
+                      r"session[_-]?key|signing[_-]?key|bearer|basic |authorization")
 
 
 @dataclass(frozen=True)
@@ -27,6 +99,20 @@ class Detector:
     group: int = 0                 # which group is the secret (0: the whole match)
     validate: Validator | None = None
     secret: bool = True            # secrets win over PII when spans overlap
+    family: str | None = None      # look only in these windows (None: the whole text)
+    not_after: str | None = None   # besides letters and digits, what may not directly precede (None: no check)
+
+    def scan(self, text: str, windows: Windows) -> Iterator[tuple[int, int]]:
+        regions = [(0, len(text))] if self.family is None else windows.get(self.family)
+        for start, end in regions:
+            for match in self.regex.finditer(text, start, end):
+                if self.not_after is not None and match.start() > 0 and _glued(text[match.start() - 1], self.not_after):
+                    continue
+                yield match.span(self.group)
+
+
+def _glued(char: str, classes: str) -> bool:
+    return (char.isalnum() and char.isascii()) or char in classes
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,44 +252,50 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("private_key", re.compile(
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY"
         r"(?: BLOCK)?-----|\Z)")),
-    Detector("aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Z0-9])")),
+    Detector("aws_access_key", re.compile(r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Z0-9])"),
+             not_after=""),
     Detector("aws_secret_key", re.compile(
         r"(?i)aws[\w.-]{0,20}(?:secret|sk)[\w.-]{0,20}['\"]?\s*(?:[:=]|=>)\s*['\"]?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
-        group=1, validate=_aws_secret),
+        group=1, validate=_aws_secret, family="keywords"),
     Detector("github_token", re.compile(
-        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])")),
+        r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"), not_after="_"),
     Detector("gitlab_token", re.compile(
-        r"(?<![A-Za-z0-9_-])gl(?:pat|dt|ptt|rt|soat|ft|imt|agent|oas|cbt)-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])")),
+        r"gl(?:pat|dt|ptt|rt|soat|ft|imt|agent|oas|cbt)-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"), not_after="_-"),
     Detector("slack_token", re.compile(
-        r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}")),
-    Detector("stripe_key", re.compile(r"(?<![A-Za-z0-9])(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}(?![A-Za-z0-9])")),
-    Detector("anthropic_key", re.compile(r"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])")),
+        r"xox[abposr]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}"),
+        not_after=""),
+    Detector("stripe_key", re.compile(r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}(?![A-Za-z0-9])"), not_after=""),
+    Detector("anthropic_key", re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"), not_after=""),
     Detector("openai_key", re.compile(
-        r"(?<![A-Za-z0-9])sk-(?!ant-)(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"),
-        validate=_high_entropy),
-    Detector("google_api_key", re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])")),
-    Detector("jwt", re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")),
+        r"sk-(?!ant-)(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"),
+        validate=_high_entropy, not_after=""),
+    Detector("google_api_key", re.compile(r"AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"), not_after="_-"),
+    Detector("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}"), not_after="_-"),
     Detector("url_credentials", re.compile(
-        r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@'\"<>]{1,64}:([^\s@/'\"<>]{3,128})@[^\s'\"<>]+"),
-        group=1, validate=_not_benign),
+        r"[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@'\"<>]{1,64}:([^\s@/'\"<>]{3,128})@[^\s'\"<>]+"),
+        group=1, validate=_not_benign, family="at"),
     Detector("secret_assignment", re.compile(
         r"(?i)(?<![A-Za-z0-9])[\"']?[A-Za-z0-9_.-]*" + _KEY_WORDS + r"[A-Za-z0-9_.-]*[\"']?\s*(?::|=|=>|:=)\s*"
-        r"([\"'`]?)([^\s\"'`,;)}\]]{5,255}[^\s\"'`,;)}\].:])\1"), group=2, validate=_not_benign),
+        r"([\"'`]?)([^\s\"'`,;)}\]]{5,255}[^\s\"'`,;)}\].:])\1"), group=2, validate=_not_benign,
+        family="keywords"),
     Detector("generic_secret", re.compile(
         r"(?i)(?:\bbearer|\bbasic|\btoken|x-api-key:|api-key:|authorization:)\s+([A-Za-z0-9._~+/=-]{16,512})"),
-        group=1, validate=_high_entropy),
+        group=1, validate=_high_entropy, family="keywords"),
     Detector("email", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}"
-                                 r"(?![A-Za-z0-9-])"), validate=_email, secret=False),
+                                 r"(?![A-Za-z0-9-])"), validate=_email, secret=False, family="at"),
     Detector("us_ssn", re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?!\d)"),
-             validate=_ssn, secret=False),
-    Detector("credit_card", re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"), validate=_card, secret=False),
+             validate=_ssn, secret=False, family="digits"),
+    Detector("credit_card", re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"), validate=_card, secret=False,
+             family="digits"),
     Detector("iban", re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,
-             secret=False),
+             secret=False, family="digits"),
     Detector("phone", re.compile(
         r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w])|"
-        r"(?<![\w+])\+\d{7,14}(?!\w)"), validate=_phone, secret=False),
+        r"(?<![\w+])\+\d{7,14}(?!\w)"), validate=_phone, secret=False, family="digits"),
     Detector("ip_address", re.compile(
-        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])|"
+        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])"),
+        validate=lambda v, t, s: _ipv4(v, t, s), secret=False, family="dotted"),
+    Detector("ip_address", re.compile(
         r"(?<![0-9A-Za-z:])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{3,39}(?![0-9A-Za-z:])"),
-        validate=lambda v, t, s: _ipv6(v, t, s) if ":" in v else _ipv4(v, t, s), secret=False),
+        validate=lambda v, t, s: _ipv6(v, t, s), secret=False, family="colons"),
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from policyproxy.config.schema import RedactionSpec
 from policyproxy.reasons import RedactionAction
-from policyproxy.redaction.detectors import DETECTORS, Detector, Span
+from policyproxy.redaction.detectors import DETECTORS, Detector, Span, Windows
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vault
 
 # A quick substring test per detector: a detector whose hint is absent cannot match, so it is skipped.
@@ -72,13 +72,13 @@ class Redactor:
 
     # ---- text ----------------------------------------------------------------------------------
     def find(self, text: str) -> list[Span]:
-        candidates: list[tuple[int, int, int, str]] = []
+        candidates: list[tuple[int, int, int, int, str]] = []
+        windows = Windows(text)
         for rank, detector in enumerate(self.detectors):
             hints = _HINTS.get(detector.name, ())
             if hints and not any(h in text for h in hints):
                 continue
-            for match in detector.regex.finditer(text):
-                start, end = match.span(detector.group)
+            for start, end in set(detector.scan(text, windows)):
                 if start < 0 or end <= start:
                     continue
                 value = text[start:end]
