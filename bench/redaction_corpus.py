@@ -114,10 +114,12 @@ def hard_negatives(rng: random.Random) -> list[str]:
     image = "data:image/png;base64," + base64.b64encode(rng.randbytes(300)).decode()
     return [
         sha, sha[:7], sha256, str(uuid.UUID(int=rng.getrandbits(128))), integrity, image,
-        f"{rng.randint(0, 20)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}", f"v{rng.randint(1, 9)}.{rng.randint(0, 9)}.0",
+        f"{rng.randint(0, 20)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}",
+        f"v{rng.randint(1, 9)}.{rng.randint(0, 9)}.0",
         f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:14:07.123Z",
         f"/home/dev/src/{rng.choice(['api', 'web', 'core'])}/internal/handlers/user_session_store.go",
-        rng.choice(["getUserAccessTokenForRequest", "MAX_PASSWORD_LENGTH", "api_key_header_name", "secretManagerClient"]),
+        rng.choice(["getUserAccessTokenForRequest", "MAX_PASSWORD_LENGTH", "api_key_header_name",
+                    "secretManagerClient"]),
         "[[EMAIL_1a2b3c4d]]", "git@github.com:acme/api.git", "lodash@4.17.21", "127.0.0.1:8080",
         f"order-{rng.randint(10**11, 10**12)}", "PASSWORD=${DB_PASSWORD}", "token: process.env.GITHUB_TOKEN",
     ]
