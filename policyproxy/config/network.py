@@ -47,7 +47,7 @@ ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
 INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
-                            "mapping_ttl_seconds"})
+                            "mapping_ttl_seconds", "mapping_store"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -305,6 +305,9 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     for i, digest in enumerate(allow_sha256):
         if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             r.error((*path, "allow_sha256", i), "must be a hex SHA-256 digest (64 hex digits)")
+    store = r.get(table, "mapping_store", path, str, None)
+    if store is not None and not store.startswith("/"):
+        r.error((*path, "mapping_store"), f"must be an absolute path, got {store!r}")
     ttl = r.get(table, "mapping_ttl_seconds", path, int, 24 * 3600)
     if ttl <= 0:
         r.error((*path, "mapping_ttl_seconds"), "must be a positive number of seconds")
@@ -319,6 +322,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         allow_patterns=allow_patterns,
         allow_sha256=allow_sha256,
         mapping_ttl_seconds=ttl,
+        mapping_store=store,
     )
 
 

@@ -91,6 +91,7 @@ class RedactionSpec:
     allow_patterns: tuple[str, ...] = ()     # regexes a whole value may fullmatch to be left alone
     allow_sha256: tuple[str, ...] = ()       # hex SHA-256 of values left alone (no plaintext in config)
     mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
+    mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from policyproxy.proxy.tunnel import PipeSide, idle_since
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.inspect import Inspection, inspect
-from policyproxy.redaction.placeholders import Vault, Vaults
+from policyproxy.redaction.placeholders import MappingStore, Vault, Vaults
 from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
 
@@ -89,8 +89,10 @@ class ProxyApp:
         self.upstream_ssl = upstream_context(options.upstream_cas)
         self.routes = dict(settings.gateway_routes)
         self.redactor = _redactor(settings)
-        ttl = settings.network.redaction.mapping_ttl_seconds if settings.network.redaction else 24 * 3600
-        self.vaults = Vaults(ttl=ttl)
+        spec = settings.network.redaction
+        ttl = spec.mapping_ttl_seconds if spec else 24 * 3600
+        store = MappingStore(Path(spec.mapping_store)) if spec is not None and spec.mapping_store else None
+        self.vaults = Vaults(ttl=ttl, store=store)
         self.scanner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="policyproxy-scan")
         self.sinks: list[DecisionSink] = []
         self.log = logging.getLogger("policyproxy")
@@ -144,6 +146,8 @@ class ProxyApp:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.scanner.shutdown(wait=False, cancel_futures=True)
+        if self.vaults.store is not None:
+            self.vaults.store.close()
         if self.session is not None:
             await self.session.close()
         self.leaves.close()

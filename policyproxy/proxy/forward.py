@@ -41,8 +41,9 @@ class Tunnel:
     port: int
     scheme: str         # "https" after TLS interception, "http" for plain HTTP over SOCKS5
     trusted: bool       # operator-pinned
-    client: str
+    client: str         # the client's address (events)
     connection_id: str
+    identity: str | None = None   # the proxy-auth user, when there is one (redaction scope)
 
 
 def text_error(status: int, message: str) -> web.Response:
@@ -107,11 +108,12 @@ async def handle_intercepted(app: ProxyApp, tunnel: Tunnel, request: web.BaseReq
     protocol = Protocol.HTTPS_MITM if tunnel.scheme == "https" else Protocol.HTTP
     target = await app.target(tunnel.host, tunnel.port, protocol, trusted=tunnel.trusted)
     path, _, query = raw.partition("?")
-    return await forward(app, request, target, tunnel.scheme, path, query, tunnel.client, tunnel.connection_id)
+    return await forward(app, request, target, tunnel.scheme, path, query, tunnel.client, tunnel.connection_id,
+                         tunnel.identity)
 
 
 async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, scheme: str, path: str, query: str,
-                  client: str, connection_id: str | None = None) -> web.StreamResponse:
+                  client: str, connection_id: str | None = None, identity: str | None = None) -> web.StreamResponse:
     decision = app.policy.decide(target, Request(request.method, path, query, tuple(request.headers.items())))
     upgrade = websocket.is_upgrade(request)
     if decision.allowed and decision.redaction is not None and upgrade:
@@ -122,7 +124,8 @@ async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, schem
     vault = body = None
     counts: dict[str, int] = {}
     if decision.allowed and decision.redaction is not None and app.redactor is not None:
-        vault = app.vaults.for_scope(client)
+        # One scope per client identity: a mapping is never restored into another client's response.
+        vault = app.vaults.for_scope(f"user:{identity}" if identity else f"addr:{client}")
         if request.body_exists:
             inspection = await app.inspect(decision, request, vault)
             decision, counts = inspection.decision, inspection.counts

@@ -4,6 +4,7 @@ hand the connection on (aiohttp's parser, a byte pipe, or TLS interception)."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import TYPE_CHECKING
 
 from policyproxy.policy.model import Decision
@@ -121,7 +122,7 @@ class HttpEntry(asyncio.Protocol):
 
 
 async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, port: int, protocol: Protocol,
-                      client: str) -> None:
+                      client: str, identity: str | None = None) -> None:
     """Decide a CONNECT (HTTP or SOCKS5) and answer it: deny, tunnel, or intercept."""
     socks5 = protocol is Protocol.SOCKS5_TCP
     target = await app.target(host, port, protocol)
@@ -152,7 +153,7 @@ async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, po
         transport.close()
         return
     app.report(decision, client, 200, connection_id)
-    tunnel = Tunnel(host, port, "https", target.trusted, client, connection_id)
+    tunnel = Tunnel(host, port, "https", target.trusted, client, connection_id, identity)
     if not socks5:
         transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await intercept_tls(app, transport, tunnel)
@@ -162,7 +163,7 @@ async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, po
     if first[:1] == b"\x16":
         await intercept_tls(app, transport, tunnel)
     elif first[:1].isalpha() and app.policy.mode is not Mode.LIMITED:
-        serve_http(app, transport, Tunnel(host, port, "http", target.trusted, client, connection_id))
+        serve_http(app, transport, Tunnel(host, port, "http", target.trusted, client, connection_id, identity))
     else:
         refused = Decision(Verdict.DENY, Reason.MITM_REQUIRED, Source.DEFAULT, decision.profile, protocol,
                            decision.host, port, message="traffic to an inspected host must be TLS or plain HTTP"
@@ -178,6 +179,7 @@ class Socks5Entry(asyncio.Protocol):
         self.app = app
         self.buffer = b""
         self.state = "greeting"
+        self.user: str | None = None
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -221,7 +223,9 @@ class Socks5Entry(asyncio.Protocol):
                 return
             (user, password), used = parsed_auth
             self.buffer = self.buffer[used:]
-            ok = credentials is not None and (user, password) == credentials
+            ok = credentials is not None and hmac.compare_digest(f"{user}\0{password}".encode(),
+                                                                 f"{credentials[0]}\0{credentials[1]}".encode())
+            self.user = user if ok else None
             self.transport.write(socks.auth_reply(ok))
             if not ok:
                 raise socks.Socks5Error("bad username or password")
@@ -242,4 +246,4 @@ class Socks5Entry(asyncio.Protocol):
             self.transport.pause_reading()
             asyncio.get_running_loop().create_task(
                 open_target(self.app, self.transport, request.host, request.port, Protocol.SOCKS5_TCP,
-                            _peer(self.transport)))
+                            _peer(self.transport), self.user))

@@ -147,3 +147,19 @@ def test_signed_and_binary_blocks_are_never_altered():
     assert blocks[:3] == body["messages"][0]["content"][:3]
     assert blocks[3]["text"].startswith("mail [[EMAIL_")
     assert out["input"] == body["input"]
+
+
+def test_mappings_persist_across_a_restart_in_a_private_file(tmp_path):
+    import stat
+
+    from policyproxy.redaction.placeholders import MappingStore
+
+    path = tmp_path / "state" / "mappings.sqlite"
+    first = Vaults(store=MappingStore(path))
+    token = first.for_scope("127.0.0.1").placeholder("email", "dana@acme.io")
+    first.store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = Vaults(store=MappingStore(path))
+    vault = again.for_scope("127.0.0.1")
+    assert vault.value(token) == "dana@acme.io"
+    assert vault.placeholder("email", "dana@acme.io") == token   # same master key: same placeholder
