@@ -157,13 +157,23 @@ _BENIGN_WORDS = frozenset({"true", "false", "null", "none", "undefined", "change
                            "required", "optional", "string", "example", "redacted", "hidden", "empty"})
 
 
-def looks_benign(value: str) -> bool:
-    """Values that sit where secrets sit but are not secrets."""
+def looks_like_reference(value: str) -> bool:
+    """Values written where a secret would go that are not one: references, templates, words, paths."""
     stripped = value.strip("'\"`")
     if len(stripped) < 6 or stripped.lower() in _BENIGN_WORDS or PLACEHOLDER.search(stripped):
         return True
-    if _REFERENCE.match(stripped) or _WORDY.match(stripped):
-        return True   # a variable reference, template, or a plain identifier
+    if _REFERENCE.match(stripped) or _WORDY.match(stripped) or len(set(stripped)) <= 2:
+        return True   # a variable reference, template, a plain identifier, or a mask like xxxx
+    if re.fullmatch(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?", stripped):
+        return True   # a version
+    return stripped.startswith(("/", "./", "../", "~/", "http://", "https://", "file:")) and "@" not in stripped
+
+
+def looks_benign(value: str) -> bool:
+    """Values that look random but are not secrets, for detectors without a secret-naming context."""
+    stripped = value.strip("'\"`")
+    if looks_like_reference(stripped):
+        return True
     if _UUID.fullmatch(stripped) or (_HEX.fullmatch(stripped) and len(stripped) in (7, 8, 12, 32, 40, 56, 64, 96, 128)):
         return True   # UUIDs, git SHAs (short and full), md5/sha1/sha2 digests
     if stripped.startswith(("/", "./", "../", "~/", "http://", "https://", "file:")) and "@" not in stripped:
@@ -177,6 +187,11 @@ def looks_benign(value: str) -> bool:
 
 def _not_benign(value: str, text: str, start: int) -> bool:
     return not looks_benign(value)
+
+
+def _not_reference(value: str, text: str, start: int) -> bool:
+    """Under a key that names a secret, a UUID or a hex string is the secret (API keys often are)."""
+    return not looks_like_reference(value)
 
 
 def _high_entropy(value: str, text: str, start: int) -> bool:
@@ -195,7 +210,7 @@ def _card(value: str, text: str, start: int) -> bool:
     separators = set(re.sub(r"\d", "", value))
     if len(separators) > 1:
         return False
-    return bool(re.match(r"4|5[1-5]|2[2-7]|3[47]|6(?:011|5)|3(?:0[0-5]|[68])|35", digits))
+    return bool(re.match(r"4|5[1-5]|2[2-7]|3[47]|6(?:011|5)|3(?:0[0-5]|[68])|35|2131|1800", digits))
 
 
 def _iban(value: str, text: str, start: int) -> bool:
@@ -275,9 +290,13 @@ DETECTORS: tuple[Detector, ...] = (
         r"[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@'\"<>]{1,64}:([^\s@/'\"<>]{3,128})@[^\s'\"<>]+"),
         group=1, validate=_not_benign, family="at"),
     Detector("secret_assignment", re.compile(
-        r"(?i)(?<![A-Za-z0-9])[\"']?[A-Za-z0-9_.-]*" + _KEY_WORDS + r"[A-Za-z0-9_.-]*[\"']?\s*(?::|=|=>|:=)\s*"
-        r"([\"'`]?)([^\s\"'`,;)}\]]{5,255}[^\s\"'`,;)}\].:])\1"), group=2, validate=_not_benign,
+        r"(?i)(?<![A-Za-z0-9])[\"']?[A-Za-z0-9_.-]*" + _KEY_WORDS + r"[A-Za-z0-9_.-]*[\"']?"
+        r"(?:\s+(?:string|str|String|const|final|char\*?|&str))?\s*(?::|=|=>|:=|\?=|\+=)\s*"
+        r"([\"'`]?)([^\s\"'`,;)}\]]{5,255}[^\s\"'`,;)}\].:])\1"), group=2, validate=_not_reference,
         family="keywords"),
+    Detector("secret_assignment", re.compile(   # <apiToken>value</apiToken> (XML, Maven, .NET configs)
+        r"(?i)<([A-Za-z0-9_.:-]*" + _KEY_WORDS + r"[A-Za-z0-9_.:-]*)>\s*([^\s<>]{6,512})\s*</\1>"),
+        group=2, validate=_not_reference, family="keywords"),
     Detector("generic_secret", re.compile(
         r"(?i)(?:\bbearer|\bbasic|\btoken|x-api-key:|api-key:|authorization:)\s+([A-Za-z0-9._~+/=-]{16,512})"),
         group=1, validate=_high_entropy, family="keywords"),
@@ -291,7 +310,10 @@ DETECTORS: tuple[Detector, ...] = (
              secret=False, family="digits"),
     Detector("phone", re.compile(
         r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w])|"
-        r"(?<![\w+])\+\d{7,14}(?!\w)"), validate=_phone, secret=False, family="digits"),
+        r"(?<![\w+])\+\d{7,14}(?!\w)|"
+        # international and national forms: +46 (0)8 928 571 38, 0490 75 40 81, 07700 063 966
+        r"(?<![\w+.])(?:\+\d{1,3}[ .-]?(?:\(0\)\s?)?|0)\d{1,4}(?:[ .-]\d{2,4}){2,4}(?![\w.])"),
+        validate=_phone, secret=False, family="digits"),
     Detector("ip_address", re.compile(
         r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])"),
         validate=lambda v, t, s: _ipv4(v, t, s), secret=False, family="dotted"),
