@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.redaction_corpus import claude_code_request, generate  # noqa: E402
 from policyproxy.config.schema import RedactionSpec  # noqa: E402
+from policyproxy.proxy.app import GIL_SWITCH_INTERVAL  # noqa: E402
 from policyproxy.redaction.engine import Redactor  # noqa: E402
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vaults  # noqa: E402
 from policyproxy.redaction.restore import StreamRestorer  # noqa: E402
@@ -155,9 +156,13 @@ async def _stall(redactor: Redactor) -> tuple[float, float]:
 
 
 def stall(redactor: Redactor) -> None:
-    baseline, during = asyncio.run(_stall(redactor))
-    print(f"event loop: worst extra delay {during:.1f} ms while a 5 MB body is redacted off-loop "
-          f"(idle baseline {baseline:.1f} ms)")
+    default = sys.getswitchinterval()
+    for interval in (default, GIL_SWITCH_INTERVAL):
+        sys.setswitchinterval(interval)
+        baseline, during = asyncio.run(_stall(redactor))
+        print(f"event loop: worst extra delay {during:.1f} ms while a 5 MB body is redacted off-loop, GIL switch "
+              f"interval {interval * 1000:g} ms (idle baseline {baseline:.1f} ms)")
+    sys.setswitchinterval(default)
 
 
 def main() -> None:
