@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from policyproxy import __version__
-from policyproxy.cli import commands
+from policyproxy.cli import audit, commands
 from policyproxy.errors import ConfigErrors
 
 EXIT_CONFIG = 2
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--socks-listen")
     run.add_argument("--ca-dir", type=Path)
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
+    audit.add_parsers(sub)
     with_config(sub.add_parser("check", help="validate the configuration and print the compiled policy"))
     config = sub.add_parser("config", help="show the effective configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -80,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (network.ServeError, network.CAError, OSError) as exc:
                 print(f"policyproxy: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
+        if args.command == "audit":
+            return audit.run(args)
         if args.command == "check":
             return commands.check(args)
         if args.command == "config":

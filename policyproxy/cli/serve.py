@@ -21,6 +21,9 @@ from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigErrors
 from policyproxy.policy.compile import compile_policy
 from policyproxy.policy.hosts import IPAddress
+from policyproxy.telemetry.audit import AuditFile
+from policyproxy.telemetry.otel import build_emitter
+from policyproxy.telemetry.sink import TelemetrySink
 from policyproxy.tls.ca_store import CAError, load, load_or_create
 
 
@@ -129,8 +132,11 @@ def serve(args: argparse.Namespace) -> int:
     options = ProxyOptions(listen=http, socks_listen=socks, upstream_cas=tuple(args.upstream_ca),
                            pins=parse_pins(args.resolve), socks_credentials=socks_credentials(settings))
 
+    sink = telemetry_sink(settings, args.audit_log)
+
     async def main() -> None:
         app = ProxyApp(settings, policy, ca, options)
+        app.sinks.append(sink)
         await app.start()
         http_at = app.addresses["http"]
         socks_at = app.addresses.get("socks5")
@@ -139,6 +145,8 @@ def serve(args: argparse.Namespace) -> int:
         if socks_at:
             print(f"SOCKS5 proxy listening on socks5://{socks_at[0]}:{socks_at[1]}")
         print(f"CA certificate: {ca.cert_path}")
+        print(f"audit log: {sink.audit.path if sink.audit else 'off'}; OpenTelemetry: "
+              f"{'on' if sink.otel else 'off'}")
         bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
         for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle):
             print(f"export {name}={value}")
@@ -151,9 +159,20 @@ def serve(args: argparse.Namespace) -> int:
         await stop.wait()
         print("policyproxy: stopping, draining in-flight requests", file=sys.stderr, flush=True)
         await app.stop()
+        sink.close(timeout=3.0)
 
     asyncio.run(main())
     return 0
+
+
+def telemetry_sink(settings: Settings, audit_log: Path | None) -> TelemetrySink:
+    """The audit log (unless turned off) and the OTLP exporter (when configured) behind one sink."""
+    audit = None
+    if audit_log is not None or settings.audit.enabled:
+        path = audit_log or Path(settings.audit.path or home_dir() / "audit.jsonl").expanduser()
+        audit = AuditFile(path, settings.audit.max_bytes, settings.audit.backups)
+    otel = build_emitter(settings.otel, settings.profile, queue_size=settings.otel.max_queue_size)
+    return TelemetrySink(audit, otel)
 
 
 def _reload(app: object, args: argparse.Namespace) -> None:

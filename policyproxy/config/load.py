@@ -21,13 +21,13 @@ from policyproxy.config.network import parse_network
 from policyproxy.config.otel import parse_otel
 from policyproxy.config.reader import Reader
 from policyproxy.config.requirements import DEFAULT_REQUIREMENTS_PATH, apply_requirements, parse_requirements
-from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, OtelSpec, Settings
+from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpec, Settings
 from policyproxy.config.source import KeyPath, TomlSource, format_key, load_toml
 from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
 from policyproxy.policy.hosts import url_host
 from policyproxy.reasons import Mode, Source
 
-OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway"})
+OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway", "audit"})
 PROFILE_KEYS = frozenset({"network", "extends"})
 # Below these tables an entry is replaced whole by a child profile, never merged key by key.
 _REPLACED_WHOLE: frozenset[KeyPath] = frozenset({("mitm", "hooks"), ("mitm", "actions"), ("redaction", "patterns")})
@@ -117,6 +117,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
     network = parse_network(r, merged)
     otel = parse_otel(top, data["otel"]) if "otel" in data else OtelSpec()
     routes = _parse_gateway(top, data.get("gateway", {}))
+    audit = _parse_audit(top, data.get("audit", {}))
     errors = top.errors + r.errors
     warnings: list[str] = []
     if not network.enabled:
@@ -154,6 +155,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
         network=network,
         otel=otel,
         gateway_routes=routes,
+        audit=audit,
         config_file=src.path,
         requirements_file=req_file,
         ignored_keys=tuple(ignored),
@@ -222,6 +224,20 @@ def _merge_network(chain: list[tuple[str, Any]]) -> tuple[dict[str, Any], dict[K
         if isinstance(network, dict):
             merge(merged, network, (), owner)
     return merged, origins
+
+
+def _parse_audit(r: Reader, raw: object) -> AuditSpec:
+    table = r.table(raw, ("audit",), {"enabled", "path", "max_bytes", "backups"})
+    path = r.get(table, "path", ("audit",), str, None)
+    if path is not None and not path.startswith(("/", "~")):
+        r.error(("audit", "path"), f"must be an absolute path, got {path!r}")
+    max_bytes = r.get(table, "max_bytes", ("audit",), int, AuditSpec.max_bytes)
+    backups = r.get(table, "backups", ("audit",), int, AuditSpec.backups)
+    if max_bytes < 1024:
+        r.error(("audit", "max_bytes"), "must be at least 1024 bytes")
+    if backups < 0:
+        r.error(("audit", "backups"), "must not be negative")
+    return AuditSpec(r.get(table, "enabled", ("audit",), bool, True), path, max(max_bytes, 1024), max(backups, 0))
 
 
 def _parse_gateway(r: Reader, raw: object) -> tuple[tuple[str, str], ...]:

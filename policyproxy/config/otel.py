@@ -17,7 +17,7 @@ from policyproxy.reasons import Source
 
 EXPORTERS = ("none", "otlp-grpc", "otlp-http")
 OTEL_KEYS = frozenset({"exporter", "endpoint", "protocol", "headers", "resource_attributes",
-                       "environment", "log_user_prompt", "trace_exporter", "metrics_exporter"})
+                       "environment", "log_user_prompt", "trace_exporter", "metrics_exporter", "max_queue_size"})
 EXPORTER_TABLE_KEYS = frozenset({"endpoint", "protocol", "headers", "tls"})
 _PROTOCOLS = {"binary": "binary", "http/protobuf": "binary", "protobuf": "binary", "grpc": "grpc"}
 
@@ -66,6 +66,7 @@ def parse_otel(r: Reader, raw: object, source: Source = Source.PROFILE) -> OtelS
         environment=r.get(table, "environment", path, str, None),
         source=source,
         exporter_set="exporter" in table,
+        max_queue_size=_queue_size(r, table, path),
     )
 
 
@@ -77,3 +78,11 @@ def _string_map(r: Reader, raw: object, path: KeyPath) -> tuple[tuple[str, str],
         else:
             out.append((key, value))
     return tuple(out)
+
+
+def _queue_size(r: Reader, table: dict[str, Any], path: KeyPath) -> int:
+    size = r.get(table, "max_queue_size", path, int, 8192)
+    if size < 1:
+        r.error((*path, "max_queue_size"), "must be a positive number of records")
+        return 8192
+    return size

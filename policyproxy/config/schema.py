@@ -122,6 +122,15 @@ class OtelSpec:
     environment: str | None = None
     source: Source = Source.DEFAULT
     exporter_set: bool = False        # the file named an exporter (requirements compare only then)
+    max_queue_size: int = 8192        # OTLP records waiting for the collector; more are dropped and counted
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    enabled: bool = True
+    path: str | None = None              # default: $POLICYPROXY_HOME/audit.jsonl
+    max_bytes: int = 50 * 1024 * 1024    # rotate past this size
+    backups: int = 5                     # rotated files kept
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class Settings:
     network: NetworkSpec
     otel: OtelSpec = OtelSpec()
     gateway_routes: tuple[tuple[str, str], ...] = DEFAULT_GATEWAY_ROUTES
+    audit: AuditSpec = AuditSpec()
     config_file: Path | None = None
     requirements_file: Path | None = None
     ignored_keys: tuple[str, ...] = ()

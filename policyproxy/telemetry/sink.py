@@ -1,0 +1,164 @@
+"""The decision sink: cheap on the request path, everything expensive on one telemetry thread.
+
+The request path builds the attributes (pure) and appends to a bounded queue. The thread writes the
+audit log (its own writer: it never goes through the OpenTelemetry batch processor, which drops
+silently when full) and emits OpenTelemetry log records through the SDK's LoggerProvider and batching
+processor. A slow or dead collector only fills the SDK's queue; those drops are counted and reported
+once a minute and at shutdown. Shutdown flushes within a bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from policyproxy.policy.model import Decision
+from policyproxy.telemetry.audit import AuditFile
+from policyproxy.telemetry.event import EVENT_NAME, decision_attributes
+
+log = logging.getLogger("policyproxy.telemetry")
+Emit = Callable[[list[tuple[int, dict[str, Any], bool]]], None]
+
+
+class TelemetrySink:
+    """Callable as a ``ProxyApp`` sink: ``sink(decision, context)``."""
+
+    def __init__(self, audit: AuditFile | None, otel: OtelEmitter | None, max_pending: int = 100_000,
+                 report_every: float = 60.0) -> None:
+        self.audit = audit
+        self.otel = otel
+        self.max_pending = max_pending
+        self.report_every = report_every
+        self._queue: collections.deque[tuple[int, dict[str, Any], bool]] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self.dropped_here = 0    # our own queue overflowed (the audit log could not keep up)
+        self._thread = threading.Thread(target=self._run, name="policyproxy-telemetry", daemon=True)
+        self._thread.start()
+
+    def __call__(self, decision: Decision, context: dict[str, Any]) -> None:
+        if len(self._queue) >= self.max_pending:
+            self.dropped_here += 1
+            return
+        attributes = decision_attributes(decision, client=context.get("client"), status=context.get("status"),
+                                         connection_id=context.get("connection_id"),
+                                         redactions=context.get("redactions"))
+        self._queue.append((time.time_ns(), attributes, decision.allowed))
+        if len(self._queue) == 1:
+            self._wake.set()
+
+    def _run(self) -> None:
+        last_report = time.monotonic()
+        reported = 0
+        while True:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            batch = []
+            while self._queue:
+                batch.append(self._queue.popleft())
+            if batch:
+                self._deliver(batch)
+            now = time.monotonic()
+            if now - last_report >= self.report_every:
+                last_report = now
+                reported = self._report(reported)
+            if self._stop and not self._queue:
+                return
+
+    def _deliver(self, batch: list[tuple[int, dict[str, Any], bool]]) -> None:
+        if self.audit is not None:
+            try:
+                self.audit.write([_audit_line(ts, attrs) for ts, attrs, _ in batch])
+            except OSError as exc:
+                log.error("audit log write failed: %s", exc.strerror or exc)
+        if self.otel is not None:
+            self.otel.emit(batch)
+
+    def _report(self, reported: int) -> int:
+        dropped = (self.otel.dropped if self.otel else 0) + self.dropped_here
+        if dropped > reported:
+            log.warning("policyproxy: %d decision events dropped so far (%d since the last report): "
+                        "the collector is slow or down", dropped, dropped - reported)
+        return dropped
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, flush the audit log and the exporter, within ``timeout`` seconds."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self.audit is not None:
+            self.audit.close()
+        if self.otel is not None:
+            self.otel.close(timeout)
+        dropped = (self.otel.dropped if self.otel else 0) + self.dropped_here
+        if dropped:
+            log.warning("policyproxy: %d decision events were dropped in total (collector slow or down)", dropped)
+
+
+def _audit_line(ts_ns: int, attributes: dict[str, Any]) -> dict[str, Any]:
+    when = datetime.fromtimestamp(ts_ns / 1e9, timezone.utc)
+    return {"ts": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event.name": EVENT_NAME,
+            **attributes}
+
+
+class OtelEmitter:
+    """The OpenTelemetry side: a LoggerProvider with a batching processor whose drops are counted."""
+
+    def __init__(self, provider: Any, processor: Any, capacity: int) -> None:
+        from opentelemetry._logs import SeverityNumber
+
+        self.provider = provider
+        self.processor = processor
+        self.capacity = capacity
+        self.logger = provider.get_logger("policyproxy")
+        self.dropped = 0
+        self._info, self._warn = SeverityNumber.INFO, SeverityNumber.WARN
+
+    def _queue_length(self) -> int | None:
+        # The SDK drops silently when its queue is full; its length is read to count those drops.
+        queue = getattr(getattr(self.processor, "_batch_processor", None), "_queue", None)
+        return len(queue) if queue is not None else None
+
+    def emit(self, batch: list[tuple[int, dict[str, Any], bool]]) -> None:
+        for ts, attributes, allowed in batch:
+            length = self._queue_length()
+            if length is not None and length >= self.capacity:
+                self.dropped += 1
+                continue
+            self.logger.emit(timestamp=ts, observed_timestamp=ts, event_name=EVENT_NAME,
+                             severity_number=self._info if allowed else self._warn,
+                             severity_text="INFO" if allowed else "WARN", attributes=_otel_attributes(attributes))
+
+    def close(self, timeout: float) -> None:
+        """Flush and shut down, never longer than ``timeout`` (a hung collector must not hold a stop)."""
+        done = threading.Event()
+
+        def finish() -> None:
+            self.provider.force_flush(int(timeout * 1000))
+            self.provider.shutdown()
+            done.set()
+
+        threading.Thread(target=finish, name="policyproxy-otel-close", daemon=True).start()
+        if not done.wait(timeout):
+            log.warning("policyproxy: the collector did not take the last events within %.0f s", timeout)
+
+
+def _otel_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """OTel attribute values are scalars or homogeneous lists: the detector map is flattened."""
+    out = {}
+    for key, value in attributes.items():
+        if isinstance(value, dict):
+            for name, count in value.items():
+                out[f"{key}.{name}"] = count
+        else:
+            out[key] = value
+    return out
+
+
+__all__ = ["AuditFile", "OtelEmitter", "Path", "TelemetrySink"]

@@ -1,0 +1,233 @@
+"""Every decision as one OpenTelemetry event and one audit line, delivered to real OTLP receivers,
+with nothing secret in either; a slow or dead collector never slows proxying."""
+
+import json
+import signal
+import socket
+import ssl
+import statistics
+import time
+
+import httpx
+import pytest
+
+from policyproxy.telemetry.audit import read_records
+from tests.shell.otlp import GrpcReceiver, HangingCollector, HttpReceiver
+
+TOKEN = "ghp_InjectedCanaryTokenValue00000000001"
+FULL = """
+[permissions.t.network.domains]
+"*" = "allow"
+"denied.test" = "deny"
+[permissions.t.network.mitm.hooks.gh]
+host = "api.github.com"
+methods = ["POST"]
+path_prefixes = ["/repos/myorg/"]
+action = ["swap"]
+[permissions.t.network.mitm.actions.swap]
+strip_request_headers = ["authorization", "cookie", "x-api-key"]
+[[permissions.t.network.mitm.actions.swap.inject_request_headers]]
+name = "authorization"
+secret_env_var = "CANARY_ENV_TOKEN"
+prefix = "Bearer "
+[[permissions.t.network.mitm.actions.swap.inject_request_headers]]
+name = "x-file-token"
+secret_file = "FILE"
+[permissions.t.network.redaction]
+[permissions.t.network.redaction.detectors]
+us_ssn = "block"
+"""
+LIMITED = """
+[permissions.l.network]
+mode = "limited"
+[permissions.l.network.mitm]
+enabled = false
+[permissions.l.network.domains]
+"*" = "allow"
+"""
+
+
+def wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def raw_connect(proxy, target):
+    with socket.create_connection(("127.0.0.1", proxy.http_port), 10) as s:
+        s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        return s.recv(4096)
+
+
+@pytest.fixture(scope="module")
+def grpc_receiver():
+    receiver = GrpcReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def http_receiver():
+    receiver = HttpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def file_secret(tmp_path_factory):
+    path = tmp_path_factory.mktemp("secret") / "token"
+    path.write_text("FileCanarySecret_9f8e7d6c5b4a\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def full(start_proxy, grpc_receiver, file_secret):
+    config = FULL.replace("FILE", str(file_secret)) + \
+        f'[otel]\nexporter = {{ otlp-grpc = {{ endpoint = "http://127.0.0.1:{grpc_receiver.port}" }} }}\n'
+    return start_proxy(config, env={"CANARY_ENV_TOKEN": TOKEN})
+
+
+@pytest.fixture(scope="module")
+def limited(start_proxy, http_receiver):
+    return start_proxy(LIMITED + f'[otel]\nexporter = "otlp-http"\nendpoint = "http://127.0.0.1:{http_receiver.port}"\n')
+
+
+def client(proxy):
+    return httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.bundle)), timeout=20)
+
+
+def drive_every_reason(full, limited, upstream):
+    up = upstream.tls_port
+    with client(full) as c:
+        c.get(f"http://tunnel.test:{upstream.plain_port}/allowed")                                   # allowed
+        c.get("http://denied.test/")                                                                # denied
+        c.get(f"http://127.0.0.1:{upstream.plain_port}/")                                           # not_allowed_local
+        c.post(f"https://api.github.com:{up}/repos/myorg/x", json={})                               # hook_matched
+        c.delete(f"https://api.github.com:{up}/repos/myorg/x")                                      # mitm_hook_denied
+        c.post(f"https://api.anthropic.com:{up}/v1/messages",
+               json={"model": "m", "messages": [{"role": "user", "content": "key AKIAZ7PQ3LXRN4TW2KJD"}]})  # redacted
+        c.post(f"https://api.anthropic.com:{up}/v1/messages",
+               json={"model": "m", "messages": [{"role": "user", "content": "ssn 123-45-6789"}]})          # pii_blocked
+        c.post(f"https://api.anthropic.com:{up}/v1/messages", content=b"{not json")                 # inspection_failed
+    raw_connect(full, "bad..host:443")                                                               # not_allowed
+    with client(limited) as c:
+        c.post(f"http://tunnel.test:{upstream.plain_port}/x")                                       # method_not_allowed
+    raw_connect(limited, f"tunnel.test:{up}")                                                        # mitm_required
+
+
+EXPECTED = {
+    "allowed": "allow", "denied": "deny", "not_allowed_local": "deny", "hook_matched": "allow",
+    "mitm_hook_denied": "deny", "redacted": "allow", "pii_blocked": "deny", "inspection_failed": "deny",
+    "not_allowed": "deny", "method_not_allowed": "deny", "mitm_required": "deny",
+}
+
+
+@pytest.fixture(scope="module")
+def driven(full, limited, upstream, grpc_receiver, http_receiver):
+    drive_every_reason(full, limited, upstream)
+    assert wait_for(lambda: {r["attributes"]["network.policy.reason"] for r in grpc_receiver.records + http_receiver.records}
+                    >= set(EXPECTED))
+    return grpc_receiver.records + http_receiver.records
+
+
+@pytest.mark.parametrize("reason", sorted(EXPECTED))
+def test_each_reason_reaches_the_collector_as_one_event(driven, reason):
+    records = [r for r in driven if r["attributes"]["network.policy.reason"] == reason]
+    assert records, reason
+    record = records[0]
+    assert record["event_name"] == "policyproxy.policy_decision"
+    assert record["attributes"]["network.policy.decision"] == EXPECTED[reason]
+    assert record["severity_text"] == ("INFO" if EXPECTED[reason] == "allow" else "WARN")
+    assert record["time_unix_nano"] > 0
+    assert record["resource"]["service.name"] == "policyproxy"
+    assert {"service.version", "host.name", "policyproxy.profile"} <= set(record["resource"])
+
+
+def test_event_attributes_follow_the_contract(driven):
+    hooked = next(r for r in driven if r["attributes"]["network.policy.reason"] == "hook_matched")["attributes"]
+    assert hooked["network.policy.hook"] == "gh"
+    assert hooked["network.transport.protocol"] == "https_mitm"
+    assert hooked["headers.injected"] == ["authorization", "x-file-token"]
+    assert "authorization" in hooked["headers.stripped"]
+    assert hooked["url.path"] == "/repos/myorg/x" and hooked["http.request.method"] == "POST"
+    assert hooked["server.address"] == "api.github.com" and hooked["client.address"] == "127.0.0.1"
+    redacted = next(r for r in driven if r["attributes"]["network.policy.reason"] == "redacted")["attributes"]
+    assert redacted["redaction.count"] == 1 and redacted["redaction.detectors.aws_access_key"] == 1
+
+
+def test_the_audit_log_holds_the_same_decisions(driven, full, limited):
+    lines = list(read_records(full.home / "audit.jsonl")) + list(read_records(limited.home / "audit.jsonl"))
+    assert {line["network.policy.reason"] for line in lines} >= set(EXPECTED)
+    line = lines[0]
+    assert line["event.name"] == "policyproxy.policy_decision" and line["ts"].endswith("Z")
+
+
+def test_no_canary_reaches_the_log_the_exporter_or_the_console(full, upstream, grpc_receiver, file_secret):
+    canaries = ["CanaryAuthHeader7731", "CanaryCookie8842", "CanaryApiKey9953", "CanaryBody1064",
+                "CanaryQuery2175", "AKIACANARY7PQ3LXRN4T", TOKEN, "FileCanarySecret_9f8e7d6c5b4a"]
+    with client(full) as c:
+        for path in ("/repos/myorg/x", "/repos/other/y"):    # hooked (allowed) and hooked (denied)
+            c.post(f"https://api.github.com:{upstream.tls_port}{path}?token=CanaryQuery2175",
+                   headers={"Authorization": "Bearer CanaryAuthHeader7731", "Cookie": "s=CanaryCookie8842",
+                            "X-Api-Key": "CanaryApiKey9953"}, content=b'{"note": "CanaryBody1064"}')
+        c.post(f"https://api.anthropic.com:{upstream.tls_port}/v1/messages?q=CanaryQuery2175",
+               headers={"X-Api-Key": "CanaryApiKey9953"},
+               json={"model": "m", "messages": [{"role": "user", "content": "AKIACANARY7PQ3LXRN4T CanaryBody1064"}]})
+        c.get("http://denied.test/?x=CanaryQuery2175", headers={"Cookie": "CanaryCookie8842"})
+    wait_for(lambda: len(grpc_receiver.payloads) > 0)
+    time.sleep(1.0)
+    audit = (full.home / "audit.jsonl").read_text()
+    exported = b"".join(grpc_receiver.payloads)
+    console = "".join(full.output) + full.logs()
+    for canary in canaries:
+        assert canary not in audit, canary
+        assert canary.encode() not in exported, canary
+        assert canary not in console, canary
+
+
+def test_audit_cli_tail_and_stats(driven, full):
+    import subprocess
+    import sys
+
+    audit = full.home / "audit.jsonl"
+    tail = subprocess.run([sys.executable, "-m", "policyproxy", "audit", "tail", "--file", str(audit),
+                           "--decision", "deny", "--lines", "50"], capture_output=True, text=True, timeout=30)
+    assert tail.returncode == 0 and "denied" in tail.stdout and " allow " not in tail.stdout
+    stats = subprocess.run([sys.executable, "-m", "policyproxy", "audit", "stats", "--file", str(audit), "--json"],
+                           capture_output=True, text=True, timeout=30)
+    counts = json.loads(stats.stdout)
+    assert counts["decision"]["deny"] >= 1 and counts["reason"]["hook_matched"] >= 1
+    assert counts["detector"]["aws_access_key"] >= 1
+
+
+@pytest.mark.parametrize("collector", ["down", "hanging"])
+def test_a_bad_collector_never_slows_proxying_and_drops_are_reported(start_proxy, upstream, collector):
+    hanging = HangingCollector() if collector == "hanging" else None
+    port = hanging.port if hanging else 9   # nothing listens on the discard port here
+    config = ('[permissions.t.network.domains]\n"*" = "allow"\n'
+              f'[otel]\nexporter = "otlp-http"\nendpoint = "http://127.0.0.1:{port}"\nmax_queue_size = 8\n')
+    baseline = start_proxy('[permissions.t.network.domains]\n"*" = "allow"\n')
+    proxy = start_proxy(config)
+    url = f"http://tunnel.test:{upstream.plain_port}/x"
+
+    def latencies(via):
+        out = []
+        with httpx.Client(proxy=via.url, timeout=20) as c:
+            for _ in range(150):
+                start = time.perf_counter()
+                assert c.get(url).status_code == 200
+                out.append(time.perf_counter() - start)
+        return out
+
+    base, bad = latencies(baseline), latencies(proxy)
+    assert statistics.median(bad) < statistics.median(base) * 2 + 0.002
+    assert sorted(bad)[int(len(bad) * 0.99)] < 0.1
+    proxy.signal(signal.SIGTERM)
+    proxy.process.wait(30)
+    if hanging:
+        assert "dropped" in proxy.logs()
+        hanging.close()
+    assert len(list(read_records(proxy.home / "audit.jsonl"))) == 150   # the audit log loses nothing
