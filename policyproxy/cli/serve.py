@@ -137,6 +137,10 @@ def serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         app = ProxyApp(settings, policy, ca, options)
         app.sinks.append(sink)
+        if settings.otel.metrics_exporter != "none":
+            from policyproxy.telemetry.metrics import Metrics
+
+            sink.metrics = Metrics(settings.otel, settings.profile, app.open_connections)
         await app.start()
         http_at = app.addresses["http"]
         socks_at = app.addresses.get("socks5")

@@ -67,6 +67,7 @@ def parse_otel(r: Reader, raw: object, source: Source = Source.PROFILE) -> OtelS
         source=source,
         exporter_set="exporter" in table,
         max_queue_size=_queue_size(r, table, path),
+        **_metrics(r, table, path, exporter, endpoint),
     )
 
 
@@ -86,3 +87,26 @@ def _queue_size(r: Reader, table: dict[str, Any], path: KeyPath) -> int:
         r.error((*path, "max_queue_size"), "must be a positive number of records")
         return 8192
     return size
+
+
+def _metrics(r: Reader, table: dict[str, Any], path: KeyPath, logs_exporter: str,
+             logs_endpoint: str | None) -> dict[str, Any]:
+    """``metrics_exporter``: the same shapes as ``exporter``; the endpoint defaults to the logs one."""
+    raw = table.get("metrics_exporter", "none")
+    at = (*path, "metrics_exporter")
+    endpoint = None
+    if isinstance(raw, str):
+        name = raw
+    elif isinstance(raw, dict) and len(raw) == 1:
+        name, body = next(iter(raw.items()))
+        endpoint = r.get(r.table(body, (*at, name), {"endpoint", "headers", "protocol"}), "endpoint",
+                         (*at, name), str, None)
+    else:
+        r.error(at, 'must be "none", "otlp-grpc", "otlp-http" or a table with one of those as its only key')
+        return {}
+    if name not in EXPORTERS:
+        r.error(at, f"must be one of {', '.join(EXPORTERS)}, got {name!r}")
+        return {}
+    if endpoint is None and name == logs_exporter:
+        endpoint = logs_endpoint
+    return {"metrics_exporter": name, "metrics_endpoint": endpoint}

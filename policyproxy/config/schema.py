@@ -123,6 +123,8 @@ class OtelSpec:
     source: Source = Source.DEFAULT
     exporter_set: bool = False        # the file named an exporter (requirements compare only then)
     max_queue_size: int = 8192        # OTLP records waiting for the collector; more are dropped and counted
+    metrics_exporter: str = "none"    # none | otlp-grpc | otlp-http: decision counts, added latency, open connections
+    metrics_endpoint: str | None = None
 
 
 @dataclass(frozen=True)

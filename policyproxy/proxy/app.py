@@ -224,10 +224,16 @@ class ProxyApp:
         return dataclasses.replace(decision, verdict=Verdict.DENY, reason=Reason.INSPECTION_FAILED,
                                    source=Source.DEFAULT, message="redaction is not configured for this endpoint")
 
+    def open_connections(self) -> dict[str, int]:
+        """Open client connections by kind, for the metrics gauge (read from another thread)."""
+        return {"tunnel": len(self.pipes), "plain": len(self._plain.connections),
+                "intercepted": sum(len(s.connections) for s in list(self.tunnel_servers))}
+
     def report(self, decision: Decision, client: str, status: int | None = None,
-               connection_id: str | None = None, redactions: dict[str, int] | None = None) -> None:
+               connection_id: str | None = None, redactions: dict[str, int] | None = None,
+               added_ms: float | None = None) -> None:
         context = {"client": client, "status": status, "connection_id": connection_id,
-                   "redactions": redactions or {}}
+                   "redactions": redactions or {}, "added_ms": added_ms}
         if not decision.allowed:
             self.log.info("deny %s %s:%s %s (%s) from %s", decision.reason.value, decision.host, decision.port,
                           decision.method or "", decision.message, client)

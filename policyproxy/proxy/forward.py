@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,7 @@ async def handle_intercepted(app: ProxyApp, tunnel: Tunnel, request: web.BaseReq
 
 async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, scheme: str, path: str, query: str,
                   client: str, connection_id: str | None = None, identity: str | None = None) -> web.StreamResponse:
+    started = time.perf_counter()
     decision = app.policy.decide(target, Request(request.method, path, query, tuple(request.headers.items())))
     upgrade = websocket.is_upgrade(request)
     if decision.allowed and decision.redaction is not None and upgrade:
@@ -146,13 +148,28 @@ async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, schem
                         query_string=query, encoded=True)
         app.report(decision, client, 101, connection_id)
         return await websocket.relay(app, request, decision, url, host_header(target.host, target.port, default))
+    timing = _Timing(started)
     try:
-        response = await _stream(app, request, decision, target, scheme, query, body, vault)
+        response = await _stream(app, request, decision, target, scheme, query, body, vault, timing)
     except _UpstreamFailure as failure:
         app.report(decision, client, failure.status, connection_id, counts)
         return text_error(failure.status, failure.message)
-    app.report(decision, client, response.status, connection_id, counts)
+    app.report(decision, client, response.status, connection_id, counts, timing.added_ms)
     return response
+
+
+class _Timing:
+    """What the proxy adds: deciding, inspecting and sending, then turning the answer's head around."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.sent = self.answered = self.prepared = None
+
+    @property
+    def added_ms(self) -> float | None:
+        if self.sent is None or self.answered is None or self.prepared is None:
+            return None
+        return ((self.sent - self.started) + (self.prepared - self.answered)) * 1000
 
 
 class _UpstreamFailure(Exception):
@@ -163,7 +180,7 @@ class _UpstreamFailure(Exception):
 
 
 async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, target: Target, scheme: str,
-                  query: str, body: bytes | None, vault: Vault | None) -> web.StreamResponse:
+                  query: str, body: bytes | None, vault: Vault | None, timing: _Timing) -> web.StreamResponse:
     default = 443 if scheme == "https" else 80
     url = URL.build(scheme=scheme, host=target.host.strip("[]"), port=target.port,
                     path=decision.path or "/", query_string=query, encoded=True)
@@ -178,6 +195,7 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
             data = body
     if request.headers.get("Expect", "").lower() == "100-continue" and body is None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    timing.sent = time.perf_counter()
     try:
         upstream = await app.session.request(
             request.method, url, headers=headers, data=data, allow_redirects=False,
@@ -197,6 +215,7 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
         raise _UpstreamFailure(502, f"upstream {target.host} failed: {type(exc).__name__}") from None
     except ssl.SSLError as exc:
         raise _UpstreamFailure(502, f"TLS with {target.host} failed: {exc.reason}") from None
+    timing.answered = time.perf_counter()
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
         restore = None if vault is None or no_body else _restorer(upstream, vault)
@@ -213,10 +232,12 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
             whole = await restore.read_whole(upstream)
             response.content_length = len(whole)
             await response.prepare(request)
+            timing.prepared = time.perf_counter()
             await response.write(whole)
             await response.write_eof()
             return response
         await response.prepare(request)
+        timing.prepared = time.perf_counter()
         if not no_body:
             try:
                 async for chunk in upstream.content.iter_any():

@@ -30,12 +30,13 @@ class TelemetrySink:
     """Callable as a ``ProxyApp`` sink: ``sink(decision, context)``."""
 
     def __init__(self, audit: AuditFile | None, otel: OtelEmitter | None, max_pending: int = 100_000,
-                 report_every: float = 60.0) -> None:
+                 report_every: float = 60.0, metrics: Any = None) -> None:
         self.audit = audit
         self.otel = otel
+        self.metrics = metrics
         self.max_pending = max_pending
         self.report_every = report_every
-        self._queue: collections.deque[tuple[int, dict[str, Any], bool]] = collections.deque()
+        self._queue: collections.deque[tuple[int, dict[str, Any], bool, float | None]] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
         self.dropped_here = 0    # our own queue overflowed (the audit log could not keep up)
@@ -49,7 +50,7 @@ class TelemetrySink:
         attributes = decision_attributes(decision, client=context.get("client"), status=context.get("status"),
                                          connection_id=context.get("connection_id"),
                                          redactions=context.get("redactions"))
-        self._queue.append((time.time_ns(), attributes, decision.allowed))
+        self._queue.append((time.time_ns(), attributes, decision.allowed, context.get("added_ms")))
         if len(self._queue) == 1:
             self._wake.set()
 
@@ -71,14 +72,17 @@ class TelemetrySink:
             if self._stop and not self._queue:
                 return
 
-    def _deliver(self, batch: list[tuple[int, dict[str, Any], bool]]) -> None:
+    def _deliver(self, batch: list[tuple[int, dict[str, Any], bool, float | None]]) -> None:
         if self.audit is not None:
             try:
-                self.audit.write([_audit_line(ts, attrs) for ts, attrs, _ in batch])
+                self.audit.write([_audit_line(ts, attrs) for ts, attrs, _, _ in batch])
             except OSError as exc:
                 log.error("audit log write failed: %s", exc.strerror or exc)
         if self.otel is not None:
             self.otel.emit(batch)
+        if self.metrics is not None:
+            for _, attrs, _, added_ms in batch:
+                self.metrics.record(attrs, added_ms)
 
     def _report(self, reported: int) -> int:
         dropped = (self.otel.dropped if self.otel else 0) + self.dropped_here
@@ -96,6 +100,8 @@ class TelemetrySink:
             self.audit.close()
         if self.otel is not None:
             self.otel.close(timeout)
+        if self.metrics is not None:
+            self.metrics.close(timeout)
         dropped = (self.otel.dropped if self.otel else 0) + self.dropped_here
         if dropped:
             log.warning("policyproxy: %d decision events were dropped in total (collector slow or down)", dropped)
@@ -125,8 +131,8 @@ class OtelEmitter:
         queue = getattr(getattr(self.processor, "_batch_processor", None), "_queue", None)
         return len(queue) if queue is not None else None
 
-    def emit(self, batch: list[tuple[int, dict[str, Any], bool]]) -> None:
-        for ts, attributes, allowed in batch:
+    def emit(self, batch: list[tuple[int, dict[str, Any], bool, float | None]]) -> None:
+        for ts, attributes, allowed, _ in batch:
             length = self._queue_length()
             if length is not None and length >= self.capacity:
                 self.dropped += 1

@@ -128,3 +128,34 @@ class HangingCollector:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+class GrpcMetricsReceiver:
+    """A gRPC MetricsService keeping every data point by metric name."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+        self.points: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        receiver = self
+
+        class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):
+                for resource_metrics in request.resource_metrics:
+                    for scope in resource_metrics.scope_metrics:
+                        for metric in scope.metrics:
+                            kind = metric.WhichOneof("data")
+                            for point in getattr(metric, kind).data_points:
+                                attrs = {kv.key: _value(kv.value) for kv in point.attributes}
+                                value = point.count if kind == "histogram" else (
+                                    point.as_int if point.WhichOneof("value") == "as_int" else point.as_double)
+                                receiver.points.setdefault(metric.name, []).append((attrs, value))
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0)

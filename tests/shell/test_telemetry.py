@@ -231,3 +231,24 @@ def test_a_bad_collector_never_slows_proxying_and_drops_are_reported(start_proxy
         assert "dropped" in proxy.logs()
         hanging.close()
     assert len(list(read_records(proxy.home / "audit.jsonl"))) == 150   # the audit log loses nothing
+
+
+def test_optional_metrics_count_decisions_latency_and_connections(start_proxy, upstream):
+    from tests.shell.otlp import GrpcMetricsReceiver
+
+    receiver = GrpcMetricsReceiver()
+    config = ('[permissions.t.network.domains]\n"*" = "allow"\n"denied.test" = "deny"\n'
+              f'[otel]\nmetrics_exporter = {{ otlp-grpc = {{ endpoint = "http://127.0.0.1:{receiver.port}" }} }}\n')
+    proxy = start_proxy(config, env={"OTEL_METRIC_EXPORT_INTERVAL": "300"})
+    with httpx.Client(proxy=proxy.url, timeout=20) as c:
+        for _ in range(5):
+            assert c.get(f"http://tunnel.test:{upstream.plain_port}/m").status_code == 200
+        assert c.get("http://denied.test/").status_code == 403
+        assert wait_for(lambda: {"policyproxy.decisions", "policyproxy.added_latency",
+                                 "policyproxy.connections.open"} <= set(receiver.points))
+        assert wait_for(lambda: any(a.get("network.policy.reason") == "allowed" and v >= 5
+                                    for a, v in receiver.points["policyproxy.decisions"]))
+    assert any(a.get("network.policy.reason") == "denied" for a, _ in receiver.points["policyproxy.decisions"])
+    assert any(v >= 5 for _, v in receiver.points["policyproxy.added_latency"])
+    assert any(a.get("kind") == "plain" for a, _ in receiver.points["policyproxy.connections.open"])
+    receiver.close()
