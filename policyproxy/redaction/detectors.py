@@ -47,8 +47,9 @@ class Windows:
 
     def _compute(self, family: str) -> list[tuple[int, int]]:
         text = self.text
-        if family == "digits":   # runs of digits and separators: phones, cards, SSNs, IBANs
-            return [(m.start() - 12, m.end() + 2) for m in _DIGIT_RUN.finditer(text)]
+        if family == "digits":   # runs of 7+ digits with separators: phones, cards, SSNs, IBANs
+            return [(m.start() - 12, m.end() + 2) for m in _DIGIT_RUN.finditer(text)
+                    if len(m.group().translate(_NOT_DIGITS)) >= 7]
         if family == "dotted":   # digit.digit: IPv4 addresses
             return [(i - 16, i + 18) for i in _finds(self.digits_as_zero, "0.0")]
         if family == "at":
@@ -78,6 +79,7 @@ def _merge(windows: list[tuple[int, int]], size: int, gap: int = 0) -> list[tupl
 
 
 _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_NOT_DIGITS = str.maketrans("", "", " ().+-")
 _DIGIT_RUN = re.compile(r"\d[\d ().+-]{5,40}\d")
 _COLON_RUN = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")   # a literal first: found fast
 
@@ -276,10 +278,10 @@ DETECTORS: tuple[Detector, ...] = (
         r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"), not_after="_"),
     Detector("gitlab_token", re.compile(
         r"gl(?:pat|dt|ptt|rt|soat|ft|imt|agent|oas|cbt)-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"), not_after="_-"),
-    Detector("slack_token", re.compile(
-        r"xox[abposr]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}"),
-        not_after=""),
-    Detector("stripe_key", re.compile(r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}(?![A-Za-z0-9])"), not_after=""),
+    Detector("slack_token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"), not_after=""),
+    Detector("slack_token", re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}")),
+    Detector("stripe_key", re.compile(r"sk_(?:live|test)_[A-Za-z0-9]{16,}(?![A-Za-z0-9])"), not_after=""),
+    Detector("stripe_key", re.compile(r"rk_(?:live|test)_[A-Za-z0-9]{16,}(?![A-Za-z0-9])"), not_after=""),
     Detector("anthropic_key", re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"), not_after=""),
     Detector("openai_key", re.compile(
         r"sk-(?!ant-)(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])"),
