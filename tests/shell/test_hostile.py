@@ -2,6 +2,7 @@
 server keeps serving. Slow clients are timed out without hurting others."""
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -34,10 +35,8 @@ def proxy(start_proxy):
 def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Send ``data``; what comes back until the head of one answer is complete, or the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout) as s:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         out = b""
         try:
             while chunk := s.recv(65536):
