@@ -133,7 +133,7 @@ def test_non_tls_bytes_on_an_intercepted_tunnel_are_dropped(proxy, upstream):
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s.settimeout(20)
-        assert s.recv(4096) in (b"",) or not s.recv(4096).startswith(b"HTTP")
+        assert s.recv(4096) == b""   # the TLS handshake fails: closed, nothing answered in the clear
 
 
 def test_idn_homograph_is_not_the_allowed_host(tmp_path):

@@ -91,7 +91,8 @@ class Upstream:
 
     async def echo(self, request: web.Request) -> web.Response:
         body = await request.read()
-        seen = {"method": request.method, "path": request.raw_path.split("?")[0], "query": request.query_string,
+        path, _, query = request.raw_path.partition("?")
+        seen = {"method": request.method, "path": path, "query": query,
                 "headers": [[k, v] for k, v in request.headers.items()], "body": body.decode("utf-8", "replace"),
                 "host": request.headers.get("Host"), "tls": request.secure}
         self.requests.append(seen)
@@ -113,7 +114,7 @@ class Upstream:
 
     async def llm(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        self.requests.append({"method": "POST", "path": request.path, "query": request.query_string,
+        self.requests.append({"method": "POST", "path": request.path, "query": request.raw_path.partition("?")[2],
                               "headers": [[k, v] for k, v in request.headers.items()],
                               "body": raw.decode("utf-8", "replace"), "host": request.host, "tls": request.secure})
         return await HANDLERS[request.path](request, json.loads(raw), int(request.headers.get("x-test-chunk", "4")))
