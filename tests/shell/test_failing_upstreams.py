@@ -142,7 +142,7 @@ def test_a_reset_mid_answer_cuts_the_client_cleanly(tmp_path, behaviour):
     answer, reported = asyncio.run(run_case(tmp_path, behaviour))
     assert answer == b"<reset>" or answer.startswith(b"HTTP/1.1 200")
     if behaviour == "reset_mid_body" and answer != b"<reset>":
-        head, _, body = answer.partition(b"\r\n\r\n")
+        _, _, body = answer.partition(b"\r\n\r\n")
         assert len(body) < 1000   # truncated, never padded into a valid-looking body
     if behaviour == "reset_mid_sse" and answer != b"<reset>":
         assert b"data: first" in answer and not answer.endswith(b"0\r\n\r\n")   # no clean chunked end
