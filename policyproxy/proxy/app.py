@@ -115,6 +115,7 @@ class ProxyApp:
         self.tunnel_servers: weakref.WeakSet[web.Server] = weakref.WeakSet()
         self.pipes: dict[asyncio.Transport, PipeSide] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.openings: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,14 +140,30 @@ class ProxyApp:
             self.servers.append(server)
             self.addresses["socks5"] = server.sockets[0].getsockname()[:2]
 
+    def spawn(self, coroutine: Any) -> None:
+        """Run a connection's opening (CONNECT, SOCKS5, TLS handshake) as a task a stop waits for."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.openings.add(task)
+        task.add_done_callback(self.openings.discard)
+
     async def stop(self, drain: float = 10.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to ``drain`` seconds), then close."""
+        """Stop accepting, let in-flight requests finish (up to ``drain`` seconds), then close.
+
+        Connections still opening (CONNECT answered, TLS handshaking) finish opening first, and a just
+        opened connection gets a moment to send its request, so a stop drops nothing in flight.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain
         for server in self.servers:
             server.close()
+        if self.openings:
+            await asyncio.wait(list(self.openings), timeout=drain)
+        await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
         servers = [self._plain, *list(self.tunnel_servers)]
         for server in servers:
             server.pre_shutdown()  # idle keep-alive connections close now; busy ones after their request
-        await asyncio.gather(*(server.shutdown(drain) for server in servers), return_exceptions=True)
+        remaining = max(0.1, deadline - loop.time())
+        await asyncio.gather(*(server.shutdown(remaining) for server in servers), return_exceptions=True)
         for transport in list(self.pipes):
             transport.close()
         if self._sweeper is not None:

@@ -82,7 +82,7 @@ class HttpEntry(asyncio.Protocol):
             self.timer.cancel()
         self.transport.pause_reading()
         head, rest = bytes(self.buffer[:head_end]), bytes(self.buffer[head_end + 4:])
-        asyncio.get_running_loop().create_task(self._connect(head, rest))
+        self.app.spawn(self._connect(head, rest))
 
     def _to_aiohttp(self) -> None:
         assert self.transport is not None
@@ -244,6 +244,6 @@ class Socks5Entry(asyncio.Protocol):
             if self.timer is not None:
                 self.timer.cancel()
             self.transport.pause_reading()
-            asyncio.get_running_loop().create_task(
+            self.app.spawn(
                 open_target(self.app, self.transport, request.host, request.port, Protocol.SOCKS5_TCP,
                             _peer(self.transport), self.user))
