@@ -188,3 +188,39 @@ def test_slow_clients_are_timed_out_and_others_are_unaffected(tmp_path, upstream
     assert ok.startswith(b"HTTP/1.1 200")
     assert slow.startswith(b"HTTP/1.1 408") and elapsed < 3
     assert socks == b""
+
+
+def test_sni_that_differs_from_the_connect_target_gets_no_certificate_for_it(proxy, upstream):
+    before = len(upstream.requests)
+    raw = socket.create_connection(("127.0.0.1", proxy.http_port), 10)
+    target = f"api.github.com:{upstream.tls_port}"
+    raw.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context(cafile=str(proxy.ca))
+    with pytest.raises(ssl.SSLCertVerificationError):   # the leaf names the CONNECT target only
+        context.wrap_socket(raw, server_hostname="evil.test")
+    raw.close()
+    assert len(upstream.requests) == before
+
+
+def test_a_tls_handshake_that_never_finishes_is_closed(tmp_path):
+    s = settings(tmp_path, '[permissions.t.network.domains]\n"*" = "allow"\n[permissions.t.network]\nmode = "limited"\n')
+    options = ProxyOptions(listen=("127.0.0.1", 0), socks_listen=None, handshake_timeout=0.5,
+                           pins={("tunnel.test", 443): ipaddress.ip_address("127.0.0.1")})
+
+    async def scenario() -> tuple[bytes, float]:
+        app = ProxyApp(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+        await app.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])
+        writer.write(b"CONNECT tunnel.test:443 HTTP/1.1\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.write(b"\x16\x03\x01\x00")   # the start of a ClientHello, and then nothing
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        rest = await asyncio.wait_for(reader.read(), 5)
+        elapsed = loop.time() - start
+        await app.stop(drain=1)
+        return rest, elapsed
+
+    rest, elapsed = asyncio.run(scenario())
+    assert rest == b"" and elapsed < 3
