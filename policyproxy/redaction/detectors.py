@@ -155,6 +155,8 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _REFERENCE = re.compile(r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\{\{.*\}\}|<[^>]*>|%\(?[A-Za-z_]+\)?s?|"
                         r"(?:process\.env|os\.environ|env)[.\[(].*|\*+|x+|X+|\.\.\.)$")
 _WORDY = re.compile(r"^[a-z]+(?:[_-][a-z]+)*$|^[A-Z][a-z]+(?:[A-Z][a-z]+)+$|^[A-Z]+(?:_[A-Z]+)+$")
+_CODE = re.compile(r"[()\[\]{}]")
+_IDENTIFIER_CHAIN = re.compile(r"[A-Za-z_]+(?:\.[A-Za-z_][A-Za-z0-9_]*)*")   # letters only, maybe dotted
 _BENIGN_WORDS = frozenset({"true", "false", "null", "none", "undefined", "changeme", "password", "secret", "token",
                            "required", "optional", "string", "example", "redacted", "hidden", "empty"})
 
@@ -166,6 +168,8 @@ def looks_like_reference(value: str) -> bool:
         return True
     if _REFERENCE.match(stripped) or _WORDY.match(stripped) or len(set(stripped)) <= 2:
         return True   # a variable reference, template, a plain identifier, or a mask like xxxx
+    if _CODE.search(stripped) or _IDENTIFIER_CHAIN.fullmatch(stripped):
+        return True   # code: a call, an index, a type, or an attribute chain (self.auth, config.token)
     if re.fullmatch(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?", stripped):
         return True   # a version
     return stripped.startswith(("/", "./", "../", "~/", "http://", "https://", "file:")) and "@" not in stripped
