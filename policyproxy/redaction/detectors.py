@@ -31,13 +31,6 @@ class Windows:
     def __init__(self, text: str) -> None:
         self.text = text
         self._cache: dict[str, list[tuple[int, int]]] = {}
-        self._zeros: str | None = None
-
-    @property
-    def digits_as_zero(self) -> str:
-        if self._zeros is None:
-            self._zeros = self.text.translate(_DIGITS_TO_ZERO)
-        return self._zeros
 
     def get(self, family: str) -> list[tuple[int, int]]:
         found = self._cache.get(family)
@@ -47,11 +40,9 @@ class Windows:
 
     def _compute(self, family: str) -> list[tuple[int, int]]:
         text = self.text
-        if family == "digits":   # runs of 7+ digits with separators: phones, cards, SSNs, IBANs
+        if family == "digits":   # runs of digits and separators: phones, cards, SSNs, IBANs, IPv4
             return [(m.start() - 12, m.end() + 2) for m in _DIGIT_RUN.finditer(text)
-                    if len(m.group().translate(_NOT_DIGITS)) >= 7]
-        if family == "dotted":   # digit.digit: IPv4 addresses
-            return [(i - 16, i + 18) for i in _finds(self.digits_as_zero, "0.0")]
+                    if m.group().count(".") >= 3 or len(m.group().translate(_NOT_DIGITS)) >= 7]
         if family == "at":
             out, i = [], text.find("@")
             while i >= 0:
@@ -61,8 +52,9 @@ class Windows:
         if family == "colons":   # IPv6: a "::" or three hex groups between colons
             return [(i - 40, i + 40) for i in _finds(text, "::")] + \
                 [(m.start() - 40, m.end() + 40) for m in _COLON_RUN.finditer(text)]
-        if family == "keywords":
-            return [(m.start() - 80, m.end() + 300) for m in _KEYWORD.finditer(text.lower())]
+        if family == "keywords":   # str.find per keyword: far faster than one alternation regex
+            lower = text.lower()
+            return [(i - 80, i + len(k) + 300) for k in _KEYWORDS for i in _finds(lower, k)]
         raise ValueError(family)
 
 
@@ -78,7 +70,6 @@ def _merge(windows: list[tuple[int, int]], size: int, gap: int = 0) -> list[tupl
     return merged
 
 
-_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 _NOT_DIGITS = str.maketrans("", "", " ().+-")
 _DIGIT_RUN = re.compile(r"\d[\d ().+-]{5,40}\d")
 _COLON_RUN = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")   # a literal first: found fast
@@ -90,8 +81,9 @@ def _finds(text: str, literal: str) -> list[int]:
         out.append(i)
         i = text.find(literal, i + len(literal))
     return out
-_KEYWORD = re.compile(r"secret|token|passw|pwd|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential|"
-                      r"session[_-]?key|signing[_-]?key|bearer|basic |authorization")
+_KEYWORDS = ("secret", "token", "passw", "pwd", "api_key", "api-key", "apikey", "access_key", "access-key",
+             "accesskey", "private_key", "private-key", "privatekey", "credential", "session_key", "session-key",
+             "sessionkey", "signing_key", "signing-key", "signingkey", "bearer", "basic ", "authorization")
 
 
 @dataclass(frozen=True)
@@ -322,7 +314,7 @@ DETECTORS: tuple[Detector, ...] = (
         validate=_phone, secret=False, family="digits"),
     Detector("ip_address", re.compile(
         r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])"),
-        validate=lambda v, t, s: _ipv4(v, t, s), secret=False, family="dotted"),
+        validate=lambda v, t, s: _ipv4(v, t, s), secret=False, family="digits"),
     Detector("ip_address", re.compile(
         r"(?<![0-9A-Za-z:])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{3,39}(?![0-9A-Za-z:])"),
         validate=lambda v, t, s: _ipv6(v, t, s), secret=False, family="colons"),
