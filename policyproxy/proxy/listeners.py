@@ -38,12 +38,11 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     return str(peer[0]) if peer else "unknown"
 
 
-class HttpEntry(asyncio.Protocol):
-    """Reads the first request line; CONNECT is ours, anything else goes to aiohttp at once."""
+class _Opening(asyncio.Protocol):
+    """A listener's first bytes: the client has ``head_timeout`` seconds to say where it goes."""
 
     def __init__(self, app: ProxyApp) -> None:
         self.app = app
-        self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -53,12 +52,24 @@ class HttpEntry(asyncio.Protocol):
 
     def _timeout(self) -> None:
         if self.transport is not None:
-            self.transport.write(raw_response(408, b"policyproxy: request head not received in time\n"))
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+
+
+class HttpEntry(_Opening):
+    """Reads the first request line; CONNECT is ours, anything else goes to aiohttp at once."""
+
+    def __init__(self, app: ProxyApp) -> None:
+        super().__init__(app)
+        self.buffer = bytearray()
+
+    def _timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.write(raw_response(408, b"policyproxy: request head not received in time\n"))
+        super()._timeout()
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -172,24 +183,14 @@ async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, po
         transport.close()
 
 
-class Socks5Entry(asyncio.Protocol):
+class Socks5Entry(_Opening):
     """RFC 1928 handshake (with RFC 1929 auth when configured), then ``open_target``."""
 
     def __init__(self, app: ProxyApp) -> None:
-        self.app = app
+        super().__init__(app)
         self.buffer = b""
         self.state = "greeting"
         self.user: str | None = None
-        self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.timer = asyncio.get_running_loop().call_later(self.app.options.head_timeout, transport.close)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
