@@ -25,7 +25,7 @@ from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpe
 from policyproxy.config.source import KeyPath, TomlSource, format_key, load_toml
 from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
 from policyproxy.policy.hosts import url_host
-from policyproxy.reasons import Mode, Source
+from policyproxy.reasons import Mode
 
 OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway", "audit"})
 PROFILE_KEYS = frozenset({"network", "extends"})
@@ -257,6 +257,3 @@ def _parse_gateway(r: Reader, raw: object) -> tuple[tuple[str, str], ...]:
         routes[name] = url.rstrip("/")
     return tuple(routes.items())
 
-
-__all__ = ["Settings", "Source", "bundled_profiles", "find_config", "home_dir", "load_settings",
-           "settings_from_sources"]

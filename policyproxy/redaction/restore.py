@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyproxy.redaction.engine import walk
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vault, placeholder_prefix_at_end
 from policyproxy.redaction.sse import Event, EventReader
 
@@ -195,5 +194,3 @@ def _chat_maker(event: Event, payload: dict[str, Any], index: Any, call: Any) ->
 
     return make
 
-
-__all__ = ["StreamRestorer", "restore_json", "restore_text", "walk"]

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from policyproxy.policy.model import Decision
@@ -166,5 +165,3 @@ def _otel_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     return out
 
-
-__all__ = ["AuditFile", "OtelEmitter", "Path", "TelemetrySink"]
