@@ -10,6 +10,7 @@ import random
 import string
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 ALNUM = string.ascii_letters + string.digits
@@ -175,8 +176,37 @@ def generate(count: int = 200, seed: int = 7) -> list[Sample]:
     return samples
 
 
+def realistic_claude_code_request(size: int, seed: int = 1) -> dict[str, Any]:
+    """A Claude-Code-shaped request of about ``size`` bytes: a system prompt, tools, and turns whose tool
+    results are real source files (aiohttp's, which every install has) with a few planted secrets."""
+    import aiohttp
+
+    rng = random.Random(seed)
+    files = sorted(Path(aiohttp.__file__).parent.glob("*.py"))
+    messages: list[dict[str, Any]] = []
+    total = 0
+    for i, path in enumerate(files * 4):
+        if total >= size:
+            break
+        code = path.read_text(encoding="utf-8", errors="replace")
+        planted = secrets_and_pii(rng)
+        rng.shuffle(planted)
+        content = code + "\n# .env excerpt\n" + "\n".join(line for _, _, line in planted[:2])
+        messages.append({"role": "assistant", "content": [
+            {"type": "tool_use", "id": f"toolu_{i}", "name": "Read", "input": {"file_path": str(path.name)}}]})
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": content},
+            {"type": "text", "text": "<system-reminder>Keep going; summarise what you found.</system-reminder>"}]})
+        total += len(content) + 300
+    return {"model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": True,
+            "system": [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."}],
+            "tools": [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}],
+            "messages": messages}
+
+
 def claude_code_request(size: int, seed: int = 1) -> dict[str, Any]:
-    """A Claude-Code-shaped request of about ``size`` bytes of JSON: many turns of code and logs."""
+    """A dense stress request of about ``size`` bytes: every line has a UUID and numbers, every turn
+    four planted values (far denser than real traffic)."""
     rng = random.Random(seed)
     messages: list[dict[str, Any]] = []
     total = 0
