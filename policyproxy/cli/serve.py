@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from policyproxy import __version__
 from policyproxy.config import home_dir, load_settings
@@ -41,9 +41,9 @@ def parse_address(text: str, default_port: int) -> tuple[str, int]:
     return ("127.0.0.1" if host == "localhost" else host), port
 
 
-def socks_credentials(settings: Settings) -> tuple[str, str] | None:
-    """RFC 1929 username and password from ``socks_url`` (``socks5://user:pass@host:port``), if any."""
-    parts = urlsplit(settings.network.socks_url)
+def listener_credentials(url: str) -> tuple[str, str] | None:
+    """Username and password a listener requires, from its URL (``scheme://user:pass@host:port``), if any."""
+    parts = urlsplit(url)
     if parts.username is None:
         return None
     return unquote(parts.username), unquote(parts.password or "")
@@ -92,15 +92,25 @@ def trust_bundle(directory: Path, ca_pem: bytes) -> Path:
     return bundle
 
 
-def env_lines(http: tuple[str, int], socks: tuple[str, int] | None, ca_path: Path,
-              bundle: Path) -> list[tuple[str, str]]:
+def env_lines(http: tuple[str, int], socks: tuple[str, int] | None, ca_path: Path, bundle: Path,
+              settings: Settings | None = None, reveal: bool = True) -> list[tuple[str, str]]:
+    """The client environment; listener passwords are shown only when ``reveal`` (never in a banner)."""
+
     def show(host: str) -> str:
         return f"[{host}]" if ":" in host else host
 
-    proxy = f"http://{show(http[0])}:{http[1]}"
+    def userinfo(url: str | None) -> str:
+        credentials = listener_credentials(url) if url else None
+        if credentials is None:
+            return ""
+        password = quote(credentials[1], safe="") if reveal else "***"
+        return f"{quote(credentials[0], safe='')}:{password}@"
+
+    net = settings.network if settings is not None else None
+    proxy = f"http://{userinfo(net.proxy_url if net else None)}{show(http[0])}:{http[1]}"
     lines = [("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("http_proxy", proxy), ("https_proxy", proxy)]
     if socks is not None:
-        lines.append(("ALL_PROXY", f"socks5h://{show(socks[0])}:{socks[1]}"))
+        lines.append(("ALL_PROXY", f"socks5h://{userinfo(net.socks_url if net else None)}{show(socks[0])}:{socks[1]}"))
     lines.append(("NO_PROXY", "localhost,127.0.0.1,::1"))
     lines += [(name, str(bundle)) for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
                                               "CODEX_CA_CERTIFICATE", "GIT_SSL_CAINFO", "PIP_CERT",
@@ -130,7 +140,9 @@ def serve(args: argparse.Namespace) -> int:
         check_loopback(socks, allow_remote, "the SOCKS5 proxy")
     ca = load_or_create(ca_dir(args))
     options = ProxyOptions(listen=http, socks_listen=socks, upstream_cas=tuple(args.upstream_ca),
-                           pins=parse_pins(args.resolve), socks_credentials=socks_credentials(settings))
+                           pins=parse_pins(args.resolve),
+                           socks_credentials=listener_credentials(settings.network.socks_url),
+                           proxy_credentials=listener_credentials(settings.network.proxy_url))
 
     sink = telemetry_sink(settings, args.audit_log)
 
@@ -152,7 +164,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"audit log: {sink.audit.path if sink.audit else 'off'}; OpenTelemetry: "
               f"{'on' if sink.otel else 'off'}")
         bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-        for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle):
+        for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False):
             print(f"export {name}={value}")
         sys.stdout.flush()
         stop = asyncio.Event()
@@ -208,7 +220,7 @@ def env_command(args: argparse.Namespace) -> int:
     http, socks = _listeners(args, settings)
     ca = load_or_create(ca_dir(args))
     bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-    for name, value in env_lines(http, socks, ca.cert_path, bundle):
+    for name, value in env_lines(http, socks, ca.cert_path, bundle, settings):
         print(f"export {name}={value}")
     return 0
 
@@ -237,7 +249,7 @@ def run_command(args: argparse.Namespace) -> int:
                 raise ServeError("the proxy did not start; run `policyproxy serve` to see why")
             time.sleep(0.05)
     bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-    env = {**os.environ, **dict(env_lines(http, socks, ca.cert_path, bundle))}
+    env = {**os.environ, **dict(env_lines(http, socks, ca.cert_path, bundle, settings))}
     try:
         return subprocess.call(command, env=env)
     except FileNotFoundError:

@@ -59,6 +59,7 @@ class ProxyOptions:
     upstream_cas: tuple[Path, ...] = ()
     pins: dict[tuple[str, int], IPAddress] = field(default_factory=dict)
     socks_credentials: tuple[str, str] | None = None
+    proxy_credentials: tuple[str, str] | None = None   # HTTP listener: Proxy-Authorization Basic required
     head_timeout: float = 15.0          # to receive a request head or a SOCKS5 handshake
     handshake_timeout: float = 15.0     # TLS handshake with the client
     connect_timeout: float = 10.0       # TCP connect upstream

@@ -22,7 +22,7 @@ from yarl import URL
 from policyproxy.policy.hosts import normalize_host
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy import websocket
-from policyproxy.proxy.headers import host_header, request_headers, response_headers
+from policyproxy.proxy.headers import host_header, proxy_user, request_headers, response_headers
 from policyproxy.reasons import Protocol
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import StreamRestorer, restore_json, restore_text
@@ -62,8 +62,14 @@ async def handle_plain(app: ProxyApp, request: web.BaseRequest) -> web.StreamRes
     raw = request.raw_path
     if request.method == "CONNECT":
         return text_error(400, "CONNECT must be the first request on a connection")
+    identity = None
+    if app.options.proxy_credentials is not None:
+        identity = proxy_user(request.headers.get("Proxy-Authorization"), app.options.proxy_credentials)
+        if identity is None:
+            return web.Response(status=407, text="policyproxy: proxy authentication required\n",
+                                headers={"Proxy-Authenticate": 'Basic realm="policyproxy"'})
     if raw.startswith("/"):
-        return await _gateway(app, request, raw)
+        return await _gateway(app, request, raw, identity)
     parts = urlsplit(raw)
     if parts.scheme.lower() != "http":
         return text_error(400, f"absolute-form requests must be http:// (use CONNECT for {parts.scheme}://)")
@@ -78,10 +84,11 @@ async def handle_plain(app: ProxyApp, request: web.BaseRequest) -> web.StreamRes
     if header is not None and not _same_authority(header, host, port, 80):
         return text_error(400, f"Host header {header!r} does not match the request URL")
     target = await app.target(host, port, Protocol.HTTP)
-    return await forward(app, request, target, "http", parts.path or "/", parts.query, client_address(request))
+    return await forward(app, request, target, "http", parts.path or "/", parts.query, client_address(request),
+                         identity=identity)
 
 
-async def _gateway(app: ProxyApp, request: web.BaseRequest, raw: str) -> web.StreamResponse:
+async def _gateway(app: ProxyApp, request: web.BaseRequest, raw: str, identity: str | None) -> web.StreamResponse:
     route, _, rest = raw[1:].partition("/")
     base = app.routes.get(route)
     if base is None:
@@ -93,7 +100,7 @@ async def _gateway(app: ProxyApp, request: web.BaseRequest, raw: str) -> web.Str
     port = upstream.port or (443 if scheme == "https" else 80)
     target = await app.target(upstream.hostname or "", port, Protocol.GATEWAY, trusted=True)
     return await forward(app, request, target, scheme, upstream.path.rstrip("/") + path, query,
-                         client_address(request))
+                         client_address(request), identity=identity)
 
 
 async def handle_intercepted(app: ProxyApp, tunnel: Tunnel, request: web.BaseRequest) -> web.StreamResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 from collections.abc import Iterable
 
 from policyproxy.policy.model import HeaderEdits
@@ -38,3 +40,18 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
 def host_header(host: str, port: int, default_port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return shown if port == default_port else f"{shown}:{port}"
+
+
+def proxy_user(value: str | None, credentials: tuple[str, str]) -> str | None:
+    """The user a ``Proxy-Authorization: Basic ...`` value proves, compared in constant time; else None."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    expected = f"{credentials[0]}\0{credentials[1]}".encode()
+    return user if hmac.compare_digest(f"{user}\0{password}".encode(), expected) else None

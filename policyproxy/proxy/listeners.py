@@ -11,6 +11,7 @@ from policyproxy.policy.model import Decision
 from policyproxy.proxy import socks5_codec as socks
 from policyproxy.proxy import tunnel as pipes
 from policyproxy.proxy.forward import Tunnel
+from policyproxy.proxy.headers import proxy_user
 from policyproxy.proxy.intercept import connect_upstream, intercept_tls, peek, serve_http
 from policyproxy.reasons import Mode, Protocol, Reason, Source, Verdict
 from policyproxy.responses import block_answer
@@ -18,7 +19,8 @@ from policyproxy.responses import block_answer
 if TYPE_CHECKING:
     from policyproxy.proxy.app import ProxyApp
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+_REASONS = {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 407: "Proxy Authentication Required",
+            408: "Request Timeout", 431: "Request Header Fields Too Large",
             502: "Bad Gateway", 504: "Gateway Timeout"}
 
 
@@ -128,8 +130,19 @@ class HttpEntry(_Opening):
             return self._fail(400, f"CONNECT target must be host:port, got {authority!r}")
         if rest:
             return self._fail(400, "data sent before the CONNECT was answered")
+        identity = None
+        credentials = self.app.options.proxy_credentials
+        if credentials is not None:
+            given = next((line.partition(":")[2] for line in header_lines
+                          if line.partition(":")[0].strip().lower() == "proxy-authorization"), None)
+            identity = proxy_user(given, credentials)
+            if identity is None:
+                transport.write(raw_response(407, b"policyproxy: proxy authentication required\n",
+                                             (("proxy-authenticate", 'Basic realm="policyproxy"'),)))
+                transport.close()
+                return None
         await open_target(self.app, transport, host.strip("[]") if host.startswith("[") else host, int(port_text),
-                          Protocol.HTTPS_CONNECT, _peer(transport))
+                          Protocol.HTTPS_CONNECT, _peer(transport), identity)
 
 
 async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, port: int, protocol: Protocol,

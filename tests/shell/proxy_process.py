@@ -35,7 +35,7 @@ class ProxyProcess:
         self.http_port = self.socks_port = 0
         self.output: list[str] = []
         deadline = time.monotonic() + 20
-        while not (self.http_port and self.socks_port):
+        while not (self.http_port and self.socks_port and self.output[-1].startswith("export NODE_EXTRA_CA_CERTS")):
             line = self.process.stdout.readline() if self.process.stdout else ""
             if not line:
                 raise RuntimeError(f"proxy exited: {self.stderr_path.read_text()}")

@@ -348,3 +348,20 @@ def test_socks5_udp_associate_is_refused_with_reply_7(proxy):
         assert raw.recv(2) == b"\x05\x00"
         raw.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
         assert raw.recv(10)[:2] == b"\x05\x07"
+
+
+@needs_curl
+def test_http_listener_requires_proxy_authorization_from_proxy_url(start_proxy, upstream, pki):
+    config = ('[permissions.t.network]\nproxy_url = "http://agent:pa%20ss@127.0.0.1:0"\n'
+              '[permissions.t.network.domains]\n"*" = "allow"\n')
+    proxy = start_proxy(config)
+    assert "agent:***@" in "".join(proxy.output) and "pa%20ss" not in "".join(proxy.output)
+    plain = f"http://tunnel.test:{upstream.plain_port}/auth"
+    tls = f"https://tunnel.test:{upstream.tls_port}/auth"
+    assert status_and_body(curl("-i", "-x", proxy.url, plain))[0] == 407
+    assert "407" in curl("-i", "-x", proxy.url, "--cacert", str(pki[0]), tls).stdout
+    assert status_and_body(curl("-i", "-x", f"http://agent:wrong@127.0.0.1:{proxy.http_port}", plain))[0] == 407
+    authed = f"http://agent:pa%20ss@127.0.0.1:{proxy.http_port}"
+    assert status_and_body(curl("-i", "-x", authed, plain))[0] == 200
+    assert status_and_body(curl("-i", "-x", authed, "--cacert", str(pki[0]), tls))[0] == 200
+    assert "proxy-authorization" not in {k.lower() for k, _ in upstream.last()["headers"]}
