@@ -164,3 +164,22 @@ def test_config_show_applies_extends_and_requirements(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert '"a.example" = "allow"' in shown and '"pastebin.com" = "deny"' in shown
     assert 'mode = "limited"' in shown and "otelcanary" not in shown
+
+
+def test_config_show_keeps_audit_telemetry_and_redaction_settings(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[permissions.p.network.domains]\n'*' = 'allow'\n"
+                   "[permissions.p.network.redaction]\nallow_values = ['hush-value']\nmapping_ttl_seconds = 60\n"
+                   "[audit]\npath = '/var/log/pp.jsonl'\nbackups = 2\n"
+                   "[otel]\nexporter = 'otlp-http'\nendpoint = 'http://c:4318'\nmax_queue_size = 100\n"
+                   "metrics_exporter = 'otlp-http'\n")
+    assert main(["config", "show", "--config", str(cfg)]) == 0
+    shown = capsys.readouterr().out
+    assert "hush-value" not in shown
+    again = tmp_path / "again.toml"
+    again.write_text(shown.replace('"***"', '"hush-value"'))
+    assert main(["config", "show", "--config", str(again)]) == 0
+    assert capsys.readouterr().out == shown
+    for fragment in ('path = "/var/log/pp.jsonl"', "backups = 2", "max_queue_size = 100", 'metrics_exporter',
+                     "mapping_ttl_seconds = 60"):
+        assert fragment in shown

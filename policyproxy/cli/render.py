@@ -45,6 +45,9 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     lines.append(f"otel:         {otel.exporter}" + (f" -> {otel.endpoint}" if otel.endpoint else "")
                  + (f" ({otel.source.value})" if otel.exporter != "none" else ""))
     lines.append("gateway:      " + ", ".join(f"/{name}/ -> {url}" for name, url in settings.gateway_routes))
+    audit = settings.audit
+    lines.append(f"audit log:    {'off' if not audit.enabled else (audit.path or '$POLICYPROXY_HOME/audit.jsonl')}"
+                 f" (rotates at {audit.max_bytes // (1024 * 1024)} MiB, keeps {audit.backups})")
     if settings.ignored_keys:
         lines.append("ignored (not policyproxy's): " + ", ".join(settings.ignored_keys))
     lines.append("OK")
@@ -101,15 +104,24 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "max_body_bytes": red.max_body_bytes,
             "detectors": {name: action.value for name, action in red.detectors},
             "patterns": {p.name: {"regex": p.regex, "action": p.action.value} for p in red.patterns},
+            "allow_values": ["***" for _ in red.allow_values],   # the values themselves are not shown
+            "allow_patterns": list(red.allow_patterns),
+            "allow_sha256": list(red.allow_sha256),
+            "mapping_ttl_seconds": red.mapping_ttl_seconds,
         }
+        if red.mapping_store:
+            network["redaction"]["mapping_store"] = red.mapping_store
     doc: dict[str, Any] = {
         "default_permissions": settings.profile,
         "permissions": {settings.profile: {"network": network}},
         "gateway": {"routes": dict(settings.gateway_routes)},
     }
     otel = settings.otel
-    if otel.exporter != "none" or otel.environment:
-        table: dict[str, Any] = {"exporter": otel.exporter}
+    audit = settings.audit
+    doc["audit"] = {"enabled": audit.enabled, "max_bytes": audit.max_bytes, "backups": audit.backups,
+                    **({"path": audit.path} if audit.path else {})}
+    if otel.exporter != "none" or otel.environment or otel.metrics_exporter != "none":
+        table: dict[str, Any] = {"exporter": otel.exporter, "max_queue_size": otel.max_queue_size}
         if otel.endpoint:
             table["endpoint"] = otel.endpoint
         if otel.protocol:
@@ -120,6 +132,9 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             table["resource_attributes"] = dict(otel.resource_attributes)
         if otel.environment:
             table["environment"] = otel.environment
+        if otel.metrics_exporter != "none":
+            table["metrics_exporter"] = ({otel.metrics_exporter: {"endpoint": otel.metrics_endpoint}}
+                                         if otel.metrics_endpoint else otel.metrics_exporter)
         doc["otel"] = table
     return doc
 
