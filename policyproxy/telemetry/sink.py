@@ -13,7 +13,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,7 +21,6 @@ from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.event import EVENT_NAME, decision_attributes
 
 log = logging.getLogger("policyproxy.telemetry")
-Emit = Callable[[list[tuple[int, dict[str, Any], bool]]], None]
 
 
 class TelemetrySink:
