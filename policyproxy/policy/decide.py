@@ -35,17 +35,20 @@ class CompiledHook:
     source: Source
 
     def matches_target(self, method: str, path: str) -> bool:
-        return method in self.methods and any(m.match_prefix(path) for m in self.paths)
+        if method not in self.methods:
+            return False
+        for matcher in self.paths:  # noqa: SIM110 - a plain loop: any() costs ~0.3 µs on every hooked request
+            if matcher.match_prefix(path):
+                return True
+        return False
 
     def matches_fields(self, query: Mapping[str, list[str]] | None, headers: Mapping[str, list[str]] | None) -> bool:
         # Every occurrence of a listed key must match: servers disagree on which duplicate wins.
         for key, matchers in self.query:
-            values = query.get(key) if query is not None else None
-            if not values or (matchers and not all(any(m.match_value(v) for m in matchers) for v in values)):
+            if not _all_match(query.get(key) if query is not None else None, matchers):
                 return False
         for key, matchers in self.headers:
-            values = headers.get(key) if headers is not None else None
-            if not values or (matchers and not all(any(m.match_value(v) for m in matchers) for v in values)):
+            if not _all_match(headers.get(key) if headers is not None else None, matchers):
                 return False
         return True
 
@@ -179,6 +182,20 @@ class Policy:
               message: str, rule: str | None = None, path: str | None = None) -> Decision:
         return Decision(Verdict.DENY, reason, source, self.profile, target.protocol, host, target.port,
                         method, path, rule=rule, message=message)
+
+
+def _all_match(values: list[str] | None, matchers: tuple[Matcher, ...]) -> bool:
+    """Present, and every occurrence matched by one of ``matchers`` (none listed: presence is enough)."""
+    if not values:
+        return False
+    for value in values:
+        for matcher in matchers:
+            if matcher.match_value(value):
+                break
+        else:
+            if matchers:
+                return False
+    return True
 
 
 def parse_query(raw: str) -> dict[str, list[str]]:
