@@ -154,6 +154,12 @@ def serve(args: argparse.Namespace) -> int:
 
             sink.metrics = Metrics(settings.otel, settings.profile, app.open_connections)
         await app.start()
+        # Signals first: a supervisor may stop the proxy as soon as it has announced itself.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, args))
         http_at = app.addresses["http"]
         socks_at = app.addresses.get("socks5")
         print(f"policyproxy {__version__}: profile {settings.profile!r} from {settings.config_file}", flush=True)
@@ -167,11 +173,6 @@ def serve(args: argparse.Namespace) -> int:
         for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False):
             print(f"export {name}={value}")
         sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, args))
         await stop.wait()
         print("policyproxy: stopping, draining in-flight requests", file=sys.stderr, flush=True)
         await app.stop()
