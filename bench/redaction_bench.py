@@ -173,7 +173,55 @@ def main() -> None:
     project_corpus(redactor)
     shared_corpora(redactor)
     speed(redactor)
+    proxy_path()
     stall(redactor)
+
+
+def proxy_path() -> None:
+    """The proxy's own inspection of a 1 MB first turn: one worker thread vs worker processes."""
+    import tempfile
+
+    from policyproxy.config import load_settings
+    from policyproxy.policy.compile import compile_policy
+    from policyproxy.policy.model import Request, Target
+    from policyproxy.proxy.app import ProxyApp, ProxyOptions
+    from policyproxy.reasons import Protocol
+    from policyproxy.tls.ca_store import load_or_create
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "c.toml"
+            config.write_text('[permissions.b.network.domains]\n"*" = "allow"\n[permissions.b.network.redaction]\n')
+            settings = load_settings(config, env={"POLICYPROXY_HOME": tmp})
+            policy = compile_policy(settings, env={})
+            app = ProxyApp(settings, policy, load_or_create(Path(tmp) / "ca"), ProxyOptions(socks_listen=None))
+            decision = policy.decide(Target("api.anthropic.com", 443, Protocol.HTTPS_MITM),
+                                     Request("POST", "/v1/messages"))
+            finder = app._finder()
+            while finder is not None and not finder.ready:
+                await asyncio.sleep(0.05)
+            for label, use_pool in (("one thread", False), ("worker processes", True)):
+                times = []
+                for seed in range(4):
+                    body = json.dumps(realistic_claude_code_request(1024 * 1024, seed=seed + 10)).encode()
+                    vault = Vaults().for_scope(f"{label}{seed}")
+                    saved = app.finder
+                    if not use_pool:
+                        app.finder = None
+                        app._finder = lambda: None  # type: ignore[method-assign]
+                    start = time.perf_counter()
+                    await app._inspect(decision, vault, body, None, 32 * 1024 * 1024)
+                    times.append(time.perf_counter() - start)
+                    if not use_pool:
+                        del app._finder
+                        app.finder = saved
+                print(f"proxy inspection of a 1 MB first turn ({label}): {min(times) * 1000:.1f} ms "
+                      f"= {len(body) / min(times) / 1e6:.1f} MB/s (goal >= 50, under 20 ms)")
+            if app.finder is not None:
+                app.finder.close()
+            app.scanner.shutdown()
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

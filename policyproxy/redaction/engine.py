@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,8 @@ class Redactor:
             return True
         return any(r.fullmatch(value) for r in self.allow_regexes)
 
-    def redact_text(self, text: str, vault: Vault) -> TextResult:
+    def redact_text(self, text: str, vault: Vault, spans: Mapping[str, list[Span]] | None = None) -> TextResult:
+        """``text`` rewritten; ``spans`` may carry what ``find`` already returned for it elsewhere."""
         cache: OrderedDict[str, TextResult] = vault.cache
         hit = cache.get(text)
         if hit is not None:
@@ -103,14 +104,14 @@ class Redactor:
             for token, value in hit.tokens:
                 vault.touch(token, value)
             return hit
-        result = self._redact_uncached(text, vault)
+        result = self._redact_uncached(text, vault, spans.get(text) if spans is not None else None)
         cache[text] = result
         if len(cache) > self.cache_size:
             cache.popitem(last=False)
         return result
 
-    def _redact_uncached(self, text: str, vault: Vault) -> TextResult:
-        spans = self.find(text)
+    def _redact_uncached(self, text: str, vault: Vault, found: list[Span] | None = None) -> TextResult:
+        spans = self.find(text) if found is None else found
         if not spans:
             return TextResult(text, {}, frozenset())
         out: list[str] = []
@@ -137,11 +138,15 @@ class Redactor:
         return TextResult("".join(out), counts, frozenset(blocked), tuple(tokens))
 
     # ---- bodies ----------------------------------------------------------------------------------
-    def redact_body(self, body: Any, vault: Vault) -> BodyResult:
+    def unseen(self, body: Any, vault: Vault) -> list[str]:
+        """The strings of ``body`` this scope has not scanned yet (what a turn really costs)."""
+        return list(dict.fromkeys(s for s in strings(body) if s not in vault.cache))
+
+    def redact_body(self, body: Any, vault: Vault, spans: Mapping[str, list[Span]] | None = None) -> BodyResult:
         result = BodyResult(body)
 
         def rewrite(text: str) -> str:
-            done = self.redact_text(text, vault)
+            done = self.redact_text(text, vault, spans)
             for name, count in done.counts.items():
                 result.counts[name] = result.counts.get(name, 0) + count
             result.blocked |= done.blocked

@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from policyproxy.policy.model import Decision
 from policyproxy.reasons import Reason, Source, Verdict
+from policyproxy.redaction.detectors import Span
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.responses import BlockAnswer, pii_blocked_answer
@@ -25,7 +28,7 @@ class InspectionFailed(Exception):
 @dataclass(frozen=True)
 class Inspection:
     decision: Decision
-    body: bytes | None                 # what to forward when allowed (None: the original bytes)
+    body: bytes | None                 # what to forward when allowed (the body was consumed to read it)
     answer: BlockAnswer | None = None  # what to send when the body is blocked
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
@@ -62,26 +65,40 @@ def _optional(module: str, coding: str):  # type: ignore[no-untyped-def]
         raise InspectionFailed(f"content-encoding {coding!r} cannot be decoded here") from None
 
 
+def parse_body(body: bytes, encoding: str | None, limit: int) -> tuple[bytes, Any]:
+    """(decoded bytes, JSON document), or ``InspectionFailed`` saying why not."""
+    if len(body) > limit:
+        raise InspectionFailed(f"the body is over the {limit}-byte inspection limit")
+    raw = decode_body(body, encoding, limit)
+    try:
+        return raw, json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InspectionFailed("the body is not valid JSON") from None
+
+
+def failed(decision: Decision, exc: InspectionFailed) -> Inspection:
+    return Inspection(_deny(decision, Reason.INSPECTION_FAILED, f"request body not inspected: {exc}"), None)
+
+
 def inspect(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, encoding: str | None,
             limit: int) -> Inspection:
     try:
-        if len(body) > limit:
-            raise InspectionFailed(f"the body is over the {limit}-byte inspection limit")
-        raw = decode_body(body, encoding, limit)
-        try:
-            document = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise InspectionFailed("the body is not valid JSON") from None
+        raw, document = parse_body(body, encoding, limit)
     except InspectionFailed as exc:
-        return Inspection(_deny(decision, Reason.INSPECTION_FAILED, f"request body not inspected: {exc}"), None)
-    result = redactor.redact_body(document, vault)
+        return failed(decision, exc)
+    return conclude(redactor, vault, decision, body, raw, document)
+
+
+def conclude(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, raw: bytes, document: Any,
+             spans: Mapping[str, list[Span]] | None = None) -> Inspection:
+    """Redact a parsed body (``spans``: what was already found for its new strings) and decide."""
+    result = redactor.redact_body(document, vault, spans)
     if result.blocked:
         names = sorted(result.blocked)
         denied = _deny(decision, Reason.PII_BLOCKED, f"blocked by detectors: {', '.join(names)}", Source.PROFILE)
         return Inspection(denied, None, pii_blocked_answer(decision.path or "", names), result.counts)
     if not result.counts:
-        forwarded = raw if raw is not body else None
-        return Inspection(decision, forwarded)
+        return Inspection(decision, raw)   # unchanged: the decoded bytes as received
     redacted = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return Inspection(dataclasses.replace(decision, reason=Reason.REDACTED), redacted, None, result.counts)
 

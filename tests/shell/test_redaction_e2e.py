@@ -184,3 +184,37 @@ def test_gateway_base_url_mode_redacts_like_the_proxy(start_proxy, upstream, mon
     assert text == PROMPT
     assert_upstream_saw_no_planted_value(upstream, 1)
     assert upstream.last()["path"] == "/v1/messages"
+
+
+def test_large_first_turns_are_scanned_in_worker_processes_and_still_masked(proxy, upstream):
+    import time
+
+    def big_prompt(seed: int) -> str:
+        lines = [f"line {seed}-{i}: ordinary build output, nothing to see" for i in range(9000)]
+        lines[1000] = f"export GITHUB_TOKEN={PLANTED['github']}"
+        lines[8000] = f"mail {PLANTED['email']} about seed {seed}"
+        return "\n".join(lines)
+
+    with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.bundle)),
+                      timeout=60) as c:
+        for seed in range(3):   # the first runs on a thread while the workers start; later ones on them
+            prompt = big_prompt(seed)
+            assert len(prompt) > 300_000
+            response = c.post(f"https://api.anthropic.com:{upstream.tls_port}/v1/messages",
+                              json={"model": "m", "messages": [{"role": "user", "content": prompt}]})
+            assert response.status_code == 200
+            assert response.json()["content"][0]["text"] == prompt
+            seen = upstream.last()["body"]
+            assert PLANTED["github"] not in seen and PLANTED["email"] not in seen
+            time.sleep(1.0)
+
+
+@pytest.mark.parametrize("size", [200, 400_000])
+def test_a_body_with_nothing_to_redact_is_forwarded_byte_for_byte(proxy, upstream, size):
+    payload = json.dumps({"model": "m", "messages": [{"role": "user", "content": "plain words " * (size // 12)}]},
+                         indent=1).encode()
+    with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.bundle)), timeout=30) as c:
+        response = c.post(f"https://api.anthropic.com:{upstream.tls_port}/v1/messages", content=payload,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 200
+    assert upstream.last()["body"].encode() == payload   # same bytes, same formatting: prompt caches hold

@@ -163,3 +163,19 @@ def test_mappings_persist_across_a_restart_in_a_private_file(tmp_path):
     vault = again.for_scope("127.0.0.1")
     assert vault.value(token) == "dana@acme.io"
     assert vault.placeholder("email", "dana@acme.io") == token   # same master key: same placeholder
+
+
+def test_parallel_finder_agrees_with_the_in_process_scan():
+    import asyncio
+
+    from policyproxy.redaction.parallel import ParallelFinder
+
+    spec = RedactionSpec()
+    texts = [f"user{i}@corp.io key AKIAZ7PQ3LXRN4TW2K{i:02d} card 4111 1111 1111 1111 " * 50 for i in range(12)]
+    finder = ParallelFinder(spec, workers=2)
+    try:
+        found = asyncio.run(finder.spans(texts))
+    finally:
+        finder.close()
+    redactor = Redactor(spec)
+    assert found == {text: redactor.find(text) for text in texts}
