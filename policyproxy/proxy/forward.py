@@ -24,6 +24,7 @@ from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy import websocket
 from policyproxy.proxy.headers import host_header, proxy_user, request_headers, response_headers
 from policyproxy.reasons import Protocol
+from policyproxy.redaction import jsontext
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import StreamRestorer, restore_json, restore_text
 from policyproxy.responses import block_answer
@@ -293,7 +294,7 @@ class _Restore:
             document = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             return restore_text(data.decode("utf-8", "replace"), self.vault).encode("utf-8")
-        return json.dumps(restore_json(document, self.vault), ensure_ascii=False).encode("utf-8")
+        return jsontext.dumps(restore_json(document, self.vault))
 
 
 def _restorer(upstream: aiohttp.ClientResponse, vault: Vault) -> _Restore | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from policyproxy.policy.model import Decision
 from policyproxy.reasons import Reason, Source, Verdict
+from policyproxy.redaction import jsontext
 from policyproxy.redaction.detectors import Span
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
@@ -99,7 +100,7 @@ def conclude(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, 
         return Inspection(denied, None, pii_blocked_answer(decision.path or "", names), result.counts)
     if not result.counts:
         return Inspection(decision, raw)   # unchanged: the decoded bytes as received
-    redacted = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    redacted = jsontext.dumps(result.body)
     return Inspection(dataclasses.replace(decision, reason=Reason.REDACTED), redacted, None, result.counts)
 
 

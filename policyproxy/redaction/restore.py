@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from policyproxy.redaction import jsontext
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vault, placeholder_prefix_at_end
 from policyproxy.redaction.sse import Event, EventReader
 
@@ -181,7 +182,7 @@ class StreamRestorer:
 
 
 def _with_json(event: Event, payload: Any) -> Event:
-    return event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    return event.with_data(jsontext.dumps(payload).decode("utf-8"))
 
 
 def _chat_maker(event: Event, payload: dict[str, Any], index: Any, call: Any) -> Callable[[str], Event]:
