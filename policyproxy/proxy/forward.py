@@ -133,6 +133,9 @@ async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, schem
                             headers={"x-proxy-error": "blocked-by-policy"})
     vault = body = None
     counts: dict[str, int] = {}
+    if decision.allowed and request.body_exists and request.headers.get("Expect", "").lower() == "100-continue":
+        # The client waits for this before sending the body we are about to read or forward.
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     if decision.allowed and decision.redaction is not None and app.redactor is not None:
         # One scope per client identity: a mapping is never restored into another client's response.
         vault = app.vaults.for_scope(f"user:{identity}" if identity else f"addr:{client}")
@@ -201,8 +204,6 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
         headers = [(k, v) for k, v in headers if k.lower() not in dropped] + [("Accept-Encoding", "identity")]
         if body is not None:
             data = body
-    if request.headers.get("Expect", "").lower() == "100-continue" and body is None:
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     timing.sent = time.perf_counter()
     try:
         upstream = await app.session.request(

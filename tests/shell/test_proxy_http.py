@@ -45,7 +45,7 @@ def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
 
 def status_and_body(result: subprocess.CompletedProcess) -> tuple[int, str]:
     head, _, body = result.stdout.partition("\r\n\r\n")
-    while head.startswith("HTTP/1.1 200 Connection established"):
+    while head.startswith(("HTTP/1.1 200 Connection established", "HTTP/1.1 100 ")):
         head, _, body = body.partition("\r\n\r\n")
     return int(head.split()[1]), body
 
@@ -178,3 +178,17 @@ def test_upstream_refusing_connections_is_502(proxy, upstream):
     result = curl("-i", "-x", proxy.url, "--cacert", str(proxy.ca), "https://api.github.com:1/repos/myorg/x")
     assert status_and_body(result)[0] == 502
     assert "cannot connect" in result.stdout
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/repos/myorg/x"])
+def test_expect_100_continue_is_answered_before_the_body_is_read(proxy, upstream, path):
+    import time
+
+    host = "api.anthropic.com" if path == "/v1/messages" else "api.github.com"
+    start = time.monotonic()
+    result = curl("-i", "-x", proxy.url, "--cacert", str(proxy.ca), "-H", "Expect: 100-continue",
+                  "--expect100-timeout", "5", "-H", "Content-Type: application/json", "-X", "POST",
+                  "--data", json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                  f"https://{host}:{upstream.tls_port}{path}")
+    assert status_and_body(result)[0] == 200
+    assert time.monotonic() - start < 3   # not the 5 s curl waits when no 100 Continue comes
