@@ -17,7 +17,7 @@ from typing import Any
 
 from policyproxy.config.schema import RedactionSpec
 from policyproxy.reasons import RedactionAction
-from policyproxy.redaction.detectors import DETECTORS, Detector, Span, Windows
+from policyproxy.redaction.detectors import DETECTORS, Detector, PrefixIndex, Span, Windows
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vault
 
 
@@ -55,6 +55,7 @@ class Redactor:
                 detectors.append(Detector(pattern.name, re.compile(pattern.regex)))
                 self.actions[pattern.name] = pattern.action
         self.detectors = tuple(detectors)
+        self.prefix_index = PrefixIndex(p for d in self.detectors for p in d.prefixes)
         self.allow_values = frozenset(spec.allow_values)
         self.allow_hashes = frozenset(h.lower() for h in spec.allow_sha256)
         self.allow_regexes = tuple(re.compile(r) for r in spec.allow_patterns)
@@ -63,7 +64,7 @@ class Redactor:
     # ---- text ----------------------------------------------------------------------------------
     def find(self, text: str) -> list[Span]:
         candidates: list[tuple[int, int, int, int, str]] = []
-        windows = Windows(text)
+        windows = Windows(text, self.prefix_index)
         for rank, detector in enumerate(self.detectors):
             for start, end in set(detector.scan(text, windows)):
                 if start < 0 or end <= start:

@@ -179,3 +179,18 @@ def test_parallel_finder_agrees_with_the_in_process_scan():
         finder.close()
     redactor = Redactor(spec)
     assert found == {text: redactor.find(text) for text in texts}
+
+
+@pytest.mark.parametrize("token", [
+    "hf_EctZyWEigYTTnZXnUndqFBBYGCEAnZ1BRB", "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",
+    "dop_v1_4a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef0123456789abcdef", "npm_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "glc_eyJvIjoiNzQ0NTg3IiwibiI6InN0YWNrLTEyMzQ1LWhtLXJlYWQtZXhhbXBsZSIsImsiOiJhYmMxMjMifQ==",
+])
+def test_vendor_tokens_are_found_without_a_secret_named_key(redactor, token):
+    assert found(redactor, f"value {token} here") == [("vendor_token", token)]
+
+
+@pytest.mark.parametrize("text", ["npm_config_registry npm_package_json", "hf_hub_download(repo_id)",
+                                  "t1.start() and pat.match(x)"])
+def test_vendor_prefixes_in_ordinary_code_are_not_tokens(redactor, text):
+    assert found(redactor, text) == []
