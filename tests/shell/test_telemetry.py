@@ -252,3 +252,28 @@ def test_optional_metrics_count_decisions_latency_and_connections(start_proxy, u
     assert any(v >= 5 for _, v in receiver.points["policyproxy.added_latency"])
     assert any(a.get("kind") == "plain" for a, _ in receiver.points["policyproxy.connections.open"])
     receiver.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_standard_otel_environment_works_without_any_config(start_proxy, upstream, protocol):
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    proxy = start_proxy('[permissions.t.network.domains]\n"*" = "allow"\n',
+                        env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+                             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+    with httpx.Client(proxy=proxy.url, timeout=20) as c:
+        assert c.get(f"http://tunnel.test:{upstream.plain_port}/env").status_code == 200
+    assert wait_for(lambda: any(r["attributes"].get("url.path") == "/env" for r in receiver.records))
+    receiver.close()
+
+
+def test_otel_sdk_disabled_turns_the_environment_exporter_off(start_proxy, upstream):
+    receiver = GrpcReceiver()
+    proxy = start_proxy('[permissions.t.network.domains]\n"*" = "allow"\n',
+                        env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+                             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_SDK_DISABLED": "true"})
+    assert "OpenTelemetry: off" in "".join(proxy.output)
+    with httpx.Client(proxy=proxy.url, timeout=20) as c:
+        assert c.get(f"http://tunnel.test:{upstream.plain_port}/off").status_code == 200
+    time.sleep(1.0)
+    assert receiver.records == []
+    receiver.close()
