@@ -1,7 +1,9 @@
 """A byte tunnel between two transports, with backpressure in both directions.
 
 Each side's protocol writes what it reads to the other transport; when that transport's buffer
-passes its high-water mark, reading from the source pauses until it drains.
+passes its high-water mark, reading from the source pauses until it drains. An EOF from one side is
+passed on as a half-close; once both sides have sent theirs, both transports are closed (a tunnel
+whose two halves are done must not hold its two descriptors until the idle sweep).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class PipeSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: PipeSide | None = None
         self.pending = bytearray()   # read before the other end was joined
+        self.eof = False             # this side's peer sent its FIN: nothing more will be read here
         loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         self.last_active = loop.time()
@@ -32,7 +35,10 @@ class PipeSide(asyncio.Protocol):
             peer.transport.write(data)
 
     def eof_received(self) -> bool:
+        self.eof = True
         peer = self.peer
+        if peer is not None and peer.eof:
+            return False  # both directions are done: closing this side closes the peer (connection_lost)
         if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
             peer.transport.write_eof()
             return True  # keep the other direction open (half-close)

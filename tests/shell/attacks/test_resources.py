@@ -1,0 +1,159 @@
+"""Resource safety: connections that close normally give back every file descriptor (byte tunnels
+over CONNECT and SOCKS5, intercepted TLS), and a proxy with few descriptors keeps serving."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import ssl
+import struct
+import subprocess
+import time
+
+import pytest
+
+CONFIG = """
+[permissions.t.network.domains]
+"*" = "allow"
+[permissions.t.network.mitm.hooks.gh]
+host = "api.github.com"
+methods = ["GET"]
+path_prefixes = ["/repos/myorg/"]
+action = ["strip"]
+[permissions.t.network.mitm.actions.strip]
+strip_request_headers = ["cookie"]
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy(start_proxy):
+    return start_proxy(CONFIG)
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled_fds(pid: int, ceiling: int, timeout: float = 10.0) -> int:
+    """The proxy's fd count once it falls to ``ceiling`` or ``timeout`` passes (closes are async)."""
+    deadline = time.monotonic() + timeout
+    count = fd_count(pid)
+    while count > ceiling and time.monotonic() < deadline:
+        time.sleep(0.1)
+        count = fd_count(pid)
+    return count
+
+
+def _http_connect(port: int, target: str) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", port), 10)
+    raw.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = raw.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return raw
+
+
+def _socks_connect(port: int, host: str, target_port: int) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", port), 10)
+    raw.sendall(b"\x05\x01\x00")
+    assert raw.recv(2) == b"\x05\x00"
+    name = host.encode()
+    raw.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack("!H", target_port))
+    reply = b""
+    while len(reply) < 10:
+        chunk = raw.recv(10 - len(reply))
+        assert chunk, reply
+        reply += chunk
+    assert reply[:2] == b"\x05\x00", reply
+    return raw
+
+
+def https_get(raw: socket.socket, authority: str, cafile: str, path: str = "/x") -> bytes:
+    """One HTTPS request on a fresh tunnel; the client closes normally after the answer."""
+    context = ssl.create_default_context(cafile=cafile)
+    with context.wrap_socket(raw, server_hostname=authority.rpartition(":")[0]) as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_http_connect_byte_tunnels_give_back_their_fds(proxy, upstream, pki):
+    pid = proxy.process.pid
+    target = f"tunnel.test:{upstream.tls_port}"
+    https_get(_http_connect(proxy.http_port, target), target, str(pki[0]))   # warm up
+    before = settled_fds(pid, 0, timeout=0.5)
+    for _ in range(200):
+        answer = https_get(_http_connect(proxy.http_port, target), target, str(pki[0]))
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    after = settled_fds(pid, before + 4)
+    assert after <= before + 4, f"{after - before} fds left open after 200 tunnelled requests"
+
+
+def test_socks5_byte_tunnels_give_back_their_fds(proxy, upstream, pki):
+    pid = proxy.process.pid
+    target = f"tunnel.test:{upstream.tls_port}"
+    https_get(_socks_connect(proxy.socks_port, "tunnel.test", upstream.tls_port), target, str(pki[0]))
+    before = settled_fds(pid, 0, timeout=0.5)
+    for _ in range(200):
+        answer = https_get(_socks_connect(proxy.socks_port, "tunnel.test", upstream.tls_port), target,
+                           str(pki[0]))
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    after = settled_fds(pid, before + 4)
+    assert after <= before + 4, f"{after - before} fds left open after 200 SOCKS5 tunnels"
+
+
+def test_intercepted_connections_give_back_their_fds(proxy, upstream):
+    pid = proxy.process.pid
+    target = f"api.github.com:{upstream.tls_port}"
+    https_get(_http_connect(proxy.http_port, target), target, str(proxy.ca), "/repos/myorg/a")
+    before = settled_fds(pid, 0, timeout=0.5)
+    for _ in range(100):
+        answer = https_get(_http_connect(proxy.http_port, target), target, str(proxy.ca),
+                           "/repos/myorg/a")
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    # the upstream keep-alive pool may hold a few connections; the client side must be gone
+    after = settled_fds(pid, before + 8)
+    assert after <= before + 8, f"{after - before} fds left open after 100 intercepted connections"
+
+
+@pytest.mark.parametrize("who_closes_first", ["server", "client"])
+def test_curl_through_a_tunnel_leaves_no_fds(proxy, upstream, pki, who_closes_first):
+    """``Connection: close``: the upstream closes first; keep-alive: curl closes first."""
+    pid = proxy.process.pid
+    url = f"https://tunnel.test:{upstream.tls_port}/curl"
+    command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--proxy", proxy.url, "--cacert",
+               str(pki[0]), url]
+    if who_closes_first == "server":
+        command += ["-H", "Connection: close"]
+    subprocess.run(command, check=True, capture_output=True, timeout=20)
+    before = settled_fds(pid, 0, timeout=0.5)
+    for _ in range(30):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        assert done.stdout == "200", done.stderr
+    after = settled_fds(pid, before + 4)
+    assert after <= before + 4, f"{after - before} fds left open after 30 curl requests"
+
+
+def test_low_fd_limit_soak_serves_600_tunnels(start_proxy, upstream, pki):
+    """With ``ulimit -n 256`` the proxy used to stop serving after about 120 tunnelled requests."""
+    proxy = start_proxy(CONFIG)
+    resource.prlimit(proxy.process.pid, resource.RLIMIT_NOFILE, (256, 256))
+    target = f"tunnel.test:{upstream.tls_port}"
+    failures = 0
+    for i in range(600):
+        try:
+            answer = https_get(_http_connect(proxy.http_port, target) if i % 2 else
+                               _socks_connect(proxy.socks_port, "tunnel.test", upstream.tls_port),
+                               target, str(pki[0]))
+            failures += not answer.startswith(b"HTTP/1.1 200")
+        except (OSError, AssertionError):
+            failures += 1
+    assert failures == 0, f"{failures} of 600 tunnelled requests failed under ulimit -n 256"
+    assert "Traceback" not in proxy.logs()
+    assert fd_count(proxy.process.pid) < 64
