@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from policyproxy.cli.serve import listener_auth_summary, masked_url
 from policyproxy.config.schema import HookSpec, RedactionSpec, Settings
 from policyproxy.policy.decide import Policy
 from policyproxy.reasons import Verdict
@@ -18,7 +19,9 @@ def render_policy(settings: Settings, policy: Policy) -> str:
         f"config:       {settings.config_file}",
         f"requirements: {settings.requirements_file or 'none'}",
         f"profile:      {settings.profile}",
-        f"listeners:    {net.proxy_url}" + (f", {net.socks_url}" if net.enable_socks5 else " (socks5 off)"),
+        f"listeners:    {masked_url(net.proxy_url)}"
+        + (f", {masked_url(net.socks_url)}" if net.enable_socks5 else " (socks5 off)"),
+        f"listener auth: {listener_auth_summary(net)}",
         f"mode:         {net.mode.value}",
         f"local targets: {'allowed' if net.allow_local_binding else 'denied'}",
         f"mitm:         {'on where needed' if policy.mitm_enabled else 'disabled'}",

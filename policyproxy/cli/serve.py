@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from policyproxy import __version__
 from policyproxy.config import home_dir, load_settings
-from policyproxy.config.schema import Settings
+from policyproxy.config.schema import NetworkSpec, Settings
 from policyproxy.errors import ConfigErrors
 from policyproxy.policy.compile import compile_policy
 from policyproxy.policy.hosts import IPAddress
@@ -47,6 +47,39 @@ def listener_credentials(url: str) -> tuple[str, str] | None:
     if parts.username is None:
         return None
     return unquote(parts.username), unquote(parts.password or "")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with a listener password shown as ``***`` (for ``check`` and banners)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def listener_auth(net: NetworkSpec) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """(HTTP, SOCKS5) credentials the listeners require. Either listener having credentials means both
+    require them: a listener without its own takes the other's, so no unauthenticated door leads to the
+    same policy and the same injected secrets."""
+    http = listener_credentials(net.proxy_url)
+    socks = listener_credentials(net.socks_url)
+    return http or socks, socks or http
+
+
+def listener_auth_summary(net: NetworkSpec) -> str:
+    """One line for ``check`` and the banner: who must authenticate where (never the password)."""
+    http, socks = listener_auth(net)
+
+    def one(name: str, credentials: tuple[str, str] | None, own: bool) -> str:
+        if credentials is None:
+            return f"{name} none"
+        return f"{name} user {credentials[0]!r}" + ("" if own else " (the other listener's credentials)")
+
+    parts = [one("http", http, listener_credentials(net.proxy_url) is not None)]
+    if net.enable_socks5:
+        parts.append(one("socks5", socks, listener_credentials(net.socks_url) is not None))
+    return ", ".join(parts) + ("" if http else " (any local process can use the proxy)")
 
 
 def check_loopback(address: tuple[str, int], allowed: bool, what: str) -> None:
@@ -99,18 +132,18 @@ def env_lines(http: tuple[str, int], socks: tuple[str, int] | None, ca_path: Pat
     def show(host: str) -> str:
         return f"[{host}]" if ":" in host else host
 
-    def userinfo(url: str | None) -> str:
-        credentials = listener_credentials(url) if url else None
+    http_credentials, socks_credentials = listener_auth(settings.network) if settings is not None else (None, None)
+
+    def userinfo(credentials: tuple[str, str] | None) -> str:
         if credentials is None:
             return ""
         password = quote(credentials[1], safe="") if reveal else "***"
         return f"{quote(credentials[0], safe='')}:{password}@"
 
-    net = settings.network if settings is not None else None
-    proxy = f"http://{userinfo(net.proxy_url if net else None)}{show(http[0])}:{http[1]}"
+    proxy = f"http://{userinfo(http_credentials)}{show(http[0])}:{http[1]}"
     lines = [("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("http_proxy", proxy), ("https_proxy", proxy)]
     if socks is not None:
-        lines.append(("ALL_PROXY", f"socks5h://{userinfo(net.socks_url if net else None)}{show(socks[0])}:{socks[1]}"))
+        lines.append(("ALL_PROXY", f"socks5h://{userinfo(socks_credentials)}{show(socks[0])}:{socks[1]}"))
     lines.append(("NO_PROXY", "localhost,127.0.0.1,::1"))
     lines += [(name, str(bundle)) for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
                                               "CODEX_CA_CERTIFICATE", "GIT_SSL_CAINFO", "PIP_CERT",
@@ -141,8 +174,8 @@ def serve(args: argparse.Namespace) -> int:
     ca = load_or_create(ca_dir(args))
     options = ProxyOptions(listen=http, socks_listen=socks, upstream_cas=tuple(args.upstream_ca),
                            pins=parse_pins(args.resolve),
-                           socks_credentials=listener_credentials(settings.network.socks_url),
-                           proxy_credentials=listener_credentials(settings.network.proxy_url))
+                           socks_credentials=listener_auth(settings.network)[1],
+                           proxy_credentials=listener_auth(settings.network)[0])
 
     sink = telemetry_sink(settings, args.audit_log)
 
@@ -166,6 +199,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"HTTP proxy listening on http://{http_at[0]}:{http_at[1]}")
         if socks_at:
             print(f"SOCKS5 proxy listening on socks5://{socks_at[0]}:{socks_at[1]}")
+        print(f"listener auth: {listener_auth_summary(settings.network)}")
         print(f"CA certificate: {ca.cert_path}")
         print(f"audit log: {sink.audit.path if sink.audit else 'off'}; OpenTelemetry: "
               f"{'on' if sink.otel else 'off'}")
