@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from policyproxy.cli.render import render_policy, settings_to_toml
+from policyproxy.cli.render import render_policy, settings_to_toml, wildcard_warning
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.policy.compile import compile_policy
@@ -33,7 +33,8 @@ def check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = compile_policy(settings)
     print(render_policy(settings, policy))
-    for warning in settings.warnings:
+    wildcard = wildcard_warning(settings)
+    for warning in [*settings.warnings, *([wildcard] if wildcard else [])]:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 

@@ -57,6 +57,20 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     return "\n".join(lines)
 
 
+def wildcard_warning(settings: Settings) -> str | None:
+    """A profile that allows ``"*"`` next to hooks or redaction: say what the proxy cannot see."""
+    net = settings.network
+    inspected = [f"hooks ({', '.join(sorted({h.host for h in net.hooks}))})"] if net.hooks else []
+    if net.redaction is not None and net.redaction.enabled:
+        inspected.append("redaction")
+    if not inspected or not any(r.pattern == "*" and r.verdict is Verdict.ALLOW for r in net.domains):
+        return None
+    return (f'"*" is allowed next to {" and ".join(inspected)}: a client that reaches an inspected host by an '
+            "IP literal or another name is refused when its TLS server name (SNI) names that host, but the "
+            "proxy cannot see a name without SNI, behind ECH, or in plain HTTP to an IP, and then tunnels "
+            "it uninspected (SECURITY.md, 'Other names for an inspected host')")
+
+
 def _hook_line(hook: HookSpec) -> str:
     text = f"{'|'.join(hook.methods)} {hook.host} {' '.join(hook.path_prefixes)}"
     if hook.query:

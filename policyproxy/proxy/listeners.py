@@ -4,10 +4,11 @@ hand the connection on (aiohttp's parser, a byte pipe, or TLS interception)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 from typing import TYPE_CHECKING
 
-from policyproxy.policy.model import Decision
+from policyproxy.policy.model import Decision, Target
 from policyproxy.proxy import socks5_codec as socks
 from policyproxy.proxy import tunnel as pipes
 from policyproxy.proxy.forward import Tunnel
@@ -15,6 +16,7 @@ from policyproxy.proxy.headers import proxy_user
 from policyproxy.proxy.intercept import connect_upstream, intercept_tls, peek, serve_http
 from policyproxy.reasons import Mode, Protocol, Reason, Source, Verdict
 from policyproxy.responses import block_answer
+from policyproxy.tls.clienthello import MalformedHello, NotTls, parse_client_hello
 
 if TYPE_CHECKING:
     from policyproxy.proxy.app import ProxyApp
@@ -166,7 +168,9 @@ async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, po
             app.report(decision, client, 200, connection_id)
             transport.write(socks.reply(socks.SUCCEEDED) if socks5
                             else b"HTTP/1.1 200 Connection established\r\n\r\n")
-            client_side = pipes.join(transport, upstream)
+            screen = SniScreen(app, target, decision, client, connection_id)
+            client_side = pipes.join(transport, upstream, screen)
+            screen.transport = transport
             app.pipes[transport] = client_side
             client_side.closed.add_done_callback(lambda _: app.pipes.pop(transport, None))
             return
@@ -194,6 +198,77 @@ async def open_target(app: ProxyApp, transport: asyncio.Transport, host: str, po
                            + (" (plain HTTP is refused over SOCKS5 in limited mode)" if first[:1].isalpha() else ""))
         app.report(refused, client, None, connection_id)
         transport.close()
+
+
+class SniScreen:
+    """The gate of a byte tunnel: decide again on the TLS server name of the client's first flight.
+
+    A tunnel opened for one name or an IP literal must not reach a host the policy inspects, hooks or
+    denies under another name: when the ClientHello names another host, that name is decided as if
+    the client had asked for it, and a deny or a host that must be intercepted closes the tunnel (the
+    client's next attempt, by the right name, is intercepted). A ClientHello that cannot be read, or
+    does not arrive whole within ``head_timeout`` of its first byte, closes it too (fail closed).
+    Bytes that are not TLS pass: the proxy cannot see a name in them (SECURITY.md).
+    """
+
+    def __init__(self, app: ProxyApp, target: Target, decision: Decision, client: str, connection_id: str) -> None:
+        self.app, self.target, self.decision = app, target, decision
+        self.client, self.connection_id = client, connection_id
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, held: bytes) -> bool | None:
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.app.options.head_timeout, self._expire)
+        try:
+            hello = parse_client_hello(held)
+        except NotTls:
+            return self._finish(None)
+        except MalformedHello as exc:
+            return self._finish(self._refusal(Reason.INSPECTION_FAILED, self.target.host,
+                                              f"unreadable TLS ClientHello on a tunnel: {exc}"))
+        if hello is None:
+            return None
+        return self._finish(self._judge(hello.server_name))
+
+    def _judge(self, server_name: str | None) -> Decision | None:
+        """None lets the tunnel through; a Decision is the deny to report."""
+        app, target = self.app, self.target
+        if server_name is None or app.canonical(server_name) == app.canonical(target.host):
+            return None
+        again = app.policy.decide(Target(server_name, target.port, target.protocol, target.addresses,
+                                         target.trusted))
+        where = f"TLS server name {again.host!r} on a tunnel opened for {target.host!r}"
+        if not again.allowed:
+            return dataclasses.replace(again, message=f"{where}: {again.message or again.reason.value}")
+        if again.intercept:
+            return self._refusal(Reason.MITM_REQUIRED, again.host,
+                                 f"{where}: that host is inspected; connect to it by name")
+        return None
+
+    def _refusal(self, reason: Reason, host: str, message: str) -> Decision:
+        return Decision(Verdict.DENY, reason, Source.DEFAULT, self.decision.profile, self.target.protocol,
+                        host, self.target.port, message=message)
+
+    def _finish(self, refused: Decision | None) -> bool:
+        if self.timer is not None:
+            self.timer.cancel()
+        if refused is None:
+            return True
+        self.app.report(refused, self.client, None, self.connection_id)
+        return False
+
+    def _expire(self) -> None:
+        side = self.app.pipes.get(self.transport) if self.transport is not None else None
+        if side is None or side.gate is None:
+            return
+        side.gate = None
+        self.app.report(self._refusal(Reason.INSPECTION_FAILED, self.target.host,
+                                      "TLS ClientHello not complete within the head timeout"),
+                        self.client, None, self.connection_id)
+        side.held.clear()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class Socks5Entry(_Opening):

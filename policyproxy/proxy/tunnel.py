@@ -9,6 +9,11 @@ whose two halves are done must not hold its two descriptors until the idle sweep
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+# Screens the first bytes a client sends into a tunnel before any is relayed: None (need more),
+# True (relay them and stop screening), False (close the tunnel).
+Gate = Callable[[bytes], "bool | None"]
 
 
 class PipeSide(asyncio.Protocol):
@@ -19,6 +24,8 @@ class PipeSide(asyncio.Protocol):
         self.peer: PipeSide | None = None
         self.pending = bytearray()   # read before the other end was joined
         self.eof = False             # this side's peer sent its FIN: nothing more will be read here
+        self.gate: Gate | None = None
+        self.held = bytearray()      # read while the gate has not decided
         loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         self.last_active = loop.time()
@@ -28,6 +35,18 @@ class PipeSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.closed.get_loop().time()
+        if self.gate is not None:
+            self.held += data
+            verdict = self.gate(bytes(self.held))
+            if verdict is None:
+                return
+            self.gate = None
+            if not verdict:
+                if self.transport is not None:
+                    self.transport.close()   # connection_lost closes the peer
+                return
+            data = bytes(self.held)
+            self.held.clear()
         peer = self.peer
         if peer is None:
             self.pending += data
@@ -36,6 +55,8 @@ class PipeSide(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.gate is not None:
+            return False  # the client stopped before the gate could decide: nothing is relayed
         peer = self.peer
         if peer is not None and peer.eof:
             return False  # both directions are done: closing this side closes the peer (connection_lost)
@@ -64,9 +85,11 @@ def idle_since(side: PipeSide) -> float:
     return max(side.last_active, side.peer.last_active if side.peer is not None else side.last_active)
 
 
-def join(client: asyncio.Transport, upstream_side: PipeSide) -> PipeSide:
-    """Turn ``client`` into one end of a tunnel whose other end is ``upstream_side``."""
+def join(client: asyncio.Transport, upstream_side: PipeSide, gate: Gate | None = None) -> PipeSide:
+    """Turn ``client`` into one end of a tunnel whose other end is ``upstream_side``; ``gate`` screens
+    what the client sends first."""
     client_side = PipeSide()
+    client_side.gate = gate
     client_side.connection_made(client)
     client_side.peer, upstream_side.peer = upstream_side, client_side
     client.set_protocol(client_side)
