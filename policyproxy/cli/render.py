@@ -5,12 +5,56 @@ Secrets appear only as their source (``env:NAME`` / ``file:/path``); OTLP header
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from policyproxy.cli.serve import listener_auth_summary, masked_url
-from policyproxy.config.schema import HookSpec, RedactionSpec, Settings
+import tomli_w
+
+from policyproxy.config.schema import HookSpec, NetworkSpec, RedactionSpec, Settings
 from policyproxy.policy.decide import Policy
 from policyproxy.reasons import Verdict
+
+
+def listener_credentials(url: str) -> tuple[str, str] | None:
+    """Username and password a listener requires, from its URL (``scheme://user:pass@host:port``), if any."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with a listener password shown as ``***`` (for ``check`` and banners)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def listener_auth(net: NetworkSpec) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """(HTTP, SOCKS5) credentials the listeners require. Either listener having credentials means both
+    require them: a listener without its own takes the other's, so no unauthenticated door leads to the
+    same policy and the same injected secrets."""
+    http = listener_credentials(net.proxy_url)
+    socks = listener_credentials(net.socks_url)
+    return http or socks, socks or http
+
+
+def listener_auth_summary(net: NetworkSpec) -> str:
+    """One line for ``check`` and the banner: who must authenticate where (never the password)."""
+    http, socks = listener_auth(net)
+
+    def one(name: str, credentials: tuple[str, str] | None, own: bool) -> str:
+        if credentials is None:
+            return f"{name} none"
+        return f"{name} user {credentials[0]!r}" + ("" if own else " (the other listener's credentials)")
+
+    parts = [one("http", http, listener_credentials(net.proxy_url) is not None)]
+    if net.enable_socks5:
+        parts.append(one("socks5", socks, listener_credentials(net.socks_url) is not None))
+    return ", ".join(parts) + ("" if http else " (any local process can use the proxy)")
 
 
 def render_policy(settings: Settings, policy: Policy) -> str:
@@ -154,6 +198,12 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
                                          if otel.metrics_endpoint else otel.metrics_exporter)
         doc["otel"] = table
     return doc
+
+
+def config_digest(settings: Settings) -> str:
+    """sha256 of the effective config as ``config show`` renders it (secrets by source only): the one
+    digest shown by /api/status, reload events and checked by ``run`` before reusing a proxy."""
+    return "sha256:" + hashlib.sha256(tomli_w.dumps(settings_to_toml(settings)).encode()).hexdigest()
 
 
 def _hook_table(hook: HookSpec) -> dict[str, Any]:

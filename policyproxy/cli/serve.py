@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -13,15 +14,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 from policyproxy import __version__
+from policyproxy.cli.render import config_digest, listener_auth, listener_auth_summary, settings_to_toml
 from policyproxy.config import home_dir, load_settings
-from policyproxy.config.schema import NetworkSpec, Settings
-from policyproxy.errors import ConfigErrors
+from policyproxy.config.schema import Settings
+from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.policy.compile import compile_policy
 from policyproxy.policy.hosts import IPAddress
 from policyproxy.telemetry.audit import AuditFile
+from policyproxy.telemetry.event import RELOAD_EVENT, reload_attributes
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink
 from policyproxy.tls.ca_store import CAError, load, load_or_create
@@ -39,47 +43,6 @@ def parse_address(text: str, default_port: int) -> tuple[str, int]:
         raise ServeError(f"invalid port in listen address {text!r}") from None
     host = parts.hostname or "127.0.0.1"
     return ("127.0.0.1" if host == "localhost" else host), port
-
-
-def listener_credentials(url: str) -> tuple[str, str] | None:
-    """Username and password a listener requires, from its URL (``scheme://user:pass@host:port``), if any."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return None
-    return unquote(parts.username), unquote(parts.password or "")
-
-
-def masked_url(url: str) -> str:
-    """``url`` with a listener password shown as ``***`` (for ``check`` and banners)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
-
-
-def listener_auth(net: NetworkSpec) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
-    """(HTTP, SOCKS5) credentials the listeners require. Either listener having credentials means both
-    require them: a listener without its own takes the other's, so no unauthenticated door leads to the
-    same policy and the same injected secrets."""
-    http = listener_credentials(net.proxy_url)
-    socks = listener_credentials(net.socks_url)
-    return http or socks, socks or http
-
-
-def listener_auth_summary(net: NetworkSpec) -> str:
-    """One line for ``check`` and the banner: who must authenticate where (never the password)."""
-    http, socks = listener_auth(net)
-
-    def one(name: str, credentials: tuple[str, str] | None, own: bool) -> str:
-        if credentials is None:
-            return f"{name} none"
-        return f"{name} user {credentials[0]!r}" + ("" if own else " (the other listener's credentials)")
-
-    parts = [one("http", http, listener_credentials(net.proxy_url) is not None)]
-    if net.enable_socks5:
-        parts.append(one("socks5", socks, listener_credentials(net.socks_url) is not None))
-    return ", ".join(parts) + ("" if http else " (any local process can use the proxy)")
 
 
 def check_loopback(address: tuple[str, int], allowed: bool, what: str) -> None:
@@ -192,7 +155,7 @@ def serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, args))
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, args, sink))
         http_at = app.addresses["http"]
         socks_at = app.addresses.get("socks5")
         print(f"policyproxy {__version__}: profile {settings.profile!r} from {settings.config_file}", flush=True)
@@ -226,15 +189,71 @@ def telemetry_sink(settings: Settings, audit_log: Path | None) -> TelemetrySink:
     return TelemetrySink(audit, otel)
 
 
-def _reload(app: object, args: argparse.Namespace) -> None:
+# Keys a reload cannot apply to a running proxy: the sockets it listens on, the telemetry and audit
+# writers and the placeholder store are built once at start. Listener credentials are applied live.
+RESTART_KEYS = ("network.enabled", "network.enable_socks5", "network.dangerously_allow_non_loopback_proxy",
+                "network.redaction.mapping_store", "network.redaction.mapping_ttl_seconds", "audit", "otel")
+
+
+def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _reloadable_view(settings: Settings) -> dict[str, Any]:
+    doc = settings_to_toml(settings)
+    return _flat({"network": doc["permissions"][settings.profile]["network"], "audit": doc.get("audit", {}),
+                  "otel": doc.get("otel", {})})
+
+
+def restart_keys(running: Settings, new: Settings, args: argparse.Namespace) -> list[str]:
+    """The changed keys a reload cannot apply: each needs a restart to take effect."""
+    before, after = _reloadable_view(running), _reloadable_view(new)
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    keys = sorted(key for key in changed if any(key == p or key.startswith(p + ".") for p in RESTART_KEYS))
+    for name, flag, default in (("proxy_url", "listen", 3128), ("socks_url", "socks_listen", 8081)):
+        if getattr(args, flag, None):
+            continue   # the command line chose the address; the config's does not apply
+        if parse_address(getattr(running.network, name), default) != parse_address(getattr(new.network, name), default):
+            keys.append(f"network.{name} (listen address)")
+    return keys
+
+
+def _reload(app: Any, args: argparse.Namespace, sink: TelemetrySink) -> None:
+    """SIGHUP: apply what can be applied live, name what needs a restart, and emit a reload event
+    either way (a refused reload is what a SIEM must see: the running policy stays in force)."""
+    running = app.settings
     try:
         settings = load_settings(args.config, args.requirements, args.profile)
         policy = compile_policy(settings)
     except ConfigErrors as exc:
-        print(f"policyproxy: reload refused, keeping the running policy:\n{exc}", file=sys.stderr, flush=True)
+        print(f"policyproxy: reload refused, keeping the running policy ({config_digest(running)}):\n{exc}",
+              file=sys.stderr, flush=True)
+        sink.lifecycle(RELOAD_EVENT, reload_attributes("refused", config_digest(running), running.profile,
+                                                       errors=exc.errors), warn=True)
         return
-    app.reload(settings, policy)  # type: ignore[attr-defined]
-    print(f"policyproxy: reloaded profile {settings.profile!r}", file=sys.stderr, flush=True)
+    except (OSError, ValueError) as exc:   # unreadable file, bad encoding: refused the same way
+        print(f"policyproxy: reload refused, keeping the running policy: {exc}", file=sys.stderr, flush=True)
+        error = ConfigError(str(exc), file=args.config)
+        sink.lifecycle(RELOAD_EVENT, reload_attributes("refused", config_digest(running), running.profile,
+                                                       errors=[error]), warn=True)
+        return
+    restart = restart_keys(running, settings, args)
+    http_credentials, socks_credentials = listener_auth(settings.network)
+    app.options = dataclasses.replace(app.options, proxy_credentials=http_credentials,
+                                      socks_credentials=socks_credentials)
+    app.reload(settings, policy)
+    digest = config_digest(settings)
+    print(f"policyproxy: reloaded profile {settings.profile!r} ({digest})", file=sys.stderr, flush=True)
+    if restart:
+        print(f"policyproxy: reload applied, but these changes need a restart to take effect: {', '.join(restart)}",
+              file=sys.stderr, flush=True)
+    sink.lifecycle(RELOAD_EVENT, reload_attributes("applied", digest, settings.profile, restart), warn=bool(restart))
 
 
 def ca_command(args: argparse.Namespace) -> int:

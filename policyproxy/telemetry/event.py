@@ -5,14 +5,16 @@ Only names, codes and counts: never a header value, secret, body or query string
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from policyproxy.errors import ConfigError, RequirementViolation
 from policyproxy.policy.model import Decision
 from policyproxy.responses import block_status
 
 EVENT_NAME = "policyproxy.policy_decision"
+RELOAD_EVENT = "policyproxy.reload"
 
 
 def decision_attributes(decision: Decision, *, client: str | None = None, status: int | None = None,
@@ -56,3 +58,20 @@ def audit_record(attrs: Mapping[str, Any], when: datetime | None = None) -> dict
     when = when or datetime.now(timezone.utc)
     ts = when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {"ts": ts, "event.name": EVENT_NAME, **attrs}
+
+
+def reload_attributes(outcome: str, digest: str, profile: str, restart_keys: Sequence[str] = (),
+                      errors: Sequence[ConfigError] = ()) -> dict[str, Any]:
+    """One ``policyproxy.reload`` event: ``applied`` (with the keys that still need a restart) or
+    ``refused`` (the running config, its digest, stays in force). Errors are named by file, line
+    and key only, never by the value that was refused."""
+    attrs: dict[str, Any] = {
+        "policyproxy.reload.outcome": outcome,
+        "policyproxy.config.digest": digest,
+        "network.policy.profile": profile,
+        "policyproxy.reload.restart_keys": list(restart_keys),
+    }
+    if errors:
+        attrs["policyproxy.reload.errors"] = [f"{e.location} {e.key}".rstrip() for e in errors]
+        attrs["policyproxy.reload.requirement_violation"] = any(isinstance(e, RequirementViolation) for e in errors)
+    return attrs
