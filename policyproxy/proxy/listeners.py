@@ -208,18 +208,23 @@ class SniScreen:
     the client had asked for it, and a deny or a host that must be intercepted closes the tunnel (the
     client's next attempt, by the right name, is intercepted). A ClientHello that cannot be read, or
     does not arrive whole within ``head_timeout`` of its first byte, closes it too (fail closed).
-    Bytes that are not TLS pass: the proxy cannot see a name in them (SECURITY.md).
+    Bytes that are not TLS pass: the proxy cannot see a name in them (SECURITY.md). Each arrival
+    re-reads what is held, so a hello dripped in more than ``MAX_PIECES`` reads is refused too.
     """
+
+    MAX_PIECES = 64   # real ClientHellos arrive in one to three reads
 
     def __init__(self, app: ProxyApp, target: Target, decision: Decision, client: str, connection_id: str) -> None:
         self.app, self.target, self.decision = app, target, decision
         self.client, self.connection_id = client, connection_id
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.pieces = 0
 
     def __call__(self, held: bytes) -> bool | None:
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.app.options.head_timeout, self._expire)
+        self.pieces += 1
         try:
             hello = parse_client_hello(held)
         except NotTls:
@@ -228,7 +233,10 @@ class SniScreen:
             return self._finish(self._refusal(Reason.INSPECTION_FAILED, self.target.host,
                                               f"unreadable TLS ClientHello on a tunnel: {exc}"))
         if hello is None:
-            return None
+            if self.pieces < self.MAX_PIECES:
+                return None
+            return self._finish(self._refusal(Reason.INSPECTION_FAILED, self.target.host,
+                                              f"TLS ClientHello still incomplete after {self.pieces} reads"))
         return self._finish(self._judge(hello.server_name))
 
     def _judge(self, server_name: str | None) -> Decision | None:

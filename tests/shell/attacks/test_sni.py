@@ -88,6 +88,20 @@ def until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
     return out
 
 
+def all_denies(proxy, host: str) -> list[dict]:
+    return [r for r in read_records(proxy.home / "audit.jsonl")
+            if r.get("server.address") == host and r.get("network.policy.decision") == "deny"]
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def deny_events(proxy, host: str) -> list[dict]:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -141,11 +155,31 @@ def test_a_hello_fragmented_over_records_and_writes_is_still_read(proxy, upstrea
     records = b"".join(b"\x16\x03\x01" + struct.pack("!H", len(message[i:i + 40])) + message[i:i + 40]
                        for i in range(0, len(message), 40))
     raw = open_tunnel(proxy, "127.0.0.1", upstream.tls_port)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with raw:
-        for i in range(0, len(records), 7):
-            raw.sendall(records[i:i + 7])
-            time.sleep(0.002)
+        for i in range(0, len(records), 61):
+            raw.sendall(records[i:i + 61])
+            time.sleep(0.005)
         assert until_closed(raw) == b""
+    assert deny_events(proxy, "api.github.com")[-1]["network.policy.reason"] == "mitm_required"
+
+
+def test_a_hello_dripped_byte_by_byte_is_refused(proxy, upstream):
+    """Each read re-parses what is held: a hello in hundreds of pieces is refused, not parsed 500 times."""
+    hello = client_hello("upstream.test")
+    before = len(all_denies(proxy, "127.0.0.1"))
+    raw = open_tunnel(proxy, "127.0.0.1", upstream.tls_port)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with raw:
+        try:
+            for i in range(len(hello)):
+                raw.sendall(hello[i:i + 1])
+                time.sleep(0.002)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert until_closed(raw) == b""
+    assert wait_until(lambda: len(all_denies(proxy, "127.0.0.1")) > before)
+    assert all_denies(proxy, "127.0.0.1")[-1]["network.policy.reason"] == "inspection_failed"
 
 
 def _sni_extension(name: bytes) -> bytes:
