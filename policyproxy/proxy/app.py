@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -39,6 +39,9 @@ from policyproxy.redaction.parallel import ParallelFinder
 from policyproxy.redaction.placeholders import MappingStore, Vault, Vaults
 from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
+
+if TYPE_CHECKING:
+    from policyproxy.proxy.listeners import Listener
 
 DecisionSink = Callable[[Decision, dict[str, Any]], None]
 
@@ -114,7 +117,9 @@ class ProxyApp:
             "handler_cancellation": True,
         }
         self.session: aiohttp.ClientSession | None = None
-        self.servers: list[asyncio.base_events.Server] = []
+        self.servers: list[Listener] = []
+        self.clients: set[asyncio.BaseTransport] = set()   # open client connections, for the fd budget
+        self.clients_pruned = 0                            # len(clients) after the last pruning
         self.addresses: dict[str, tuple[str, int]] = {}
         self._ids = itertools.count(1)
         self._plain = web.Server(partial(handle_plain, self), **self.http_options)
@@ -127,7 +132,7 @@ class ProxyApp:
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        from policyproxy.proxy.listeners import HttpEntry, Socks5Entry
+        from policyproxy.proxy.listeners import HttpEntry, Listener, Socks5Entry
 
         connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False, limit=0,
                                          limit_per_host=0, keepalive_timeout=60, ssl=self.upstream_ssl)
@@ -137,13 +142,13 @@ class ProxyApp:
                                              trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
         loop = asyncio.get_running_loop()
         host, port = self.options.listen
-        server = await loop.create_server(lambda: HttpEntry(self), host, port)
+        server = await Listener.open(self, host, port, lambda: HttpEntry(self))
         self.servers.append(server)
         self.addresses["http"] = server.sockets[0].getsockname()[:2]
         self._sweeper = loop.create_task(self._sweep_forever())
         if self.options.socks_listen is not None:
             host, port = self.options.socks_listen
-            server = await loop.create_server(lambda: Socks5Entry(self), host, port)
+            server = await Listener.open(self, host, port, lambda: Socks5Entry(self))
             self.servers.append(server)
             self.addresses["socks5"] = server.sockets[0].getsockname()[:2]
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import hmac
+import resource
+import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from policyproxy.policy.model import Decision, Target
@@ -40,6 +44,84 @@ def raw_response(status: int, body: bytes, headers: tuple[tuple[str, str], ...] 
 def _peer(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     return str(peer[0]) if peer else "unknown"
+
+
+# Descriptors kept for what is not a client connection: listeners, the event loop, log and audit
+# files, CA and leaf files, worker pipes, idle upstream keep-alive connections beyond one per client.
+FD_RESERVE = 64
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def connection_budget() -> int:
+    """How many client connections may be open at once: each may hold two descriptors (the client
+    and its upstream), under the soft ``RLIMIT_NOFILE`` read now (it can change while running)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(8, (soft - FD_RESERVE) // 2)
+
+
+class Listener:
+    """A listening socket whose accept loop stops accepting at the connection budget.
+
+    asyncio's own server accepts until ``accept()`` fails with EMFILE, then logs a traceback and the
+    connections it did accept fail upstream with 502. Here a client over the budget waits in the
+    kernel's backlog until a connection closes, and an accept that still runs out of descriptors waits
+    and retries. ``close()`` and ``sockets`` match what ``ProxyApp.stop`` uses of an asyncio server.
+    """
+
+    BACKLOG = 1024
+
+    def __init__(self, app: ProxyApp, sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
+        self.app = app
+        self.sockets = [sock]
+        self.factory = factory
+        self.task = asyncio.get_running_loop().create_task(self._accept_forever())
+
+    @classmethod
+    async def open(cls, app: ProxyApp, host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> Listener:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=cls.BACKLOG)
+        sock.setblocking(False)
+        return cls(app, sock, factory)
+
+    async def _accept_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self.sockets[0]
+        warned = False
+        while True:
+            while self._full():
+                await asyncio.sleep(0.02)
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_FDS:
+                    raise
+                if not warned:
+                    self.app.log.warning("out of file descriptors (%s): new connections wait in the backlog",
+                                         exc.strerror)
+                    warned = True
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                transport, _ = await loop.connect_accepted_socket(self.factory, conn)
+            except OSError:
+                conn.close()
+                continue
+            self.app.clients.add(transport)
+
+    def _full(self) -> bool:
+        clients = self.app.clients
+        budget = connection_budget()
+        if len(clients) >= min(budget, self.app.clients_pruned + 256):   # closed ones are dropped in batches
+            for transport in [t for t in clients if t.is_closing()]:
+                clients.discard(transport)
+            self.app.clients_pruned = len(clients)
+        return len(clients) >= budget
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.sockets[0].close()
 
 
 class _Opening(asyncio.Protocol):

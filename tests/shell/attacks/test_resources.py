@@ -157,3 +157,50 @@ def test_low_fd_limit_soak_serves_600_tunnels(start_proxy, upstream, pki):
     assert failures == 0, f"{failures} of 600 tunnelled requests failed under ulimit -n 256"
     assert "Traceback" not in proxy.logs()
     assert fd_count(proxy.process.pid) < 64
+
+
+def test_more_clients_than_descriptors_wait_instead_of_failing(start_proxy, upstream):
+    """150 tunnels held open at once need about 300 descriptors; with ``ulimit -n 256`` the proxy used to
+    accept them all, fail upstream connects with EMFILE (502) and log accept() tracebacks. Now clients
+    over the budget wait in the backlog and are served as others close."""
+    import asyncio
+
+    proxy = start_proxy(CONFIG)
+    resource.prlimit(proxy.process.pid, resource.RLIMIT_NOFILE, (256, 256))
+    target = f"tunnel.test:{upstream.plain_port}"
+
+    async def use(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(f"GET /held HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer.startswith(b"HTTP/1.1 200")
+
+    async def scenario() -> tuple[int, int, int]:
+        clients = [await asyncio.open_connection("127.0.0.1", proxy.http_port) for _ in range(150)]
+        for _, writer in clients:
+            writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+
+        async def head(reader: asyncio.StreamReader, timeout: float) -> bytes | None:
+            try:
+                return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+            except asyncio.TimeoutError:
+                return None
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                return getattr(exc, "partial", b"") or b"closed"
+
+        first = await asyncio.gather(*(head(r, 3) for r, _ in clients))
+        answered_first = sum(1 for h in first if h is not None)
+        failures = sum(1 for h in first if h is not None and not h.startswith(b"HTTP/1.1 200"))
+        served = [c for c, h in zip(clients, first, strict=True) if h is not None and h.startswith(b"HTTP/1.1 200")]
+        failures += sum(not ok for ok in await asyncio.gather(*(use(r, w) for r, w in served)))
+        waiting = [c for c, h in zip(clients, first, strict=True) if h is None]
+        later = await asyncio.gather(*(head(r, 15) for r, _ in waiting))
+        failures += sum(1 for h in later if h is None or not h.startswith(b"HTTP/1.1 200"))
+        ready = [c for c, h in zip(waiting, later, strict=True) if h is not None and h.startswith(b"HTTP/1.1 200")]
+        failures += sum(not ok for ok in await asyncio.gather(*(use(r, w) for r, w in ready)))
+        return answered_first, len(waiting), failures
+
+    answered_first, waited, failures = asyncio.run(scenario())
+    assert failures == 0, f"{failures} of 150 clients failed ({answered_first} answered at once, {waited} waited)"
+    assert waited > 0      # the budget ((256 - 64) / 2 = 96) held the rest back
+    assert "Traceback" not in proxy.logs()
