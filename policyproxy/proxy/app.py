@@ -120,6 +120,7 @@ class ProxyApp:
         self.servers: list[Listener] = []
         self.clients: set[asyncio.BaseTransport] = set()   # open client connections, for the fd budget
         self.clients_pruned = 0                            # len(clients) after the last pruning
+        self.clients_opening = 0                           # accepted, transport not made yet
         self.addresses: dict[str, tuple[str, int]] = {}
         self._ids = itertools.count(1)
         self._plain = web.Server(partial(handle_plain, self), **self.http_options)

@@ -62,21 +62,29 @@ def connection_budget() -> int:
 
 
 class Listener:
-    """A listening socket whose accept loop stops accepting at the connection budget.
+    """A listening socket that stops accepting at the connection budget.
 
-    asyncio's own server accepts until ``accept()`` fails with EMFILE, then logs a traceback and the
-    connections it did accept fail upstream with 502. Here a client over the budget waits in the
-    kernel's backlog until a connection closes, and an accept that still runs out of descriptors waits
-    and retries. ``close()`` and ``sockets`` match what ``ProxyApp.stop`` uses of an asyncio server.
+    asyncio's own server accepts until ``accept()`` fails with EMFILE, then logs a traceback, and the
+    connections it did accept fail upstream with 502. Here, like asyncio's server, every readiness
+    accepts what the backlog holds, but only up to the budget: then the socket is unwatched, clients
+    wait in the kernel's backlog, and it is watched again once connections have closed. An accept
+    that still runs out of descriptors waits and retries. ``close()`` and ``sockets`` are what
+    ``ProxyApp.stop`` and ``start`` use of an asyncio server.
     """
 
     BACKLOG = 1024
+    RETRY = 0.02      # seconds between looks at a full budget
+    NO_FDS_RETRY = 0.1
 
     def __init__(self, app: ProxyApp, sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
         self.app = app
         self.sockets = [sock]
         self.factory = factory
-        self.task = asyncio.get_running_loop().create_task(self._accept_forever())
+        self.loop = asyncio.get_running_loop()
+        self.watching = False
+        self.closed = False
+        self.warned = False
+        self._watch()
 
     @classmethod
     async def open(cls, app: ProxyApp, host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> Listener:
@@ -85,42 +93,74 @@ class Listener:
         sock.setblocking(False)
         return cls(app, sock, factory)
 
-    async def _accept_forever(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _watch(self) -> None:
+        if not self.closed and not self.watching:
+            self.loop.add_reader(self.sockets[0].fileno(), self._accept_ready)
+            self.watching = True
+
+    def _unwatch(self, retry: float) -> None:
+        if self.watching:
+            self.loop.remove_reader(self.sockets[0].fileno())
+            self.watching = False
+        self.loop.call_later(retry, self._resume)
+
+    def _resume(self) -> None:
+        if self.closed:
+            return
+        if self._full():
+            self.loop.call_later(self.RETRY, self._resume)
+            return
+        self._watch()
+        self._accept_ready()
+
+    def _accept_ready(self) -> None:
         sock = self.sockets[0]
-        warned = False
-        while True:
-            while self._full():
-                await asyncio.sleep(0.02)
+        for _ in range(self.BACKLOG):
+            if self._full():
+                self._unwatch(self.RETRY)
+                return
             try:
-                conn, _ = await loop.sock_accept(sock)
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
                 if exc.errno not in _OUT_OF_FDS:
-                    raise
-                if not warned:
+                    self.app.log.warning("accept on %s failed: %s", sock.getsockname(), exc.strerror)
+                    return
+                if not self.warned:
                     self.app.log.warning("out of file descriptors (%s): new connections wait in the backlog",
                                          exc.strerror)
-                    warned = True
-                await asyncio.sleep(0.1)
-                continue
-            try:
-                transport, _ = await loop.connect_accepted_socket(self.factory, conn)
-            except OSError:
-                conn.close()
-                continue
-            self.app.clients.add(transport)
+                    self.warned = True
+                self._unwatch(self.NO_FDS_RETRY)
+                return
+            conn.setblocking(False)
+            self.app.clients_opening += 1
+            self.app.spawn(self._start(conn))
+
+    async def _start(self, conn: socket.socket) -> None:
+        try:
+            transport, _ = await self.loop.connect_accepted_socket(self.factory, conn)
+        except OSError:
+            conn.close()
+            return
+        finally:
+            self.app.clients_opening -= 1
+        self.app.clients.add(transport)
 
     def _full(self) -> bool:
-        clients = self.app.clients
+        app = self.app
         budget = connection_budget()
-        if len(clients) >= min(budget, self.app.clients_pruned + 256):   # closed ones are dropped in batches
-            for transport in [t for t in clients if t.is_closing()]:
-                clients.discard(transport)
-            self.app.clients_pruned = len(clients)
-        return len(clients) >= budget
+        if len(app.clients) + app.clients_opening >= min(budget, app.clients_pruned + 256):
+            for transport in [t for t in app.clients if t.is_closing()]:   # closed ones leave in batches
+                app.clients.discard(transport)
+            app.clients_pruned = len(app.clients)
+        return len(app.clients) + app.clients_opening >= budget
 
     def close(self) -> None:
-        self.task.cancel()
+        self.closed = True
+        if self.watching:
+            self.loop.remove_reader(self.sockets[0].fileno())
+            self.watching = False
         self.sockets[0].close()
 
 
