@@ -273,3 +273,29 @@ def test_check_warns_when_star_is_allowed_next_to_hooks(tmp_path):
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "POLICYPROXY_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert '"*" is allowed' not in done.stderr
+
+
+def _hello_with_sni(name: bytes) -> bytes:
+    extensions = _sni_extension(name)
+    body = (b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+            + struct.pack("!H", len(extensions)) + extensions)
+    message = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(message)) + message
+
+
+@pytest.mark.parametrize(("server_name", "event_host", "reason"), [
+    ("api.github.com:443", "api.github.com", "mitm_required"),     # a port in the name
+    ("API.GitHub.COM.", "api.github.com", "mitm_required"),        # mixed case and a trailing dot
+    ("api.github.com..", "api.github.com..", "not_allowed"),       # not a usable host: denied
+    ("api%2egithub.com", "api%2egithub.com", "not_allowed"),       # percent-encoding is not a host
+])
+def test_odd_sni_spellings_are_decided_and_refused(proxy, upstream, server_name, event_host, reason):
+    """Hand-built hellos (OpenSSL refuses to send these names): every spelling is either the hooked
+    host (intercept required) or not a host at all (denied); none gets a plain tunnel."""
+    before = len(upstream.requests)
+    raw = open_tunnel(proxy, "127.0.0.1", upstream.tls_port)
+    with raw:
+        raw.sendall(_hello_with_sni(server_name.encode()))
+        assert until_closed(raw) == b""
+    assert len(upstream.requests) == before
+    assert deny_events(proxy, event_host)[-1]["network.policy.reason"] == reason
