@@ -204,3 +204,49 @@ def test_more_clients_than_descriptors_wait_instead_of_failing(start_proxy, upst
     assert failures == 0, f"{failures} of 150 clients failed ({answered_first} answered at once, {waited} waited)"
     assert waited > 0      # the budget ((256 - 64) / 2 = 96) held the rest back
     assert "Traceback" not in proxy.logs()
+
+
+def test_a_half_closed_client_still_gets_the_whole_answer(start_proxy):
+    """Closing both sides on the second EOF must not cut the first direction short: a server that
+    answers only after the client's EOF (aiohttp does not, so a raw one) still gets its answer through."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve_one() -> None:
+        conn, _ = server.accept()
+        with conn:
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+            conn.sendall(b"received %d bytes;" % len(received) + b"z" * 200_000 + b";end")
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    proxy = start_proxy(CONFIG, extra=["--resolve", f"halfclose.test:{port}:127.0.0.1"])
+    raw = _http_connect(proxy.http_port, f"halfclose.test:{port}")
+    with raw:
+        raw.sendall(b"x" * 5000)
+        raw.shutdown(socket.SHUT_WR)               # the client is done sending, still reading
+        raw.settimeout(10)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    thread.join(5)
+    server.close()
+    assert answer.startswith(b"received 5000 bytes;") and answer.endswith(b";end") and len(answer) == 200_024
+
+
+def test_vanished_clients_give_back_their_fds(proxy, upstream):
+    """Clients that reset the connection (SO_LINGER 0) in the middle of a request."""
+    pid = proxy.process.pid
+    target = f"tunnel.test:{upstream.plain_port}"
+    before = settled_fds(pid, 0, timeout=0.5)
+    for _ in range(100):
+        raw = _http_connect(proxy.http_port, target)
+        raw.sendall(f"GET /gone HTTP/1.1\r\nHost: {target}\r\n".encode())      # head never finished
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+    after = settled_fds(pid, before + 4)
+    assert after <= before + 4, f"{after - before} fds left open after 100 reset tunnels"
