@@ -24,7 +24,7 @@ from policyproxy.config.requirements import DEFAULT_REQUIREMENTS_PATH, apply_req
 from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpec, Settings
 from policyproxy.config.source import KeyPath, TomlSource, format_key, load_toml
 from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
-from policyproxy.policy.hosts import url_host
+from policyproxy.grammar.hosts import url_host
 from policyproxy.reasons import Mode
 
 OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway", "audit"})

@@ -26,9 +26,9 @@ from policyproxy.config.schema import (
     SecretRef,
 )
 from policyproxy.config.source import KeyPath
-from policyproxy.policy.hosts import normalize_host
-from policyproxy.policy.paths import normalize_path
-from policyproxy.policy.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
+from policyproxy.grammar.hosts import normalize_host
+from policyproxy.grammar.paths import normalize_path
+from policyproxy.grammar.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
 from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
 from policyproxy.redaction.names import DETECTOR_NAMES
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policyproxy.policy.hosts import IPAddress
+from policyproxy.grammar.hosts import IPAddress
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 
 

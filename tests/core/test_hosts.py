@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from policyproxy.policy.hosts import is_local_name, is_non_public, normalize_host
+from policyproxy.grammar.hosts import is_local_name, is_non_public, normalize_host
 
 
 @pytest.mark.parametrize(("raw", "canonical"), [
@@ -65,6 +65,6 @@ def test_localhost_names_are_local():
     ("http:///path", None),
 ])
 def test_url_host(url, host):
-    from policyproxy.policy.hosts import url_host
+    from policyproxy.grammar.hosts import url_host
 
     assert url_host(url) == host

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policyproxy.policy.paths import normalize_path
+from policyproxy.grammar.paths import normalize_path
 
 
 @pytest.mark.parametrize(("raw", "canonical"), [

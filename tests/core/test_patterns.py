@@ -1,6 +1,6 @@
 import pytest
 
-from policyproxy.policy.patterns import DomainIndex, DomainPattern, PatternError, compile_matcher
+from policyproxy.grammar.patterns import DomainIndex, DomainPattern, PatternError, compile_matcher
 
 
 @pytest.mark.parametrize(("pattern", "host", "matches"), [

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from policyproxy.policy.hosts import normalize_host
+from policyproxy.grammar.hosts import normalize_host
 
 T = TypeVar("T")
 
