@@ -12,11 +12,11 @@ from pathlib import Path
 
 from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
 from policyproxy.errors import ConfigError, ConfigErrors
-from policyproxy.policy.decide import CompiledHook, Policy
 from policyproxy.grammar.hosts import parse_ip, url_host
-from policyproxy.policy.model import HeaderEdits, Secret
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import DomainIndex, DomainKind, DomainPattern, compile_matcher
+from policyproxy.policy.decide import CompiledHook, Policy
+from policyproxy.policy.model import HeaderEdits, Secret
 from policyproxy.reasons import Source, Verdict
 
 ReadFile = Callable[[str], str]

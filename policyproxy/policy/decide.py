@@ -14,9 +14,9 @@ from urllib.parse import unquote_plus
 
 from policyproxy.config.schema import DomainRule
 from policyproxy.grammar.hosts import is_local_name, is_non_public, normalize_host, parse_ip
-from policyproxy.policy.model import Decision, HeaderEdits, RedactionTarget, Request, Target
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import DomainIndex, Matcher
+from policyproxy.policy.model import Decision, HeaderEdits, RedactionTarget, Request, Target
 from policyproxy.reasons import READ_ONLY_METHODS, Mode, Protocol, Reason, Source, Verdict
 
 _PLAINTEXT = (Protocol.HTTP, Protocol.GATEWAY)
