@@ -26,7 +26,7 @@ from policyproxy.config.schema import (
     SecretRef,
 )
 from policyproxy.config.source import KeyPath
-from policyproxy.grammar.hosts import normalize_host
+from policyproxy.grammar.hosts import HostSyntaxError, config_host, without_scheme
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
 from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
@@ -181,9 +181,10 @@ def parse_hooks(r: Reader, raw: object, path: KeyPath, source: Source) -> tuple[
         elif "*" in host_text:
             r.error((*at, "host"), f"must be an exact host without wildcards, got {host_text!r}")
         else:
-            host = normalize_host(host_text)
-            if host is None:
-                r.error((*at, "host"), f"{host_text!r} is not a valid host name or IP address")
+            try:
+                host = config_host(host_text)
+            except HostSyntaxError as exc:
+                r.error((*at, "host"), str(exc))
         methods = _hook_methods(r, table, at)
         prefixes = _hook_paths(r, table, at)
         query = _value_matchers(r, table, "query", at, header_names=False)
@@ -327,12 +328,27 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
 
 
 def endpoint_problem(endpoint: str) -> str | None:
-    """Why ``host/path-prefix`` is not a usable redaction endpoint, or None."""
+    """Why ``host/path-prefix`` is not a usable redaction endpoint, or None.
+
+    A scheme would be read as the host ``https`` (and the endpoint never match), a port or user info
+    would be dropped, so each is refused with the endpoint that was probably meant.
+    """
+    meant = without_scheme(endpoint)
+    if meant is not None:
+        hint = f': did you mean "{meant}"?' if meant and endpoint_problem(meant) is None else ""
+        return f"{endpoint!r} has a scheme; endpoints are host/path-prefix (any port){hint}"
     host, slash, path = endpoint.partition("/")
     if not slash:
         return f"must be host/path-prefix (like 'api.openai.com/v1/responses'), got {endpoint!r}"
-    if normalize_host(host) is None or "*" in host:
-        return f"{host!r} is not a valid exact host"
+    if "*" in host:
+        return f"{host!r} is not an exact host"
+    try:
+        config_host(host)
+    except HostSyntaxError as exc:
+        if exc.meant is None:
+            return str(exc)
+        meant = f"{exc.meant}/{path}"
+        return f"{endpoint!r}: {str(exc).partition(': did you mean')[0]}: did you mean \"{meant}\"?"
     if normalize_path("/" + path) is None:
-        return f"'/{path}' is not a valid path"
+        return f"'/{path}' is not a valid path prefix"
     return None

@@ -4,21 +4,24 @@ A host is compared in one form only: lower case, no trailing dot, no brackets or
 (punycode) for non-ASCII names, and IP literals in their canonical text. Numeric IPv4 shorthands
 that resolvers accept (``127.1``, ``0x7f.0.0.1``, ``2130706433``) become the dotted quad they mean,
 so they cannot dodge a pattern or the local-address rule.
+
+``normalize_host`` is lenient (a client's ``host:port`` loses its port); ``config_host`` is what
+an operator's text must pass: a bare host, nothing else, or an error that says what was meant.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import idna
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+-]*:/")   # no dot: "api.x:/v1" is a host with a path
 _NUMERIC_V4 = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}")
 
 
@@ -43,10 +46,7 @@ def normalize_host(raw: str) -> str | None:
     if not host or host.endswith("."):
         return None
     if _NUMERIC_V4.fullmatch(host):
-        try:
-            return socket.inet_ntoa(socket.inet_aton(host))
-        except OSError:
-            return None
+        return _numeric_v4(host)
     if not host.isascii():
         try:
             host = idna.encode(host, uts46=True).decode("ascii")
@@ -58,6 +58,94 @@ def normalize_host(raw: str) -> str | None:
     if labels[-1].isdigit():  # a dotted name ending in a number is neither a name nor an IP
         return None
     return host
+
+
+def _numeric_v4(text: str) -> str | None:
+    """``inet_aton``'s reading of 1 to 4 dot-separated numbers (hex ``0x``, octal ``0``, decimal).
+
+    Written out rather than calling ``socket.inet_aton`` so the grammar imports no I/O module; the
+    last number fills the bytes the earlier ones leave (``127.1`` is ``127.0.0.1``).
+    """
+    values: list[int] = []
+    for part in text.split("."):
+        if part.startswith("0x"):
+            values.append(int(part[2:], 16))
+        elif len(part) > 1 and part.startswith("0"):
+            if not part.isdigit() or "8" in part or "9" in part:
+                return None
+            values.append(int(part, 8))
+        else:
+            values.append(int(part))
+    *head, last = values
+    if any(v > 0xFF for v in head) or last >= 1 << (8 * (4 - len(head))):
+        return None
+    number = last
+    for i, value in enumerate(head):
+        number |= value << (8 * (3 - i))
+    return str(ipaddress.IPv4Address(number))
+
+
+class HostSyntaxError(ValueError):
+    """Operator text that is not a bare host; ``meant`` is the host it seems to name, if any."""
+
+    def __init__(self, message: str, meant: str | None = None) -> None:
+        super().__init__(message + (f': did you mean "{meant}"?' if meant else ""))
+        self.meant = meant
+
+
+def config_host(text: str, *, keep: str = "", written: str | None = None) -> str:
+    """The canonical host of ``text`` as written in configuration, refusing anything that is not one.
+
+    A URL (``https://pastebin.com``), a port (``api.x:8443``), a path (``api.x/v1``), user info
+    (``me@api.x``), a query or a fragment would otherwise be read as some other host, or lose the
+    part that mattered, and a deny or hook would silently do nothing. ``keep`` is a pattern prefix
+    (``*.``) to put back in the suggestion, ``written`` the whole text to quote in the message.
+    """
+    stripped = text.strip()
+    shown = repr(written if written is not None else text)
+    what = _not_a_host(stripped)
+    if what is not None:
+        meant = _meant_host(stripped)
+        raise HostSyntaxError(f"{shown} {what}, not a host", keep + meant if meant else None)
+    host = normalize_host(stripped)
+    if host is None:
+        raise HostSyntaxError(f"{shown} is not a valid host name or IP address")
+    return host
+
+
+def _not_a_host(text: str) -> str | None:
+    """What ``text`` carries besides a host (a phrase for the message), or None."""
+    if "://" in text or without_scheme(text) is not None:
+        return "is a URL"
+    for char, what in (("/", "carries a path"), ("@", "carries user info"), ("?", "carries a query"),
+                       ("#", "carries a fragment")):
+        if char in text:
+            return what
+    if text.startswith("["):
+        return "carries a port" if not text.endswith("]") else None
+    if text.count(":") == 1:
+        return "carries a port (domain rules apply to every port)"
+    return None
+
+
+def without_scheme(text: str) -> str | None:
+    """``text`` after its ``scheme:/`` or ``scheme://`` (the slashes dropped); None if it has none."""
+    scheme = _SCHEME.match(text)
+    return text[scheme.end():].lstrip("/") if scheme is not None else None
+
+
+def _meant_host(text: str) -> str | None:
+    """The host a URL-ish ``text`` names, for a suggestion; None when there is none."""
+    rest = without_scheme(text)
+    try:
+        parts: SplitResult = urlsplit("//" + (text if rest is None else rest))
+        hostname = parts.hostname
+    except ValueError:
+        return None
+    if not hostname:
+        return None
+    host = normalize_host(hostname)
+    return host if host is not None and host != text else None
 
 
 def url_host(url: str) -> str | None:
@@ -105,18 +193,48 @@ _NON_PUBLIC_V6 = tuple(
     ipaddress.IPv6Network(n)
     for n in ("::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8", "2001:db8::/32")
 )
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_LOW32 = 0xFFFFFFFF
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")             # RFC 6052 well-known prefix
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")     # RFC 8215 local-use prefixes
+_NAT64_LOCAL_96 = ipaddress.IPv6Network("64:ff9b:1::/96")
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")            # ::a.b.c.d (deprecated, still routed by some stacks)
+_V4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # ::ffff:0:a.b.c.d (SIIT, RFC 2765)
+_ISATAP_IIDS = (0x00005EFE, 0x02005EFE)                    # interface id ::5efe:a.b.c.d, any /64 prefix
+
+
+def embedded_v4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...] | None:
+    """The IPv4 addresses an IPv6 address carries and that a relay or translator may deliver to.
+
+    Mapped, compatible and translated forms, NAT64 (RFC 6052 and RFC 8215), 6to4, Teredo (server
+    and client, the client's bits inverted) and ISATAP. ``()`` means "embedded in a layout that
+    cannot be read" (a local-use NAT64 prefix other than /96), which callers treat as non-public.
+    """
+    value = int(ip)
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip in _V4_COMPATIBLE or ip in _V4_TRANSLATED or ip in _NAT64 or ip in _NAT64_LOCAL_96:
+        return (ipaddress.IPv4Address(value & _LOW32),)
+    if ip in _NAT64_LOCAL:
+        return ()
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo
+    if (value >> 32) & _LOW32 in _ISATAP_IIDS:
+        return (ipaddress.IPv4Address(value & _LOW32),)
+    return None
 
 
 def is_non_public(ip: IPAddress) -> bool:
-    """Loopback, private, link-local (cloud metadata included), CGNAT, reserved or multicast."""
+    """Loopback, private, link-local (cloud metadata included), CGNAT, reserved or multicast.
+
+    An IPv6 address that embeds IPv4 addresses is non-public when any of them is.
+    """
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return is_non_public(embedded)
-        return any(ip in net for net in _NON_PUBLIC_V6)
+        if any(ip in net for net in _NON_PUBLIC_V6):
+            return True
+        embedded = embedded_v4(ip)
+        return embedded is not None and (not embedded or any(is_non_public(a) for a in embedded))
     return any(ip in net for net in _NON_PUBLIC_V4)
 
 

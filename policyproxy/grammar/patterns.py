@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from policyproxy.grammar.hosts import normalize_host
+from policyproxy.grammar.hosts import HostSyntaxError, config_host, without_scheme
 
 T = TypeVar("T")
 
@@ -42,6 +42,8 @@ class DomainPattern:
     @classmethod
     def parse(cls, text: str) -> DomainPattern:
         stripped = text.strip()
+        if without_scheme(stripped) is not None:
+            raise PatternError(str(HostSyntaxError(f"{text!r} is a URL, not a host", _meant_pattern(stripped))))
         if stripped == "*":
             return cls(DomainKind.GLOBAL, "", text)
         kind, rest = DomainKind.EXACT, stripped
@@ -49,14 +51,15 @@ class DomainPattern:
             kind, rest = DomainKind.APEX_AND_SUBDOMAINS, stripped[3:]
         elif stripped.startswith("*."):
             kind, rest = DomainKind.SUBDOMAINS, stripped[2:]
-        if "*" in rest or "?" in rest:
+        if "*" in rest:
             raise PatternError(
                 f"unsupported domain pattern {text!r}: use an exact host, '*.domain' (subdomains), "
                 "'**.domain' (apex and subdomains) or '*' (everything, allow only)"
             )
-        domain = normalize_host(rest)
-        if domain is None:
-            raise PatternError(f"{text!r} is not a valid host name or IP address")
+        try:
+            domain = config_host(rest, keep=stripped[:len(stripped) - len(rest)], written=text)
+        except HostSyntaxError as exc:
+            raise PatternError(str(exc)) from None
         return cls(kind, domain, text)
 
     def matches(self, host: str) -> bool:
@@ -80,6 +83,20 @@ class DomainPattern:
         if other.domain == self.domain:
             return self.kind is DomainKind.APEX_AND_SUBDOMAINS or other.kind is DomainKind.SUBDOMAINS
         return other.domain.endswith("." + self.domain)
+
+
+def _meant_pattern(url: str) -> str | None:
+    """The domain pattern a URL seems to name (``https://*.x.com:8443/p`` -> ``*.x.com``), if any."""
+    authority = re.split(r"[/?#]", without_scheme(url) or "", maxsplit=1)[0].rpartition("@")[2]
+    if not authority.startswith("[") and authority.count(":") == 1:
+        authority = authority.partition(":")[0]
+    try:
+        pattern = DomainPattern.parse(authority) if authority else None
+    except PatternError:
+        return None
+    if pattern is None or pattern.kind is DomainKind.GLOBAL:
+        return None
+    return {DomainKind.SUBDOMAINS: "*.", DomainKind.APEX_AND_SUBDOMAINS: "**."}.get(pattern.kind, "") + pattern.domain
 
 
 @dataclass(frozen=True)

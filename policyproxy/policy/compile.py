@@ -12,7 +12,7 @@ from pathlib import Path
 
 from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
 from policyproxy.errors import ConfigError, ConfigErrors
-from policyproxy.grammar.hosts import parse_ip, url_host
+from policyproxy.grammar.hosts import normalize_host, parse_ip, url_host
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import DomainIndex, DomainKind, DomainPattern, compile_matcher
 from policyproxy.policy.decide import CompiledHook, Policy
@@ -62,7 +62,7 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
         for endpoint in redaction.endpoints:
             host, _, path = endpoint.partition("/")
             canonical = normalize_path("/" + path) or "/" + path
-            endpoints.setdefault(host.lower(), []).append((canonical.lower(), endpoint))
+            endpoints.setdefault(normalize_host(host) or host.lower(), []).append((canonical.lower(), endpoint))
     return Policy(
         profile=settings.profile,
         mode=net.mode,
