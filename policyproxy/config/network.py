@@ -26,6 +26,7 @@ from policyproxy.config.schema import (
     SecretRef,
 )
 from policyproxy.config.source import KeyPath
+from policyproxy.grammar.headers import HOP_BY_HOP, is_upstream_name
 from policyproxy.grammar.hosts import HostSyntaxError, config_host, without_scheme
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
@@ -245,6 +246,9 @@ def _value_matchers(r: Reader, table: Mapping[str, Any], key: str, at: KeyPath, 
             continue
         if header_names and not _TOKEN.fullmatch(name):
             r.error(where, f"{name!r} is not a valid header name")
+        elif header_names and not is_upstream_name(name.lower(), HOP_BY_HOP):
+            r.error(where, f"{name!r} never reaches the upstream (hop-by-hop, Proxy-* or set by the proxy), "
+                    "so a matcher on it would check something the server never sees")
         for i, value in enumerate(values):
             try:
                 compile_matcher(value, path=False)

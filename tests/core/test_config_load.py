@@ -334,3 +334,12 @@ def test_redaction_table_defaults_and_overrides(tmp_path):
 ])
 def test_redaction_mistakes(tmp_path, body, message):
     assert message in only_error(tmp_path, "[permissions.ws.network]\n" + body + "\n")
+
+
+@pytest.mark.parametrize("name", ["connection", "Keep-Alive", "te", "host", "expect", "proxy-authorization",
+                                  "Proxy-Anything", "transfer-encoding", "upgrade"])
+def test_a_header_matcher_on_a_name_that_never_reaches_the_upstream_is_refused(tmp_path, name):
+    text = HOOKED.replace('action = ["strip_auth"]', f'action = ["strip_auth"]\nheaders = {{ "{name}" = [] }}')
+    message = only_error(tmp_path, text)
+    assert f'permissions.ws.network.mitm.hooks.github_write.headers.{name}' in message.replace(f'"{name}"', name)
+    assert "never reaches the upstream" in message

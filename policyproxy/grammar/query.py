@@ -1,0 +1,57 @@
+"""Query strings as hook matchers read them, and the keys a server may read as another key.
+
+``parse_query`` form-decodes ``&``-separated pairs (as ``parse_qsl(keep_blank_values=True)``).
+Servers do not all stop there: some fold case (``State``), PHP and Rails read ``state[]`` as
+``state``, C code stops at a NUL (``state%00``), frameworks trim spaces (``state+``, ``state%20``),
+Windows "best fit" and NFKC fold fullwidth letters (``ｓｔａｔｅ``), PHP turns ``.`` into ``_``, and
+older stacks split on ``;`` too (``a=1;state=all``). ``key_skeleton`` folds all of these to one
+spelling; a hook never matches a request in which a key other than its own has the skeleton of one
+of its query keys, or in which ``;`` changes what one of its keys holds (``ambiguous_key``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+from urllib.parse import unquote_plus
+
+_SEPARATORS = re.compile(r"[&;]")
+
+
+def parse_query(raw: str, *, semicolons: bool = False) -> dict[str, list[str]]:
+    """Form-decode a query string into key -> values; ``semicolons`` also splits on ``;``."""
+    out: dict[str, list[str]] = {}
+    for part in _SEPARATORS.split(raw) if semicolons else raw.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            key, value = unquote_plus(key), unquote_plus(value)
+        out.setdefault(key, []).append(value)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def key_skeleton(key: str) -> str:
+    """``key`` folded as lenient servers fold it: compatibility-decomposed, case-folded, ASCII letters
+    and digits only (accents, brackets, NUL, spaces, dots, underscores dropped)."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", key).casefold() if c.isascii() and c.isalnum())
+    return folded or key
+
+
+def ambiguous_key(raw: str, parsed: dict[str, list[str]], keys: frozenset[str]) -> str | None:
+    """The first request key a server may read as one of ``keys`` though it is not one, else None.
+
+    ``parsed`` is ``parse_query(raw)``. Also reports a key of ``keys`` whose values change when
+    ``;`` separates pairs as well.
+    """
+    skeletons = {key_skeleton(k) for k in keys}
+    for key in parsed:
+        if key not in keys and key_skeleton(key) in skeletons:
+            return key
+    if ";" in raw:
+        for key, values in parse_query(raw, semicolons=True).items():
+            if key_skeleton(key) in skeletons and (key not in keys or parsed.get(key) != values):
+                return key
+    return None
