@@ -6,11 +6,10 @@ a ``ConfigError`` naming the variable or path, never the value.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
+from policyproxy.config.source import process_environment, read_secret_file
 from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.grammar.hosts import normalize_host, parse_ip, url_host
 from policyproxy.grammar.paths import normalize_path
@@ -22,13 +21,9 @@ from policyproxy.reasons import Source, Verdict
 ReadFile = Callable[[str], str]
 
 
-def read_secret_file(path: str) -> str:
-    return Path(path).read_text(encoding="utf-8").strip()
-
-
 def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
                    read_file: ReadFile = read_secret_file) -> Policy:
-    env = os.environ if env is None else env
+    env = process_environment() if env is None else env
     net = settings.network
     errors: list[ConfigError] = []
     where = str(settings.config_file) if settings.config_file else None
