@@ -37,7 +37,7 @@ NETWORK_KEYS = frozenset({
     "enabled", "proxy_url", "enable_socks5", "socks_url", "enable_socks5_udp", "mode",
     "allow_local_binding", "allow_upstream_proxy", "dangerously_allow_non_loopback_proxy",
     "domains", "allowed_domains", "denied_domains", "mitm", "redaction",
-    # Codex keys with no meaning for policyproxy: accepted so a Codex file loads, reported as unused.
+    # Codex keys with no meaning for policyproxy: accepted so a Codex file loads, listed as ignored.
     "admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets",
 })
 CODEX_ONLY_KEYS = frozenset({"admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets"})

@@ -139,9 +139,6 @@ class DomainIndex(Generic[T]):
                 dot = host.find(".", dot + 1)
         return self.everything
 
-    def __len__(self) -> int:
-        return len(self.exact) + len(self.below) + (self.everything is not None)
-
 
 # ---- matchers -------------------------------------------------------------------------------
 
