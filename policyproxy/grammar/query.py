@@ -1,10 +1,10 @@
 """Query strings as hook matchers read them, and the keys a server may read as another key.
 
 ``parse_query`` form-decodes ``&``-separated pairs (as ``parse_qsl(keep_blank_values=True)``).
-Servers do not all stop there: some fold case (``State``), PHP and Rails read ``state[]`` as
-``state``, C code stops at a NUL (``state%00``), frameworks trim spaces (``state+``, ``state%20``),
-Windows "best fit" and NFKC fold fullwidth letters (``ｓｔａｔｅ``), PHP turns ``.`` into ``_``, and
-older stacks split on ``;`` too (``a=1;state=all``). ``key_skeleton`` folds all of these to one
+Servers do not all stop there: some fold case (``State``), PHP and Rails read ``state[]`` and
+``state[0]`` as ``state``, C code stops at a NUL (``state%00``, ``state%00x``), frameworks trim
+spaces (``state+``, ``state%20``), Windows "best fit" and NFKC fold fullwidth letters
+(``ｓｔａｔｅ``), PHP turns ``.`` into ``_``, and older stacks split on ``;`` too (``a=1;state=all``). ``key_skeleton`` folds all of these to one
 spelling; a hook never matches a request in which a key other than its own has the skeleton of one
 of its query keys, or in which ``;`` changes what one of its keys holds (``ambiguous_key``).
 """
@@ -34,9 +34,11 @@ def parse_query(raw: str, *, semicolons: bool = False) -> dict[str, list[str]]:
 
 @lru_cache(maxsize=4096)
 def key_skeleton(key: str) -> str:
-    """``key`` folded as lenient servers fold it: compatibility-decomposed, case-folded, ASCII letters
-    and digits only (accents, brackets, NUL, spaces, dots, underscores dropped)."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", key).casefold() if c.isascii() and c.isalnum())
+    """``key`` folded as lenient servers fold it: cut at a NUL (C strings) or ``[`` (PHP and Rails
+    arrays: ``state[0]`` is ``state``), compatibility-decomposed, case-folded, ASCII letters and
+    digits only (accents, spaces, dots, underscores dropped)."""
+    head = key.split("\x00", 1)[0].split("[", 1)[0]
+    folded = "".join(c for c in unicodedata.normalize("NFKD", head).casefold() if c.isascii() and c.isalnum())
     return folded or key
 
 

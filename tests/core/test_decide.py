@@ -239,7 +239,8 @@ def test_a_header_name_servers_fold_into_a_checked_one_is_ambiguous(p, name):
     "state=open&state%00=all", "state=open&state+=all", "state=open&state%20=all", "state=open&%20state=all",
     "state=open&ｓｔａｔｅ=all", "state=open&%EF%BD%93tate=all", "state=open&ſtate=all", "state=open&st.ate=all",
     "state=open&st_ate=all", "state=open;state=all", "state=open&x=1;state=all", "state=open;x", "State=open",
-    "state=open&state%=all", "state=open&state%C0=all",
+    "state=open&state%=all", "state=open&state%C0=all", "state=open&state[0]=all", "state=open&state%5Bx%5D=all",
+    "state=open&state%00junk=all",
 ])
 def test_query_keys_servers_may_read_as_a_checked_key_are_ambiguous(p, query):
     decision = request(p, "GET", "api.github.com", "/repos/myorg/x", query, READ_HEADERS)

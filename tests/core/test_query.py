@@ -12,6 +12,7 @@ KEYS = frozenset({"state"})
 @pytest.mark.parametrize(("raw", "confused"), [
     ("State=x", "State"), ("state[]=x", "state[]"), ("state%00=x", "state\x00"), ("state+=x", "state "),
     ("state%20=x", "state "), ("ｓｔａｔｅ=x", "ｓｔａｔｅ"), ("st.ate=x", "st.ate"), ("state=a;state=b", "state"),
+    ("state[0]=x", "state[0]"), ("state%5Bx%5D=x", "state[x]"), ("state%00junk=x", "state\x00junk"),
     ("a=1;State=b", "State"), ("state;x=1", "state"), ("state=a;b", "state"),
 ])
 def test_keys_a_server_may_read_as_state(raw, confused):
