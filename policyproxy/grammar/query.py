@@ -4,9 +4,10 @@
 Servers do not all stop there: some fold case (``State``), PHP and Rails read ``state[]`` and
 ``state[0]`` as ``state``, C code stops at a NUL (``state%00``, ``state%00x``), frameworks trim
 spaces (``state+``, ``state%20``), Windows "best fit" and NFKC fold fullwidth letters
-(``ｓｔａｔｅ``), PHP turns ``.`` into ``_``, and older stacks split on ``;`` too (``a=1;state=all``). ``key_skeleton`` folds all of these to one
-spelling; a hook never matches a request in which a key other than its own has the skeleton of one
-of its query keys, or in which ``;`` changes what one of its keys holds (``ambiguous_key``).
+(``ｓｔａｔｅ``), PHP turns ``.`` into ``_``, and older stacks split on ``;`` too
+(``a=1;state=all``). ``key_skeleton`` folds all of these to one spelling; a hook never matches a
+request in which a key other than its own has the skeleton of one of its query keys, or in which
+``;`` changes what one of its keys holds (``ambiguous_key``).
 """
 
 from __future__ import annotations
