@@ -16,7 +16,7 @@ from policyproxy.grammar.headers import forwarded, name_skeleton
 from policyproxy.grammar.hosts import is_local_name, is_non_public, normalize_host, parse_ip
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import DomainIndex, Matcher
-from policyproxy.grammar.query import ambiguous_key, parse_query
+from policyproxy.grammar.query import ambiguous_key, key_skeleton, parse_query
 from policyproxy.policy.model import Decision, HeaderEdits, RedactionTarget, Request, Target
 from policyproxy.reasons import READ_ONLY_METHODS, Mode, Protocol, Reason, Source, Verdict
 
@@ -35,11 +35,13 @@ class CompiledHook:
     allow_plaintext_secrets: bool
     source: Source
     query_keys: frozenset[str] = field(init=False)
+    query_skeletons: frozenset[str] = field(init=False)
     header_names: frozenset[str] = field(init=False)
     header_skeletons: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "query_keys", frozenset(key for key, _ in self.query))
+        object.__setattr__(self, "query_skeletons", frozenset(key_skeleton(key) for key, _ in self.query))
         object.__setattr__(self, "header_names", frozenset(key for key, _ in self.headers))
         object.__setattr__(self, "header_skeletons", frozenset(name_skeleton(key) for key, _ in self.headers))
 
@@ -176,7 +178,7 @@ class Policy:
             if hook.query:
                 if query is None:
                     query = parse_query(request.query)
-                confused = ambiguous_key(request.query, query, hook.query_keys)
+                confused = ambiguous_key(request.query, query, hook.query_keys, hook.query_skeletons)
                 if confused is not None:
                     ambiguity = ambiguity or f"query key {confused!r} may be read as a key hook {hook.name!r} checks"
                     continue
