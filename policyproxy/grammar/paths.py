@@ -7,7 +7,8 @@ depends on the server is refused instead (None): raw control, space, backslash, 
 a broken escape, an encoded NUL, a ``.``/``..`` hidden behind an encoded ``/`` or ``\\``, or a
 segment that is empty, ``.`` or ``..`` once its path parameters are cut off (``..;x``, ``.;``,
 ``%2e%2e%3b``, ``;x``): servlet containers (Tomcat, Jetty, Spring) drop ``;`` parameters before
-resolving dot-segments, so ``/repos/myorg/..;/other`` reaches ``/repos/other`` there. Parameters on
+resolving dot-segments, so ``/repos/myorg/..;/other`` reaches ``/repos/other`` there. A segment of
+three or more dots only (``...``) is refused too: servers that trim trailing dots read it as ``..``. Parameters on
 ordinary segments (``/repos;x/myorg``) are kept as written: a literal prefix does not match them, so
 they cannot widen what a hook allows. The function is idempotent.
 """
@@ -47,8 +48,11 @@ def normalize_path(raw: str) -> str | None:
             continue
         if "%" in segment and any(p in (".", "..") for p in _HIDDEN_SEPARATOR.split(segment)[::2]):
             return None
-        if (";" in segment or "%3B" in segment) and _PARAMETER.split(segment, 1)[0] in ("", ".", ".."):
-            return None
+        head = _PARAMETER.split(segment, 1)[0] if ";" in segment or "%3B" in segment else segment
+        if head in ("", ".", "..") and head != segment:
+            return None   # "..;x": a dot-segment once the parameters are cut
+        if head.startswith("...") and not head.strip("."):
+            return None   # dots only: servers that trim trailing dots (Windows, IIS) read it as ".."
         out.append(segment)
     path = "/" + "/".join(out)
     last = segments[-1]

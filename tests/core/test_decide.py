@@ -402,3 +402,14 @@ def test_query_parsing_agrees_with_the_standard_library(raw):
     for key, value in parse_qsl(raw, keep_blank_values=True):
         expected.setdefault(key, []).append(value)
     assert parse_query(raw) == expected
+
+
+@pytest.mark.parametrize("written", ["API.OpenAI.com/v1/responses", "api.openai.com./v1/responses",
+                                     "[::1]/v1/responses"])
+def test_a_redaction_endpoint_matches_its_host_however_it_was_spelled(tmp_path, written):
+    """An endpoint host written in capitals, with a trailing dot or as a bracketed IPv6 literal still redacts."""
+    host = "::1" if written.startswith("[") else "api.openai.com"
+    text = (f'[permissions.ws.network]\nallow_local_binding = true\n[permissions.ws.network.domains]\n"{host}" = "allow"\n'
+            f'[permissions.ws.network.redaction]\nendpoints = ["{written}"]\n')
+    decision = request(policy(tmp_path, text), "POST", host, "/v1/responses")
+    assert decision.allowed and decision.redaction is not None and decision.redaction.endpoint == written

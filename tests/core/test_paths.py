@@ -65,8 +65,9 @@ def test_normalised_paths_hold_no_dot_segments_or_empty_segments(raw):
     "/repos/myorg/%2e%2e;/other/x", "/repos/myorg/%2E%2e;/other/x", "/repos/myorg/..%3b/other/x",
     "/repos/myorg/..%3B/other/x", "/repos/myorg/%2e%2E%3B/other/x", "/repos/myorg/.%2e%3bx=1/other",
     "/repos/myorg/%2e;/x", "/repos/myorg/;/../other", "/repos/myorg/;x/issues", "/;", "/..;",
+    "/repos/myorg/.../other", "/repos/myorg/..../x", "/repos/myorg/%2e%2e%2e/x", "/repos/myorg/...;x/y",
 ])
-def test_dot_segments_with_path_parameters_are_refused(raw):
+def test_dot_segments_with_path_parameters_or_extra_dots_are_refused(raw):
     assert normalize_path(raw) is None
 
 
@@ -74,7 +75,9 @@ def test_dot_segments_with_path_parameters_are_refused(raw):
     ("/repos;x/myorg/", "/repos;x/myorg/"),
     ("/repos/myorg/x/issues;v=1", "/repos/myorg/x/issues;v=1"),
     ("/a/b%3bc", "/a/b%3Bc"),
-    ("/a/...;x", "/a/...;x"),
+    ("/a/x...;x", "/a/x...;x"),
+    ("/a/.x", "/a/.x"),
+    ("/a/..x", "/a/..x"),
 ])
 def test_parameters_on_ordinary_segments_are_kept_as_written(raw, canonical):
     assert normalize_path(raw) == canonical
