@@ -15,7 +15,9 @@ import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
+
+import re2
 
 from policyproxy.grammar.hosts import HostSyntaxError, config_host, without_scheme
 
@@ -146,13 +148,19 @@ PATTERN_PREFIX = "pattern:"
 LITERAL_PREFIX = "literal:"
 
 
+class Regex(Protocol):
+    """What a compiled glob offers: ``re.Pattern`` and ``re2``'s compiled pattern alike."""
+
+    def fullmatch(self, value: str) -> object | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Matcher:
     """A literal (prefix or whole value) or a compiled glob."""
 
     text: str
     literal: str | None
-    regex: re.Pattern[str] | None
+    regex: Regex | None
 
     def match_prefix(self, value: str) -> bool:
         if self.literal is not None:
@@ -173,25 +181,44 @@ def compile_matcher(text: str, *, path: bool) -> Matcher:
         glob = text[len(PATTERN_PREFIX):]
         if not glob:
             raise PatternError(f"{text!r} has an empty pattern")
-        return Matcher(text, None, re.compile(glob_to_regex(glob, path=path), re.DOTALL))
+        return Matcher(text, None, compile_glob(glob, path=path))
     literal = text[len(LITERAL_PREFIX):] if text.startswith(LITERAL_PREFIX) else text
     return Matcher(text, literal, None)
 
 
-def glob_to_regex(glob: str, *, path: bool) -> str:
-    """Translate a glob to a regex; in path mode single wildcards do not cross ``/``."""
+def compile_glob(glob: str, *, path: bool) -> Regex:
+    """A glob compiled for ``fullmatch``: by ``re`` when it has at most one ``*``/``**`` besides a
+    final ``**`` (a single unbounded run cannot backtrack badly, a final ``.*`` always succeeds, and
+    ``re`` is several times faster per call), else by RE2, whose time is linear in the value:
+    ``*x*x*x*y`` against 8,000 ``x`` took hours with ``re``."""
+    regex, unbounded = glob_to_regex(glob, path=path)
+    if regex.endswith(".*") and not regex.endswith("\\.*"):
+        unbounded -= 1
+    try:
+        return re.compile(regex) if unbounded <= 1 else re2.compile(regex)
+    except (re.error, re2.error) as exc:
+        raise PatternError(f"pattern {glob!r} cannot be compiled: {exc}") from None
+
+
+def glob_to_regex(glob: str, *, path: bool) -> tuple[str, int]:
+    """Translate a glob to a regex both ``re`` and RE2 read alike, and count its unbounded runs.
+
+    In path mode single wildcards do not cross ``/``; everything else is escaped as ``\\xHH``.
+    """
     one = "[^/]" if path else "."
-    out: list[str] = []
+    out: list[str] = ["(?s)"]
+    unbounded = 0
     i, n = 0, len(glob)
     while i < n:
         ch = glob[i]
         if ch == "\\":
             if i + 1 >= n:
                 raise PatternError(f"pattern {glob!r} ends with a lone backslash")
-            out.append(re.escape(glob[i + 1]))
+            out.append(_escape(glob[i + 1]))
             i += 2
             continue
         if ch == "*":
+            unbounded += 1
             if glob.startswith("**", i):
                 out.append(".*")
                 i += 2
@@ -209,14 +236,19 @@ def glob_to_regex(glob: str, *, path: bool) -> str:
             negate = body[:1] == "!"
             if negate:
                 body = body[1:]
-            body = body.replace("\\", "\\\\").replace("^", "\\^")
+            body = "".join("\\" + c if c in "\\^[]" else c for c in body)
             if negate:
-                out.append(f"(?!/)[^{body}]" if path else f"[^{body}]")
+                out.append(f"[^/{body}]" if path else f"[^{body}]")
             else:
                 out.append(f"[{body}]")
             i = end + 1
             continue
         else:
-            out.append(re.escape(ch))
+            out.append(_escape(ch))
         i += 1
-    return "".join(out)
+    return "".join(out), unbounded
+
+
+def _escape(char: str) -> str:
+    """One literal character: letters, digits and non-ASCII as they are, the rest as ``\\xHH``."""
+    return char if char.isalnum() or ord(char) > 0x7F else f"\\x{ord(char):02x}"
