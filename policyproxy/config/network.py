@@ -95,7 +95,7 @@ def parse_network(r: Reader, net: Mapping[str, Any], source: Source = Source.PRO
 def parse_domains(r: Reader, net: Mapping[str, Any], source: Source) -> tuple[DomainRule, ...]:
     rules: list[DomainRule] = []
     table = r.table(net.get("domains", {}), ("domains",))
-    entries = [((("domains", k)), k, v) for k, v in table.items()]
+    entries: list[tuple[KeyPath, str, Any]] = [(("domains", k), k, v) for k, v in table.items()]
     # Codex's older list form, accepted as the same rules.
     for key, verdict in (("allowed_domains", "allow"), ("denied_domains", "deny")):
         for i, pattern in enumerate(r.string_list(net, key, ())):

@@ -226,6 +226,6 @@ def _unescape_basic(raw: str) -> str:
     if "\\" not in raw:
         return raw
     try:
-        return tomllib.loads(f'k = "{raw}"')["k"]
+        return str(tomllib.loads(f'k = "{raw}"')["k"])
     except tomllib.TOMLDecodeError:
         return raw

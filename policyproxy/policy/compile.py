@@ -34,8 +34,8 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
 
     edits = {action.name: _resolve_action(action, env, read_file, error) for action in net.actions}
     hooks: dict[str, list[CompiledHook]] = {}
-    for hook in net.hooks:
-        hooks.setdefault(hook.host, []).append(_compile_hook(hook, edits))
+    for spec in net.hooks:
+        hooks.setdefault(spec.host, []).append(_compile_hook(spec, edits))
     if net.mitm_enabled is False and net.hooks:
         error("mitm.enabled", "is false, but hooks need interception: remove it or the hooks")
     redaction = net.redaction if net.redaction is not None and net.redaction.enabled else None
