@@ -163,3 +163,19 @@ def test_config_hosts_accept_bare_hosts(text, canonical):
 def test_a_config_host_that_is_no_host_at_all_says_so():
     with pytest.raises(HostSyntaxError, match="not a valid host name"):
         config_host("a..b")
+
+
+# ---- attack: Unicode spellings of names and addresses ------------------------------------------
+
+@pytest.mark.parametrize(("raw", "canonical"), [
+    ("ｌｏｃａｌｈｏｓｔ", "localhost"), ("ｐａｓｔｅｂｉｎ.com", "pastebin.com"), ("pastebin。com", "pastebin.com"),
+    ("LOCALHOST.", "localhost"), ("127.1.", "127.0.0.1"), ("0X7F.1", "127.0.0.1"),
+])
+def test_unicode_and_case_spellings_fold_to_the_name_they_mean(raw, canonical):
+    assert normalize_host(raw) == canonical
+
+
+@pytest.mark.parametrize("raw", ["127.0.0.１", "127。0。0。1", "１２７.0.0.1", "127.0.0.1٠", "pastebin.com.."])
+def test_ipv4_spelled_with_non_ascii_digits_or_dots_is_no_host(raw):
+    """A resolver might read these as 127.0.0.1; they never parse, so they are denied as unparseable."""
+    assert normalize_host(raw) is None
