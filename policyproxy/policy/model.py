@@ -50,7 +50,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One HTTP request: ``path`` is the raw request-target path, ``query`` the raw query string."""
+    """One HTTP request: ``path`` is the raw request-target path, ``query`` the raw query string,
+    ``headers`` as the client sent them (hooks see only what ``grammar.headers.forwarded`` keeps)."""
 
     method: str
     path: str
