@@ -106,7 +106,7 @@ def config_host(text: str, *, keep: str = "", written: str | None = None) -> str
     what = _not_a_host(stripped)
     if what is not None:
         meant = _meant_host(stripped)
-        raise HostSyntaxError(f"{shown} {what}, not a host", keep + meant if meant else None)
+        raise HostSyntaxError(f"{shown} {what}", keep + meant if meant else None)
     host = normalize_host(stripped)
     if host is None:
         raise HostSyntaxError(f"{shown} is not a valid host name or IP address")
@@ -116,16 +116,14 @@ def config_host(text: str, *, keep: str = "", written: str | None = None) -> str
 def _not_a_host(text: str) -> str | None:
     """What ``text`` carries besides a host (a phrase for the message), or None."""
     if "://" in text or without_scheme(text) is not None:
-        return "is a URL"
-    for char, what in (("/", "carries a path"), ("@", "carries user info"), ("?", "carries a query"),
-                       ("#", "carries a fragment")):
+        return "is a URL, not a host"
+    for char, what in (("/", "a path"), ("@", "user info"), ("?", "a query"), ("#", "a fragment")):
         if char in text:
-            return what
+            return f"carries {what}, not a host"
+    port = "carries a port, not a host (rules apply to every port)"
     if text.startswith("["):
-        return "carries a port" if not text.endswith("]") else None
-    if text.count(":") == 1:
-        return "carries a port (domain rules apply to every port)"
-    return None
+        return port if not text.endswith("]") else None
+    return port if text.count(":") == 1 else None
 
 
 def without_scheme(text: str) -> str | None:
