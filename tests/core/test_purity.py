@@ -18,8 +18,8 @@ the day it is added). In each of them:
   and ``config/load.py`` (finds the files: ``$POLICYPROXY_HOME``, ``~``, bundled profiles,
   ``/etc/policyproxy``). Everything else gets what they read as arguments.
 
-And ``grammar/`` sits below ``config`` and ``policy``: it imports neither (nor any other
-``policyproxy`` package but itself).
+And the layers point one way: ``grammar/`` imports no other ``policyproxy`` package, and
+``config/`` does not import ``policy/`` (the policy compiles the config, not the reverse).
 
 Dynamic imports by a computed name cannot be seen by an AST walk; ``redaction/inspect.py`` imports
 the optional decompressors (brotli, zstandard) that way.
@@ -135,6 +135,9 @@ def findings(source: str, relpath: str) -> set[str]:
         hit = next((n for n in names if n.startswith("policyproxy.") and not n.startswith("policyproxy.grammar")), None)
         if hit and grammar:
             found.add(f"grammar imports {hit}")
+        hit = next((n for n in names if _within(n, ("policyproxy.policy",))), None)
+        if hit and relpath.startswith("config/"):
+            found.add(f"config imports {hit}")
         if isinstance(node, ast.Import):
             for alias in node.names:
                 aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
@@ -276,6 +279,8 @@ def test_grammar_may_not_import_config_or_policy():
         "from policyproxy.config.schema import Settings", "grammar/planted.py")
     assert "grammar imports policyproxy.policy" in findings("from ..policy import model", "grammar/planted.py")
     assert not findings("from policyproxy.grammar.hosts import normalize_host", "grammar/planted.py")
+    assert "config imports policyproxy.policy.model" in findings(
+        "from policyproxy.policy.model import Secret", "config/planted.py")
 
 
 def test_the_loader_may_read_files_and_the_environment_but_nothing_else():
