@@ -19,8 +19,8 @@ from policyproxy import __version__
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigErrors
+from policyproxy.grammar.hosts import IPAddress
 from policyproxy.policy.compile import compile_policy
-from policyproxy.policy.hosts import IPAddress
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink

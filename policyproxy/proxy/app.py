@@ -26,8 +26,8 @@ import aiohttp
 from aiohttp import web
 
 from policyproxy.config.schema import Settings
+from policyproxy.grammar.hosts import IPAddress, normalize_host
 from policyproxy.policy.decide import Policy
-from policyproxy.policy.hosts import IPAddress, normalize_host
 from policyproxy.policy.model import Decision, Target
 from policyproxy.proxy.forward import handle_plain
 from policyproxy.proxy.resolver import Resolver

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from policyproxy.policy.hosts import normalize_host
+from policyproxy.grammar.hosts import normalize_host
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy import websocket
 from policyproxy.proxy.headers import host_header, proxy_user, request_headers, response_headers

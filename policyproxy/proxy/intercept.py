@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from policyproxy.policy.hosts import IPAddress
+from policyproxy.grammar.hosts import IPAddress
 from policyproxy.proxy import tunnel as pipes
 from policyproxy.proxy.forward import Tunnel, handle_intercepted
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from policyproxy.policy.hosts import IPAddress, normalize_host, parse_ip
+from policyproxy.grammar.hosts import IPAddress, normalize_host, parse_ip
 
 
 class Resolver(AbstractResolver):
