@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.redaction_corpus import claude_code_request, generate, realistic_claude_code_request  # noqa: E402
 from policyproxy.config.schema import RedactionSpec  # noqa: E402
-from policyproxy.proxy.app import GIL_SWITCH_INTERVAL  # noqa: E402
+from policyproxy.proxy.server import GIL_SWITCH_INTERVAL  # noqa: E402
 from policyproxy.redaction.engine import Redactor  # noqa: E402
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vaults  # noqa: E402
 from policyproxy.redaction.restore import StreamRestorer  # noqa: E402
@@ -184,7 +184,8 @@ def proxy_path() -> None:
     from policyproxy.config import load_settings
     from policyproxy.policy.compile import compile_policy
     from policyproxy.policy.model import Request, Target
-    from policyproxy.proxy.app import ProxyApp, ProxyOptions
+    from policyproxy.proxy.options import ProxyOptions
+    from policyproxy.proxy.server import ProxyServer
     from policyproxy.reasons import Protocol
     from policyproxy.tls.ca_store import load_or_create
 
@@ -194,7 +195,7 @@ def proxy_path() -> None:
             config.write_text('[permissions.b.network.domains]\n"*" = "allow"\n[permissions.b.network.redaction]\n')
             settings = load_settings(config, env={"POLICYPROXY_HOME": tmp})
             policy = compile_policy(settings, env={})
-            app = ProxyApp(settings, policy, load_or_create(Path(tmp) / "ca"), ProxyOptions(socks_listen=None))
+            app = ProxyServer(settings, policy, load_or_create(Path(tmp) / "ca"), ProxyOptions(socks_listen=None))
             decision = policy.decide(Target("api.anthropic.com", 443, Protocol.HTTPS_MITM),
                                      Request("POST", "/v1/messages"))
             finder = app._finder()

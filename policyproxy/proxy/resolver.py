@@ -3,7 +3,9 @@
 The local-address rule is checked on the addresses this resolver returns, and aiohttp's connector
 asks the same resolver (with its own DNS cache off), so a check and the connect that follows see the
 same answer within the TTL: a rebinding name cannot pass the check with a public address and then
-connect to a private one. ``--resolve`` pins are operator-trusted.
+connect to a private one: the connector's ``resolve`` reuses the checked answer even past its TTL.
+Names are looked up only after the policy allowed them (a denied name is never resolved: DNS is an
+exfiltration channel). ``--resolve`` pins are operator-trusted and never looked up.
 """
 
 from __future__ import annotations
@@ -26,9 +28,6 @@ class Resolver(AbstractResolver):
         self.ttl = ttl
         self.timeout = timeout
         self._cache: dict[tuple[str, int], tuple[float, tuple[IPAddress, ...]]] = {}
-
-    def pinned(self, host: str, port: int) -> IPAddress | None:
-        return self.pins.get((normalize_host(host) or host, port))
 
     async def lookup(self, host: str, port: int) -> tuple[tuple[IPAddress, ...], bool]:
         """(addresses, pinned). A failed lookup gives no addresses; the connect then fails (502)."""
@@ -58,7 +57,10 @@ class Resolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        addresses, _ = await self.lookup(host, port)
+        """aiohttp's connector: the answer the policy checked (``lookup`` ran just before), never a fresh one."""
+        canonical = normalize_host(host) or host
+        hit = self._cache.get((canonical, port))
+        addresses = hit[1] if hit is not None else (await self.lookup(host, port))[0]
         if not addresses:
             raise OSError(socket.EAI_NONAME, f"cannot resolve {host}")
         return [
