@@ -85,7 +85,7 @@ def translate(exc: BaseException, host: str, port: int) -> UpstreamError:
     if isinstance(exc, ssl.SSLError):
         return UpstreamTLSError(f"TLS with {host} failed: {exc.reason}")
     if isinstance(exc, aiohttp.WSServerHandshakeError):
-        if exc.status and exc.status != 101:
+        if exc.status and exc.status >= 300:   # the upstream said no (or moved): the client hears it
             location = (exc.headers or {}).get("Location")
             return UpstreamAnswered(exc.status, (("location", location),) if location else (),
                                     f"policyproxy: upstream refused the WebSocket: {exc.message}\n".encode())
