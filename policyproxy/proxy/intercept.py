@@ -69,8 +69,13 @@ async def peek(transport: asyncio.Transport, size: int, timeout: float) -> bytes
     sock: socket.socket = transport.get_extra_info("socket")
     watcher = socket.socket(fileno=os.dup(sock.fileno()))
     watcher.setblocking(False)
-    ready = loop.create_future()
-    loop.add_reader(watcher.fileno(), lambda: ready.done() or ready.set_result(None))
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(watcher.fileno(), readable)
     try:
         await asyncio.wait_for(ready, timeout)
         return watcher.recv(size, socket.MSG_PEEK)

@@ -112,7 +112,7 @@ async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), autoping=False,
                                    max_msg_size=0)
     try:
-        await client.prepare(request)  # type: ignore[arg-type]
+        await client.prepare(request)
     except BaseException:
         await upstream.close()
         raise

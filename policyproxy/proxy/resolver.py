@@ -49,7 +49,7 @@ class Resolver(AbstractResolver):
                 loop.getaddrinfo(canonical, port, type=socket.SOCK_STREAM), self.timeout)
         except (OSError, asyncio.TimeoutError, UnicodeError):
             return (), False
-        addresses = tuple(dict.fromkeys(ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos))
+        addresses = tuple(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos))
         self._cache[key] = (now + self.ttl, addresses)
         if len(self._cache) > 4096:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}

@@ -39,7 +39,7 @@ GIL_SWITCH_INTERVAL = 0.001
 def tune_process() -> None:
     """Process-wide settings for a proxy process; ``serve`` calls it once, before the loop starts."""
     # No public setting for the TLS read buffer of asyncio's SSL transports: the class attribute is it.
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # type: ignore[attr-defined]
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # type: ignore[attr-defined,unused-ignore]
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 

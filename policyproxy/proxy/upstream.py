@@ -46,7 +46,8 @@ def upstream_proxy(allowed: bool, scheme: str, host: str) -> str | None:
     if not allowed:
         return None
     proxies = urllib.request.getproxies_environment()
-    if not proxies or urllib.request.proxy_bypass_environment(host, proxies):
+    # proxy_bypass_environment is urllib's NO_PROXY matcher (public, missing from typeshed).
+    if not proxies or urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
         return None
     return proxies.get(scheme) or proxies.get("all")
 
@@ -86,7 +87,7 @@ def translate(exc: BaseException, host: str, port: int) -> UpstreamError:
         return UpstreamTLSError(f"TLS with {host} failed: {exc.reason}")
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         if exc.status and exc.status >= 300:   # the upstream said no (or moved): the client hears it
-            location = (exc.headers or {}).get("Location")
+            location = exc.headers.get("Location") if exc.headers is not None else None
             return UpstreamAnswered(exc.status, (("location", location),) if location else (),
                                     f"policyproxy: upstream refused the WebSocket: {exc.message}\n".encode())
         return UpstreamUnreachable(f"upstream refused the WebSocket: {exc.message}")
@@ -130,7 +131,7 @@ class Upstream:
             raise translate(exc, url.host or "", url.port or 0) from None
 
     async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
-                         proxy: str | None) -> aiohttp.ClientWebSocketResponse:
+                         proxy: str | None) -> aiohttp.ClientWebSocketResponse[bool]:
         """An established WebSocket, or ``UpstreamAnswered`` with the upstream's non-101 answer."""
         assert self.session is not None
         try:
@@ -150,8 +151,12 @@ class Upstream:
         error: UpstreamError = UpstreamUnreachable(f"cannot connect to {host}:{port}: cannot resolve")
         for address in addresses:
             side = PipeSide()
+
+            def protocol(side: PipeSide = side) -> PipeSide:
+                return side
+
             try:
-                await asyncio.wait_for(loop.create_connection(lambda side=side: side, str(address), port),
+                await asyncio.wait_for(loop.create_connection(protocol, str(address), port),
                                        self.options.connect_timeout)
             except asyncio.TimeoutError:
                 error = UpstreamTimeout(f"cannot connect to {host}:{port}: timed out")

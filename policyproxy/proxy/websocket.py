@@ -7,6 +7,7 @@ once): its frames are not inspected, and an uninspected channel to an LLM API is
 from __future__ import annotations
 
 import asyncio
+from typing import Union
 
 import aiohttp
 from aiohttp import web
@@ -15,7 +16,7 @@ from aiohttp import web
 HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                        "sec-websocket-accept", "sec-websocket-protocol"})
 
-AnySocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+AnySocket = Union[web.WebSocketResponse, "aiohttp.ClientWebSocketResponse[bool]"]
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:
@@ -39,7 +40,7 @@ async def _pump(source: AnySocket, sink: AnySocket) -> None:
     await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
 
 
-async def relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+async def relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[bool]) -> None:
     """Both directions until either side closes; then both are closed."""
     tasks = [asyncio.ensure_future(_pump(client, upstream)), asyncio.ensure_future(_pump(upstream, client))]
     try:
