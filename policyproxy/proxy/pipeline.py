@@ -63,10 +63,11 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         upgrade = is_upgrade(request)
         if upgrade and decision.allowed and policy.mode is Mode.LIMITED:
             decision = upgrade_in_limited_mode(decision, policy)
-        if decision.allowed and not routed.trusted:
-            # Resolved only now the name is allowed (a denied name is never looked up).
+        if decision.allowed:
+            # Resolved only now the name is allowed (a denied name is never looked up); the connector
+            # then connects to exactly these addresses (``Resolver.resolve``).
             addresses, pinned = await ctx.resolver.lookup(routed.host, routed.port)
-            decision = policy.check_addresses(decision, addresses, pinned)
+            decision = policy.check_addresses(decision, addresses, routed.trusted or pinned)
         if decision.allowed and decision.redaction is not None and upgrade:
             decision = refuse(decision, Reason.INSPECTION_FAILED, Source.DEFAULT,
                               "WebSocket on a redaction endpoint cannot be inspected; use HTTP (server-sent events)")

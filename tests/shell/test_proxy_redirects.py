@@ -112,3 +112,21 @@ def test_plain_http_redirect_is_not_followed(proxy, recorder, code):
 def test_the_clients_next_request_to_the_redirect_target_is_decided_again(proxy, recorder):
     answer = intercepted(proxy, recorder.tls_port, "GET /landing HTTP/1.1\r\nHost: {authority}\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 403") and b"blocked-by-mitm-hook" in answer
+
+
+@pytest.fixture(scope="module")
+def gateway(start_proxy, recorder):
+    pins = [f"{name}:{recorder.tls_port}:127.0.0.1" for name in ("upstream.test", "evil.test")]
+    config = CONFIG + f'[gateway.routes]\nrec = "https://upstream.test:{recorder.tls_port}"\n'
+    return start_proxy(config, env={"TEST_WS_KEY": KEY}, extra=[a for pin in pins for a in ("--resolve", pin)])
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_gateway_redirect_is_not_followed(gateway, recorder, code):
+    before = len(recorder.requests)
+    to = f"https://evil.test:{recorder.tls_port}/landing"
+    with socket.create_connection(("127.0.0.1", gateway.http_port), 10) as s:
+        s.sendall(f"GET /rec/redirect/{code}?to={to} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = s.recv(65536)
+    assert answer.startswith(f"HTTP/1.1 {code}".encode()), answer[:200]
+    assert [path for path, _ in recorder.requests[before:]] == [f"/redirect/{code}"]
