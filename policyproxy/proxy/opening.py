@@ -4,6 +4,7 @@ bytes, or intercepted. One decision event per connection opening, from a ``final
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from policyproxy import responses
 from policyproxy.errors import UpstreamError
@@ -17,6 +18,8 @@ from policyproxy.proxy.outcome import Outcome
 from policyproxy.proxy.pipeline import refuse
 from policyproxy.proxy.upstream import upstream_proxy
 from policyproxy.reasons import Mode, Protocol, Reason, Source
+
+log = logging.getLogger("policyproxy")
 
 
 async def open_tunnel(ctx: Context, transport: asyncio.Transport, conn: Connection) -> None:
@@ -54,6 +57,10 @@ async def open_tunnel(ctx: Context, transport: asyncio.Transport, conn: Connecti
             return
         transport.write(responses.SOCKS_SUCCEEDED)
         decision = await _sniff(ctx, transport, inner, decision, outcome, policy.mode)
+    except Exception as exc:   # a bug here must not leave the connection (and its descriptor) hanging
+        log.error("opening %s to %s:%s failed: %s", conn.connection_id, conn.host, conn.port, type(exc).__name__)
+        outcome.status = None
+        transport.close()
     finally:
         ctx.reporter.report(decision, outcome)
 
