@@ -22,7 +22,7 @@ from policyproxy.proxy.options import ProxyOptions
 from policyproxy.proxy.outcome import Reporter
 from policyproxy.proxy.pipe import PipeSide
 from policyproxy.proxy.resolver import Resolver
-from policyproxy.proxy.upstream import Upstream
+from policyproxy.proxy.upstream import UpstreamSeam
 from policyproxy.redaction.engine import Redactor
 from policyproxy.tls.mint import LeafContexts
 
@@ -88,7 +88,7 @@ class Context:
     live: Live
     resolver: Resolver
     leaves: LeafContexts
-    upstream: Upstream
+    upstream: UpstreamSeam
     inspector: Inspector
     reporter: Reporter
     heads: HeadGate

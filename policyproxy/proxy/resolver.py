@@ -51,8 +51,10 @@ class Resolver(AbstractResolver):
             return (), False
         addresses = tuple(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos))
         self._cache[key] = (now + self.ttl, addresses)
-        if len(self._cache) > 4096:
+        if len(self._cache) > 4096:   # bounded: expired entries first, then the oldest half
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) > 4096:
+                self._cache = dict(sorted(self._cache.items(), key=lambda item: item[1][0])[2048:])
         return addresses, False
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

@@ -52,9 +52,10 @@ class ProxyServer:
         self.options = options
         self.ca = ca
         resolver = Resolver(options.pins)
-        self.context = Context(options, Live(snapshot(settings, policy)), resolver, LeafContexts(ca),
-                               Upstream(options, resolver), Inspector(settings), Reporter(),
-                               HeadGate(options.max_heads), Registry(), itertools.count(1))
+        self.upstream = Upstream(options, resolver)
+        self.context = Context(options, Live(snapshot(settings, policy)), resolver, LeafContexts(ca), self.upstream,
+                               Inspector(settings), Reporter(), HeadGate(options.max_heads), Registry(),
+                               itertools.count(1))
         self.servers: list[asyncio.base_events.Server] = []
         self.addresses: dict[str, tuple[str, int]] = {}
         self._plain: TimedServer | None = None
@@ -70,7 +71,7 @@ class ProxyServer:
 
     async def start(self) -> None:
         ctx = self.context
-        await ctx.upstream.start()
+        await self.upstream.start()
         self._plain = plain = TimedServer(plain_handler(ctx), ctx.heads, self.options.head_timeout,
                                           self.options.keepalive_timeout)
         loop = asyncio.get_running_loop()
@@ -109,7 +110,7 @@ class ProxyServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.context.inspector.close()
-        await self.context.upstream.close()
+        await self.upstream.close()
         self.context.leaves.close()
 
     def close_idle_tunnels(self, now: float) -> int:

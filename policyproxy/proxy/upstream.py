@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -95,6 +95,19 @@ def translate(exc: BaseException, host: str, port: int) -> UpstreamError:
 
 
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError)
+
+
+class UpstreamSeam(Protocol):
+    """What the pipeline and the opening need of the way out; tests pass plain recording objects."""
+
+    async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
+                   proxy: str | None) -> aiohttp.ClientResponse: ...
+
+    async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
+                         proxy: str | None) -> aiohttp.ClientWebSocketResponse[bool]: ...
+
+    async def connect(self, host: str, addresses: tuple[IPAddress, ...], port: int,
+                      proxy: str | None) -> PipeSide: ...
 
 
 class Upstream:
