@@ -45,6 +45,7 @@ PROXY_ERROR: dict[Reason, str] = {
 }
 
 CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"   # interim answer to ``Expect: 100-continue``
 _TEXT = "text/plain; charset=utf-8"
 
 

@@ -34,8 +34,6 @@ from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols
 from policyproxy.reasons import Mode, Reason, Source, Verdict
 from policyproxy.redaction.placeholders import Vault
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
 
 def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
     return dataclasses.replace(decision, verdict=Verdict.DENY, reason=reason, source=source, message=message)
@@ -74,7 +72,7 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
             return _answer(outcome, responses.websocket_refused(decision))
         vault = body = None
         if decision.allowed and request.body_exists and request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(_CONTINUE)   # the client waits for this before sending the body
+            await request.writer.write(responses.CONTINUE)   # the client waits for this before sending the body
         if decision.allowed and decision.redaction is not None:
             if snap.redactor is not None:
                 vault = ctx.inspector.vault(conn.identity, conn.client)
