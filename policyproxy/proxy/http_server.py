@@ -2,8 +2,9 @@
 
 aiohttp's parser times nothing between a request's first byte and its last header line, so a client
 dripping one header line a second would keep its connection forever. Each connection here arms a
-timer on the first byte of a head (or from the listener's deadline for the first one) and disarms it
-when the head is parsed (the handler is called): ``head_timeout`` later it is answered 408 and closed.
+timer when a read leaves a head incomplete (from the listener's deadline for the first one) and
+disarms it when the head is parsed (the handler is called): at the deadline it is answered 408 and
+closed.
 Connections still sending a head count against ``HeadGate``.
 """
 
@@ -19,6 +20,7 @@ from policyproxy import responses
 from policyproxy.proxy.context import HeadGate
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+_EMPTY_LINE = (b"\r", b"\n")
 
 
 def web_response(answer: responses.Answer) -> web.Response:
@@ -44,7 +46,10 @@ class TimedHandler(web.RequestHandler):
         self.deadline: float | None = None   # set by a listener that already read part of the head
 
     def data_received(self, data: bytes) -> None:
-        if self.awaiting_head and self.timer is None:
+        # A head that arrives whole in one read (the usual case) is never timed: no timer per request.
+        # Empty lines before a request line are skipped by the parser, so a read starting with one is
+        # timed as well (else "\r\n\r\n" dripped forever would hold the connection).
+        if self.awaiting_head and self.timer is None and (data[:1] in _EMPTY_LINE or b"\r\n\r\n" not in data):
             self.arm()
         super().data_received(data)
 
@@ -113,8 +118,6 @@ class TimedServer(web.Server):
         handler.deadline = deadline
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        if deadline is not None:
-            handler.arm()
         if first:
-            handler.data_received(first)
+            handler.data_received(first)   # timed from ``deadline`` if the head is not complete yet
         transport.resume_reading()

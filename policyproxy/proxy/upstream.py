@@ -2,7 +2,7 @@
 
 It owns what every path must get right the same way: redirects are never followed (the client gets
 the 3xx and its next request is decided again; ``ws_connect`` would follow them, so a trace hook
-stops every redirect on the session before it is followed), upstream TLS is always verified, and
+stops every redirect on its session before it is followed), upstream TLS is always verified, and
 aiohttp's and the socket layer's errors become the small ``UpstreamError`` tree of ``errors.py``.
 """
 
@@ -116,19 +116,26 @@ class Upstream:
         self.resolver = resolver
         self.tls = upstream_context(options.upstream_cas)
         self.session: aiohttp.ClientSession | None = None
+        self.ws_session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        trace = aiohttp.TraceConfig()
-        trace.on_request_redirect.append(_refuse_redirect)
         connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False, limit=0, limit_per_host=0,
                                          keepalive_timeout=60, ssl=self.tls)
         timeout = aiohttp.ClientTimeout(total=None, connect=self.options.connect_timeout,
                                         sock_read=self.options.read_timeout)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                             trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                             trace_configs=[trace])
+        common: dict[str, Any] = {"connector": connector, "timeout": timeout, "auto_decompress": False,
+                                  "trust_env": False, "cookie_jar": aiohttp.DummyCookieJar()}
+        # ``send`` passes allow_redirects=False; ``ws_connect`` has no such switch, so its session (same
+        # connection pool) refuses every redirect from a trace hook. Traces cost a few calls per request,
+        # hence not on the session every request uses.
+        trace = aiohttp.TraceConfig()
+        trace.on_request_redirect.append(_refuse_redirect)
+        self.session = aiohttp.ClientSession(**common)
+        self.ws_session = aiohttp.ClientSession(**common, connector_owner=False, trace_configs=[trace])
 
     async def close(self) -> None:
+        if self.ws_session is not None:
+            await self.ws_session.close()
         if self.session is not None:
             await self.session.close()
 
@@ -146,9 +153,9 @@ class Upstream:
     async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
                          proxy: str | None) -> aiohttp.ClientWebSocketResponse[bool]:
         """An established WebSocket, or ``UpstreamAnswered`` with the upstream's non-101 answer."""
-        assert self.session is not None
+        assert self.ws_session is not None
         try:
-            return await self.session.ws_connect(
+            return await self.ws_session.ws_connect(
                 url.with_scheme("wss" if url.scheme == "https" else "ws"), headers=headers, protocols=protocols,
                 autoping=False, ssl=self.tls, max_msg_size=0, proxy=proxy)
         except _Redirected as redirected:

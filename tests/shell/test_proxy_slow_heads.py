@@ -128,3 +128,34 @@ def test_connections_still_sending_a_head_are_bounded(tmp_path, upstream):
     assert refused == b""
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in timed_out)
     assert served.startswith(b"HTTP/1.1 200")   # the gate is released once the slow heads are gone
+
+
+def test_empty_lines_dripped_before_a_head_do_not_hold_the_connection(tmp_path, upstream):
+    async def scenario() -> tuple[bytes, float]:
+        async with running(tmp_path, HOOKED, head_timeout=TIMEOUT,
+                           pins=pins(("api.github.com",), upstream.tls_port)) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.addresses["http"][1])
+            h = f"api.github.com:{upstream.tls_port}"
+            writer.write(f"CONNECT {h} HTTP/1.1\r\n\r\n".encode())
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await writer.start_tls(ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem")),
+                                   server_hostname="api.github.com")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            answer = b""
+            while loop.time() - start < 6:
+                try:
+                    writer.write(b"\r\n\r\n")   # each read holds an "end of head", never a head
+                    chunk = await asyncio.wait_for(reader.read(65536), 0.25)
+                except asyncio.TimeoutError:
+                    continue
+                except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+            return answer, loop.time() - start
+
+    answer, elapsed = asyncio.run(scenario())
+    assert answer.split(b" ", 2)[1:2] in ([b"400"], [b"408"]) or answer == b"", answer[:200]
+    assert elapsed < TIMEOUT + 1.5
