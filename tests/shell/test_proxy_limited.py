@@ -69,3 +69,15 @@ def socks_connect(port: int, host: bytes, target_port: int) -> bytes:
 def test_socks5_connect_to_port_80_is_refused_at_once_in_limited_mode(proxy):
     reply = socks_connect(proxy.socks_port, b"tunnel.test", 80)
     assert reply[:2] == b"\x05\x02", reply
+
+
+def test_plain_http_websocket_upgrade_is_refused_in_limited_mode(proxy, upstream):
+    before = len(upstream.requests)
+    h = f"upstream.test:{upstream.plain_port}"
+    with socket.create_connection(("127.0.0.1", proxy.http_port), 10) as s:
+        s.sendall(f"GET http://{h}/ws HTTP/1.1\r\nHost: {h}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+    assert b"x-proxy-error: blocked-by-method-policy" in answer.lower()
+    assert len(upstream.requests) == before

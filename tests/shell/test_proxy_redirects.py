@@ -11,6 +11,7 @@ import ssl
 import pytest
 
 from tests.shell.recorder import Recorder
+from tests.shell.upstream import NAMES, make_test_pki
 
 KEY = "ws-hook-canary-41"
 CONFIG = """
@@ -31,17 +32,27 @@ CODES = [301, 302, 303, 307, 308]
 
 
 @pytest.fixture(scope="module")
-def recorder(pki):
-    server = Recorder(pki[1], pki[2])
+def recorder_pki(tmp_path_factory):
+    """Its own test CA, with a certificate that also names evil.test: a followed redirect would succeed."""
+    return make_test_pki(tmp_path_factory.mktemp("recorder-pki"), (*NAMES, "evil.test"))
+
+
+@pytest.fixture(scope="module")
+def recorder(recorder_pki):
+    server = Recorder(recorder_pki[1], recorder_pki[2])
     yield server
     server.close()
 
 
-@pytest.fixture(scope="module")
-def proxy(start_proxy, recorder):
+def proxy_args(recorder, recorder_pki) -> list[str]:
     pins = [f"{name}:{port}:127.0.0.1" for name in ("api.github.com", "evil.test", "upstream.test")
             for port in (recorder.tls_port, recorder.plain_port)]
-    return start_proxy(CONFIG, env={"TEST_WS_KEY": KEY}, extra=[a for pin in pins for a in ("--resolve", pin)])
+    return ["--upstream-ca", str(recorder_pki[0]), *(a for pin in pins for a in ("--resolve", pin))]
+
+
+@pytest.fixture(scope="module")
+def proxy(start_proxy, recorder, recorder_pki):
+    return start_proxy(CONFIG, env={"TEST_WS_KEY": KEY}, extra=proxy_args(recorder, recorder_pki))
 
 
 def targets(recorder) -> dict[str, str]:
@@ -114,10 +125,9 @@ def test_the_clients_next_request_to_the_redirect_target_is_decided_again(proxy,
 
 
 @pytest.fixture(scope="module")
-def gateway(start_proxy, recorder):
-    pins = [f"{name}:{recorder.tls_port}:127.0.0.1" for name in ("upstream.test", "evil.test")]
+def gateway(start_proxy, recorder, recorder_pki):
     config = CONFIG + f'[gateway.routes]\nrec = "https://upstream.test:{recorder.tls_port}"\n'
-    return start_proxy(config, env={"TEST_WS_KEY": KEY}, extra=[a for pin in pins for a in ("--resolve", pin)])
+    return start_proxy(config, env={"TEST_WS_KEY": KEY}, extra=proxy_args(recorder, recorder_pki))
 
 
 @pytest.mark.parametrize("code", CODES)
@@ -126,6 +136,20 @@ def test_gateway_redirect_is_not_followed(gateway, recorder, code):
     to = f"https://evil.test:{recorder.tls_port}/landing"
     with socket.create_connection(("127.0.0.1", gateway.http_port), 10) as s:
         s.sendall(f"GET /rec/redirect/{code}?to={to} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = s.recv(65536)
+    assert answer.startswith(f"HTTP/1.1 {code}".encode()), answer[:200]
+    assert recorder.paths(before) == [f"/redirect/{code}"]
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_plain_http_websocket_upgrade_redirect_is_not_followed(proxy, recorder, code):
+    before = len(recorder.requests)
+    authority = f"upstream.test:{recorder.plain_port}"
+    to = f"http://evil.test:{recorder.plain_port}/landing"
+    with socket.create_connection(("127.0.0.1", proxy.http_port), 10) as s:
+        s.sendall(f"GET http://{authority}/redirect/{code}?to={to} HTTP/1.1\r\nHost: {authority}\r\n"
+                  "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n".encode())
         answer = s.recv(65536)
     assert answer.startswith(f"HTTP/1.1 {code}".encode()), answer[:200]
     assert recorder.paths(before) == [f"/redirect/{code}"]
