@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
 from policyproxy import __version__
@@ -25,6 +26,9 @@ from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink
 from policyproxy.tls.ca_store import CAError, load, load_or_create
+
+if TYPE_CHECKING:
+    from policyproxy.proxy.server import ProxyServer
 
 
 class ServeError(Exception):
@@ -127,7 +131,8 @@ def _listeners(args: argparse.Namespace, settings: Settings) -> tuple[tuple[str,
 
 
 def serve(args: argparse.Namespace) -> int:
-    from policyproxy.proxy.app import ProxyApp, ProxyOptions
+    from policyproxy.proxy.options import ProxyOptions
+    from policyproxy.proxy.server import ProxyServer, tune_process
 
     settings = load_settings(args.config, args.requirements, args.profile)
     policy = compile_policy(settings)
@@ -146,8 +151,10 @@ def serve(args: argparse.Namespace) -> int:
 
     sink = telemetry_sink(settings, args.audit_log)
 
+    tune_process()
+
     async def main() -> None:
-        app = ProxyApp(settings, policy, ca, options)
+        app = ProxyServer(settings, policy, ca, options)
         app.sinks.append(sink)
         if settings.otel.metrics_exporter != "none":
             from policyproxy.telemetry.metrics import Metrics
@@ -192,14 +199,14 @@ def telemetry_sink(settings: Settings, audit_log: Path | None) -> TelemetrySink:
     return TelemetrySink(audit, otel)
 
 
-def _reload(app: object, args: argparse.Namespace) -> None:
+def _reload(app: ProxyServer, args: argparse.Namespace) -> None:
     try:
         settings = load_settings(args.config, args.requirements, args.profile)
         policy = compile_policy(settings)
     except ConfigErrors as exc:
         print(f"policyproxy: reload refused, keeping the running policy:\n{exc}", file=sys.stderr, flush=True)
         return
-    app.reload(settings, policy)  # type: ignore[attr-defined]
+    app.reload(settings, policy)
     print(f"policyproxy: reloaded profile {settings.profile!r}", file=sys.stderr, flush=True)
 
 

@@ -8,12 +8,12 @@ only marked with the endpoint it falls under.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from policyproxy.config.schema import DomainRule
 from policyproxy.grammar.headers import forwarded, name_skeleton
-from policyproxy.grammar.hosts import is_local_name, is_non_public, normalize_host, parse_ip
+from policyproxy.grammar.hosts import IPAddress, is_local_name, is_non_public, normalize_host, parse_ip
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import DomainIndex, Matcher
 from policyproxy.grammar.query import ambiguous_key, key_skeleton, parse_query
@@ -148,6 +148,23 @@ class Policy:
         return Decision(Verdict.ALLOW, Reason.ALLOWED, allowed_rule.source, self.profile, target.protocol, host,
                         target.port, method, path if path is not None else request.path,
                         redaction=redaction, rule=allowed_rule.pattern)
+
+    def check_addresses(self, decision: Decision, addresses: Iterable[IPAddress], trusted: bool = False) -> Decision:
+        """Step 3 on the addresses a name resolved to, once ``decide`` allowed the name.
+
+        The shell resolves only names the policy allowed (a lookup of a denied name is itself a leak:
+        DNS carries data out), then asks this before connecting; an IP literal was already checked
+        as a literal by ``decide``.
+        """
+        if not decision.allowed or self.allow_local_binding or trusted or decision.host in self.allowed_literals:
+            return decision
+        for address in addresses:
+            if is_non_public(address):
+                return Decision(Verdict.DENY, Reason.NOT_ALLOWED_LOCAL, self.local_source, self.profile,
+                                decision.protocol, decision.host, decision.port, decision.method, decision.path,
+                                rule=decision.rule, message=f"{decision.host} resolves to a local or private address "
+                                f"({address}) and allow_local_binding is false")
+        return decision
 
     def _is_local(self, host: str, target: Target) -> bool:
         if is_local_name(host):

@@ -77,9 +77,10 @@ TEMPORARY: dict[str, frozenset[str]] = {
 }
 
 
-# Pure codecs that live in the shell's folder; held to the same rules while they exist there (the
-# pipeline re-layout may move or rename them, so an absent one is not a failure).
-PURE_IN_SHELL = ("proxy/socks5_codec.py", "proxy/headers.py")
+# Sans-IO modules that live in the shell's folder (beside the I/O that drives them); held to the same
+# rules, so core modules may import them (responses.py renders SOCKS5 replies with the codec).
+PURE_IN_SHELL = ("proxy/socks5_codec.py", "proxy/headers.py", "proxy/target.py")
+PURE_IN_SHELL_MODULES = frozenset(f"policyproxy.{f.removesuffix('.py').replace('/', '.')}" for f in PURE_IN_SHELL)
 
 
 def core_modules(root: Path = PACKAGE) -> list[Path]:
@@ -126,7 +127,10 @@ def findings(source: str, relpath: str) -> set[str]:
         hit = next((n for n in names if _within(n, FORBIDDEN_MODULES)), None)
         if hit:
             found.add(f"imports {hit}")
-        shell = next((root for n in names if (root := _within(n, SHELL_MODULES))), None)
+        # ``from policyproxy.proxy import socks5_codec`` names the package first: judge what is taken.
+        taken = names[1:] if isinstance(node, ast.ImportFrom) and len(names) > 1 else names
+        shell = next((root for n in taken if (root := _within(n, SHELL_MODULES))
+                      and not _within(n, PURE_IN_SHELL_MODULES)), None)
         if shell:
             found.add(f"imports the I/O shell ({shell})")
         hit = next((n for n in names if _within(n, LOADER_ONLY_MODULES)), None)
