@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.redaction_corpus import claude_code_request, generate, realistic_claude_code_request  # noqa: E402
 from policyproxy.config.schema import RedactionSpec  # noqa: E402
-from policyproxy.proxy.app import GIL_SWITCH_INTERVAL  # noqa: E402
+from policyproxy.proxy.server import GIL_SWITCH_INTERVAL  # noqa: E402
 from policyproxy.redaction.engine import Redactor  # noqa: E402
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vaults  # noqa: E402
 from policyproxy.redaction.restore import StreamRestorer  # noqa: E402
@@ -184,7 +184,9 @@ def proxy_path() -> None:
     from policyproxy.config import load_settings
     from policyproxy.policy.compile import compile_policy
     from policyproxy.policy.model import Request, Target
-    from policyproxy.proxy.app import ProxyApp, ProxyOptions
+    from policyproxy.proxy.inspector import redactor_for
+    from policyproxy.proxy.options import ProxyOptions
+    from policyproxy.proxy.server import ProxyServer
     from policyproxy.reasons import Protocol
     from policyproxy.tls.ca_store import load_or_create
 
@@ -194,10 +196,13 @@ def proxy_path() -> None:
             config.write_text('[permissions.b.network.domains]\n"*" = "allow"\n[permissions.b.network.redaction]\n')
             settings = load_settings(config, env={"POLICYPROXY_HOME": tmp})
             policy = compile_policy(settings, env={})
-            app = ProxyApp(settings, policy, load_or_create(Path(tmp) / "ca"), ProxyOptions(socks_listen=None))
+            inspector = ProxyServer(settings, policy, load_or_create(Path(tmp) / "ca"),
+                                    ProxyOptions(socks_listen=None)).context.inspector
+            redactor = redactor_for(settings)
+            assert redactor is not None
             decision = policy.decide(Target("api.anthropic.com", 443, Protocol.HTTPS_MITM),
                                      Request("POST", "/v1/messages"))
-            finder = app._finder()
+            finder = inspector._finder(settings)
             while finder is not None and not finder.ready:
                 await asyncio.sleep(0.05)
             for label, use_pool in (("one thread", False), ("worker processes", True)):
@@ -205,21 +210,19 @@ def proxy_path() -> None:
                 for seed in range(4):
                     body = json.dumps(realistic_claude_code_request(1024 * 1024, seed=seed + 10)).encode()
                     vault = Vaults().for_scope(f"{label}{seed}")
-                    saved = app.finder
+                    saved = inspector.finder
                     if not use_pool:
-                        app.finder = None
-                        app._finder = lambda: None  # type: ignore[method-assign]
+                        inspector.finder = None
+                        inspector._finder = lambda settings: None  # type: ignore[method-assign]
                     start = time.perf_counter()
-                    await app._inspect(decision, vault, body, None, 32 * 1024 * 1024)
+                    await inspector._inspect(settings, redactor, decision, vault, body, None, 32 * 1024 * 1024)
                     times.append(time.perf_counter() - start)
                     if not use_pool:
-                        del app._finder
-                        app.finder = saved
+                        del inspector._finder
+                        inspector.finder = saved
                 print(f"proxy inspection of a 1 MB first turn ({label}): {min(times) * 1000:.1f} ms "
                       f"= {len(body) / min(times) / 1e6:.1f} MB/s (goal >= 50, under 20 ms)")
-            if app.finder is not None:
-                app.finder.close()
-            app.scanner.shutdown()
+            inspector.close()
 
     asyncio.run(run())
 

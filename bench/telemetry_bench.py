@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from policyproxy.config.schema import OtelSpec  # noqa: E402
 from policyproxy.policy.model import Decision, HeaderEdits  # noqa: E402
+from policyproxy.proxy.outcome import Outcome  # noqa: E402
 from policyproxy.reasons import Protocol, Reason, Source, Verdict  # noqa: E402
 from policyproxy.telemetry.audit import AuditFile  # noqa: E402
 from policyproxy.telemetry.otel import build_emitter  # noqa: E402
@@ -27,7 +28,7 @@ from tests.shell.otlp import GrpcReceiver, HttpReceiver  # noqa: E402
 DECISION = Decision(Verdict.ALLOW, Reason.HOOK_MATCHED, Source.PROFILE, "bench", Protocol.HTTPS_MITM, "api.github.com",
                     443, "POST", "/repos/myorg/site/issues", "github_write", ("strip", "inject"),
                     HeaderEdits(("authorization", "cookie")))
-CONTEXT = {"client": "127.0.0.1", "status": 201, "connection_id": "c42", "redactions": {}}
+CONTEXT = Outcome("127.0.0.1", "c42", 201)
 
 
 def run(exporter: str, events: int) -> None:

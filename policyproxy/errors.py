@@ -3,7 +3,13 @@
     PolicyProxyError
     ├── ConfigError          one problem in a config or requirements file (file, line, key path)
     │   └── RequirementViolation   a profile asks for more than requirements.toml permits
-    └── ConfigErrors         every ConfigError found in one load, reported together
+    ├── ConfigErrors         every ConfigError found in one load, reported together
+    └── UpstreamError        the upstream failed before its answer reached the client (``status``: 502)
+        ├── UpstreamUnreachable    no connection (refused, no address, upstream proxy said no)
+        ├── UpstreamTLSError       TLS with the upstream failed (certificate verification included)
+        ├── UpstreamTimeout        connect or answer not in time (504)
+        └── UpstreamAnswered       a WebSocket upgrade answered with something other than 101
+                                   (a redirect among them): relayed to the client as it came
 
 Messages never contain a secret's value: only the env var name or the file path it came from.
 """
@@ -66,3 +72,44 @@ class ConfigErrors(PolicyProxyError):
     def __init__(self, errors: Sequence[ConfigError]) -> None:
         self.errors = tuple(errors)
         super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class UpstreamError(PolicyProxyError):
+    """Why a request could not be sent or answered; the proxy answers ``status`` with ``message``.
+
+    Raised only by the ``Upstream`` seam, so the pipeline handles one tree and never aiohttp's.
+    """
+
+    status = 502
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No connection was made (refused, unresolvable, or refused by the upstream proxy)."""
+
+
+class UpstreamTLSError(UpstreamError):
+    """The TLS handshake with the upstream failed, certificate verification included."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not accept the connection or answer within its timeout."""
+
+    status = 504
+
+
+class UpstreamAnswered(UpstreamError):
+    """The upstream answered a WebSocket upgrade with an HTTP answer (a 3xx, 4xx, ...) instead of 101.
+
+    The proxy never follows it: the client gets this answer and decides; its next request is decided
+    again.
+    """
+
+    def __init__(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
+        super().__init__(f"upstream answered the WebSocket upgrade with {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body

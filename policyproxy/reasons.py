@@ -31,11 +31,16 @@ class Reason(enum.Enum):
 
     @property
     def proxy_error(self) -> str | None:
-        """The Codex-compatible ``x-proxy-error`` value for a deny with this reason."""
-        return _PROXY_ERROR.get(self)
+        """The Codex-compatible ``x-proxy-error`` value for a deny with this reason (None: not a deny)."""
+        return _PROXY_ERROR[self]
 
 
-_PROXY_ERROR: dict[Reason, str] = {
+# Every reason listed, the allowing ones with None: a new reason missing here fails loudly (KeyError,
+# and tests/core/test_reasons.py) instead of silently getting no x-proxy-error.
+_PROXY_ERROR: dict[Reason, str | None] = {
+    Reason.ALLOWED: None,
+    Reason.HOOK_MATCHED: None,
+    Reason.REDACTED: None,
     Reason.NOT_ALLOWED: "blocked-by-allowlist",
     Reason.NOT_ALLOWED_LOCAL: "blocked-by-allowlist",
     Reason.DENIED: "blocked-by-denylist",

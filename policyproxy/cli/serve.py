@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import ipaddress
 import os
 import signal
@@ -14,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from policyproxy import __version__
@@ -22,13 +21,16 @@ from policyproxy.cli.render import config_digest, listener_auth, listener_auth_s
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigError, ConfigErrors
+from policyproxy.grammar.hosts import IPAddress
 from policyproxy.policy.compile import compile_policy
-from policyproxy.policy.hosts import IPAddress
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.event import RELOAD_EVENT, reload_attributes
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink
 from policyproxy.tls.ca_store import CAError, load, load_or_create
+
+if TYPE_CHECKING:
+    from policyproxy.proxy.server import ProxyServer
 
 
 class ServeError(Exception):
@@ -123,7 +125,8 @@ def _listeners(args: argparse.Namespace, settings: Settings) -> tuple[tuple[str,
 
 
 def serve(args: argparse.Namespace) -> int:
-    from policyproxy.proxy.app import ProxyApp, ProxyOptions
+    from policyproxy.proxy.options import ProxyOptions
+    from policyproxy.proxy.server import ProxyServer, tune_process
 
     settings = load_settings(args.config, args.requirements, args.profile)
     policy = compile_policy(settings)
@@ -142,8 +145,10 @@ def serve(args: argparse.Namespace) -> int:
 
     sink = telemetry_sink(settings, args.audit_log)
 
+    tune_process()
+
     async def main() -> None:
-        app = ProxyApp(settings, policy, ca, options)
+        app = ProxyServer(settings, policy, ca, options)
         app.sinks.append(sink)
         if settings.otel.metrics_exporter != "none":
             from policyproxy.telemetry.metrics import Metrics
@@ -224,7 +229,7 @@ def restart_keys(running: Settings, new: Settings, args: argparse.Namespace) -> 
     return keys
 
 
-def _reload(app: Any, args: argparse.Namespace, sink: TelemetrySink) -> None:
+def _reload(app: ProxyServer, args: argparse.Namespace, sink: TelemetrySink) -> None:
     """SIGHUP: apply what can be applied live, name what needs a restart, and emit a reload event
     either way (a refused reload is what a SIEM must see: the running policy stays in force)."""
     running = app.settings
@@ -245,8 +250,7 @@ def _reload(app: Any, args: argparse.Namespace, sink: TelemetrySink) -> None:
         return
     restart = restart_keys(running, settings, args)
     http_credentials, socks_credentials = listener_auth(settings.network)
-    app.options = dataclasses.replace(app.options, proxy_credentials=http_credentials,
-                                      socks_credentials=socks_credentials)
+    app.set_credentials(http_credentials, socks_credentials)
     app.reload(settings, policy)
     digest = config_digest(settings)
     print(f"policyproxy: reloaded profile {settings.profile!r} ({digest})", file=sys.stderr, flush=True)

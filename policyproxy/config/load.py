@@ -17,14 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from policyproxy.config.network import parse_network
+from policyproxy.config.network import CODEX_ONLY_KEYS, parse_network
 from policyproxy.config.otel import parse_otel
 from policyproxy.config.reader import Reader
 from policyproxy.config.requirements import DEFAULT_REQUIREMENTS_PATH, apply_requirements, parse_requirements
 from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpec, Settings
 from policyproxy.config.source import KeyPath, TomlSource, format_key, load_toml
 from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
-from policyproxy.policy.hosts import url_host
+from policyproxy.grammar.hosts import url_host
 from policyproxy.reasons import Mode
 
 OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway", "audit"})
@@ -104,6 +104,8 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
     for member in chain:
         ignored += [format_key(("permissions", member, k)) for k in permissions[member] if k not in PROFILE_KEYS]
     merged, origins = _merge_network([(p, permissions[p].get("network", {})) for p in chain])
+    for key in sorted(CODEX_ONLY_KEYS & set(merged)):
+        ignored.append(format_key(("permissions", origins.get((key,), name), "network", key)))
 
     def locate(rel: KeyPath) -> tuple[TomlSource, KeyPath]:
         owner = name

@@ -26,9 +26,10 @@ from policyproxy.config.schema import (
     SecretRef,
 )
 from policyproxy.config.source import KeyPath
-from policyproxy.policy.hosts import normalize_host
-from policyproxy.policy.paths import normalize_path
-from policyproxy.policy.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
+from policyproxy.grammar.headers import HOP_BY_HOP, is_upstream_name
+from policyproxy.grammar.hosts import HostSyntaxError, config_host, without_scheme
+from policyproxy.grammar.paths import normalize_path
+from policyproxy.grammar.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
 from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
 from policyproxy.redaction.names import DETECTOR_NAMES
 
@@ -36,7 +37,7 @@ NETWORK_KEYS = frozenset({
     "enabled", "proxy_url", "enable_socks5", "socks_url", "enable_socks5_udp", "mode",
     "allow_local_binding", "allow_upstream_proxy", "dangerously_allow_non_loopback_proxy",
     "domains", "allowed_domains", "denied_domains", "mitm", "redaction",
-    # Codex keys with no meaning for policyproxy: accepted so a Codex file loads, reported as unused.
+    # Codex keys with no meaning for policyproxy: accepted so a Codex file loads, listed as ignored.
     "admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets",
 })
 CODEX_ONLY_KEYS = frozenset({"admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets"})
@@ -94,7 +95,7 @@ def parse_network(r: Reader, net: Mapping[str, Any], source: Source = Source.PRO
 def parse_domains(r: Reader, net: Mapping[str, Any], source: Source) -> tuple[DomainRule, ...]:
     rules: list[DomainRule] = []
     table = r.table(net.get("domains", {}), ("domains",))
-    entries = [((("domains", k)), k, v) for k, v in table.items()]
+    entries: list[tuple[KeyPath, str, Any]] = [(("domains", k), k, v) for k, v in table.items()]
     # Codex's older list form, accepted as the same rules.
     for key, verdict in (("allowed_domains", "allow"), ("denied_domains", "deny")):
         for i, pattern in enumerate(r.string_list(net, key, ())):
@@ -181,9 +182,10 @@ def parse_hooks(r: Reader, raw: object, path: KeyPath, source: Source) -> tuple[
         elif "*" in host_text:
             r.error((*at, "host"), f"must be an exact host without wildcards, got {host_text!r}")
         else:
-            host = normalize_host(host_text)
-            if host is None:
-                r.error((*at, "host"), f"{host_text!r} is not a valid host name or IP address")
+            try:
+                host = config_host(host_text)
+            except HostSyntaxError as exc:
+                r.error((*at, "host"), str(exc))
         methods = _hook_methods(r, table, at)
         prefixes = _hook_paths(r, table, at)
         query = _value_matchers(r, table, "query", at, header_names=False)
@@ -244,6 +246,9 @@ def _value_matchers(r: Reader, table: Mapping[str, Any], key: str, at: KeyPath, 
             continue
         if header_names and not _TOKEN.fullmatch(name):
             r.error(where, f"{name!r} is not a valid header name")
+        elif header_names and not is_upstream_name(name.lower(), HOP_BY_HOP):
+            r.error(where, f"{name!r} never reaches the upstream (hop-by-hop, Proxy-* or set by the proxy), "
+                    "so a matcher on it would check something the server never sees")
         for i, value in enumerate(values):
             try:
                 compile_matcher(value, path=False)
@@ -327,12 +332,27 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
 
 
 def endpoint_problem(endpoint: str) -> str | None:
-    """Why ``host/path-prefix`` is not a usable redaction endpoint, or None."""
+    """Why ``host/path-prefix`` is not a usable redaction endpoint, or None.
+
+    A scheme would be read as the host ``https`` (and the endpoint never match), a port or user info
+    would be dropped, so each is refused with the endpoint that was probably meant.
+    """
+    meant = without_scheme(endpoint)
+    if meant is not None:
+        hint = f': did you mean "{meant}"?' if meant and endpoint_problem(meant) is None else ""
+        return f"{endpoint!r} has a scheme; endpoints are host/path-prefix (any port){hint}"
     host, slash, path = endpoint.partition("/")
     if not slash:
         return f"must be host/path-prefix (like 'api.openai.com/v1/responses'), got {endpoint!r}"
-    if normalize_host(host) is None or "*" in host:
-        return f"{host!r} is not a valid exact host"
+    if "*" in host:
+        return f"{host!r} is not an exact host"
+    try:
+        config_host(host)
+    except HostSyntaxError as exc:
+        if exc.meant is None:
+            return str(exc)
+        meant = f"{exc.meant}/{path}"
+        return f"{endpoint!r}: {str(exc).partition(': did you mean')[0]}: did you mean \"{meant}\"?"
     if normalize_path("/" + path) is None:
-        return f"'/{path}' is not a valid path"
+        return f"'/{path}' is not a valid path prefix"
     return None

@@ -82,7 +82,7 @@ def _string_map(r: Reader, raw: object, path: KeyPath) -> tuple[tuple[str, str],
 
 
 def _queue_size(r: Reader, table: dict[str, Any], path: KeyPath) -> int:
-    size = r.get(table, "max_queue_size", path, int, 8192)
+    size: int = r.get(table, "max_queue_size", path, int, 8192)
     if size < 1:
         r.error((*path, "max_queue_size"), "must be a positive number of records")
         return 8192

@@ -36,9 +36,6 @@ class Reader:
         file, line, key = self.where(path)
         self.errors.append(ConfigError(message, file=file, line=line, key=key))
 
-    def add(self, error: ConfigError) -> None:
-        self.errors.append(error)
-
     def table(self, value: object, path: KeyPath, known: Iterable[str] | None = None) -> dict[str, Any]:
         """``value`` as a table; with ``known``, every other key is reported."""
         if not isinstance(value, dict):

@@ -19,7 +19,7 @@ from policyproxy.config.reader import Reader
 from policyproxy.config.schema import DomainRule, NetworkSpec, OtelSpec, RedactionSpec
 from policyproxy.config.source import KeyPath, TomlSource
 from policyproxy.errors import RequirementViolation
-from policyproxy.policy.patterns import DomainKind, DomainPattern, PatternError
+from policyproxy.grammar.patterns import DomainKind, DomainPattern, PatternError
 from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
 from policyproxy.redaction.names import DETECTOR_NAMES
 

@@ -1,12 +1,17 @@
-"""A parsed TOML document that remembers on which line each key was written.
+"""A parsed TOML document that remembers on which line each key was written; the loader's reads.
 
 ``tomllib`` gives values but no positions; error messages must name the line, so a small scanner
 walks the text once and records the line of every key path (table headers, dotted keys, keys inside
 inline tables, and array-of-tables entries by index).
+
+With ``load.py`` (which finds the files), this is the only part of the pure core that reads the file
+system or the environment: the TOML files, secret files and the process environment that the policy
+compiler receives as injectable defaults (``read_secret_file``, ``process_environment``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -57,6 +62,16 @@ class TomlSource:
 
     def error(self, path: KeyPath, message: str) -> ConfigError:
         return ConfigError(message, file=self.path, line=self.line_of(path), key=format_key(path))
+
+
+def read_secret_file(path: str) -> str:
+    """A secret file's text, trimmed; the default reader of ``compile_policy``."""
+    return Path(path).read_text(encoding="utf-8").strip()
+
+
+def process_environment() -> Mapping[str, str]:
+    """This process's environment; the default of ``compile_policy``'s ``env``."""
+    return os.environ
 
 
 def load_toml(path: Path) -> TomlSource:
@@ -211,6 +226,6 @@ def _unescape_basic(raw: str) -> str:
     if "\\" not in raw:
         return raw
     try:
-        return tomllib.loads(f'k = "{raw}"')["k"]
+        return str(tomllib.loads(f'k = "{raw}"')["k"])
     except tomllib.TOMLDecodeError:
         return raw

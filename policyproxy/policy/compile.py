@@ -6,29 +6,24 @@ a ``ConfigError`` naming the variable or path, never the value.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
+from policyproxy.config.source import process_environment, read_secret_file
 from policyproxy.errors import ConfigError, ConfigErrors
+from policyproxy.grammar.hosts import normalize_host, parse_ip, url_host
+from policyproxy.grammar.paths import normalize_path
+from policyproxy.grammar.patterns import DomainIndex, DomainKind, DomainPattern, compile_matcher
 from policyproxy.policy.decide import CompiledHook, Policy
-from policyproxy.policy.hosts import parse_ip, url_host
 from policyproxy.policy.model import HeaderEdits, Secret
-from policyproxy.policy.paths import normalize_path
-from policyproxy.policy.patterns import DomainIndex, DomainKind, DomainPattern, compile_matcher
 from policyproxy.reasons import Source, Verdict
 
 ReadFile = Callable[[str], str]
 
 
-def read_secret_file(path: str) -> str:
-    return Path(path).read_text(encoding="utf-8").strip()
-
-
 def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
                    read_file: ReadFile = read_secret_file) -> Policy:
-    env = os.environ if env is None else env
+    env = process_environment() if env is None else env
     net = settings.network
     errors: list[ConfigError] = []
     where = str(settings.config_file) if settings.config_file else None
@@ -39,8 +34,8 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
 
     edits = {action.name: _resolve_action(action, env, read_file, error) for action in net.actions}
     hooks: dict[str, list[CompiledHook]] = {}
-    for hook in net.hooks:
-        hooks.setdefault(hook.host, []).append(_compile_hook(hook, edits))
+    for spec in net.hooks:
+        hooks.setdefault(spec.host, []).append(_compile_hook(spec, edits))
     if net.mitm_enabled is False and net.hooks:
         error("mitm.enabled", "is false, but hooks need interception: remove it or the hooks")
     redaction = net.redaction if net.redaction is not None and net.redaction.enabled else None
@@ -62,7 +57,7 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
         for endpoint in redaction.endpoints:
             host, _, path = endpoint.partition("/")
             canonical = normalize_path("/" + path) or "/" + path
-            endpoints.setdefault(host.lower(), []).append((canonical.lower(), endpoint))
+            endpoints.setdefault(normalize_host(host) or host.lower(), []).append((canonical.lower(), endpoint))
     return Policy(
         profile=settings.profile,
         mode=net.mode,

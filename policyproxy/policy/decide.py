@@ -8,15 +8,16 @@ only marked with the endpoint it falls under.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import unquote_plus
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from policyproxy.config.schema import DomainRule
-from policyproxy.policy.hosts import is_local_name, is_non_public, normalize_host, parse_ip
+from policyproxy.grammar.headers import forwarded, name_skeleton
+from policyproxy.grammar.hosts import IPAddress, is_local_name, is_non_public, normalize_host, parse_ip
+from policyproxy.grammar.paths import normalize_path
+from policyproxy.grammar.patterns import DomainIndex, Matcher
+from policyproxy.grammar.query import ambiguous_key, key_skeleton, parse_query
 from policyproxy.policy.model import Decision, HeaderEdits, RedactionTarget, Request, Target
-from policyproxy.policy.paths import normalize_path
-from policyproxy.policy.patterns import DomainIndex, Matcher
 from policyproxy.reasons import READ_ONLY_METHODS, Mode, Protocol, Reason, Source, Verdict
 
 _PLAINTEXT = (Protocol.HTTP, Protocol.GATEWAY)
@@ -33,6 +34,16 @@ class CompiledHook:
     edits: HeaderEdits
     allow_plaintext_secrets: bool
     source: Source
+    query_keys: frozenset[str] = field(init=False)
+    query_skeletons: frozenset[str] = field(init=False)
+    header_names: frozenset[str] = field(init=False)
+    header_skeletons: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query_keys", frozenset(key for key, _ in self.query))
+        object.__setattr__(self, "query_skeletons", frozenset(key_skeleton(key) for key, _ in self.query))
+        object.__setattr__(self, "header_names", frozenset(key for key, _ in self.headers))
+        object.__setattr__(self, "header_skeletons", frozenset(name_skeleton(key) for key, _ in self.headers))
 
     def matches_target(self, method: str, path: str) -> bool:
         if method not in self.methods:
@@ -110,10 +121,11 @@ class Policy:
         # 6. hooks
         hook = None
         if hooks is not None:
-            hook = self._match_hook(hooks, method or "", path, request)
+            hook, ambiguity = self._match_hook(hooks, method or "", path, request)
             if hook is None:
                 shown = path if path is not None else request.path
-                why = "is ambiguous" if path is None else "matches no hook"
+                why = ("is ambiguous" if path is None else f"is ambiguous ({ambiguity})" if ambiguity
+                       else "matches no hook")
                 return self._deny(target, host, Reason.MITM_HOOK_DENIED, Source.DEFAULT, method,
                                   f"{method} {shown} on {host} {why}; requests to a hooked host need a matching hook",
                                   allowed_rule.pattern, path)
@@ -137,6 +149,23 @@ class Policy:
                         target.port, method, path if path is not None else request.path,
                         redaction=redaction, rule=allowed_rule.pattern)
 
+    def check_addresses(self, decision: Decision, addresses: Iterable[IPAddress], trusted: bool = False) -> Decision:
+        """Step 3 on the addresses a name resolved to, once ``decide`` allowed the name.
+
+        The shell resolves only names the policy allowed (a lookup of a denied name is itself a leak:
+        DNS carries data out), then asks this before connecting; an IP literal was already checked
+        as a literal by ``decide``.
+        """
+        if not decision.allowed or self.allow_local_binding or trusted or decision.host in self.allowed_literals:
+            return decision
+        for address in addresses:
+            if is_non_public(address):
+                return Decision(Verdict.DENY, Reason.NOT_ALLOWED_LOCAL, self.local_source, self.profile,
+                                decision.protocol, decision.host, decision.port, decision.method, decision.path,
+                                rule=decision.rule, message=f"{decision.host} resolves to a local or private address "
+                                f"({address}) and allow_local_binding is false")
+        return decision
+
     def _is_local(self, host: str, target: Target) -> bool:
         if is_local_name(host):
             return True
@@ -147,24 +176,41 @@ class Policy:
 
     @staticmethod
     def _match_hook(hooks: tuple[CompiledHook, ...], method: str, path: str | None,
-                    request: Request) -> CompiledHook | None:
+                    request: Request) -> tuple[CompiledHook | None, str | None]:
+        """The first hook that matches, or None and why the request was ambiguous (if it was).
+
+        Headers are matched as ``forwarded`` leaves them, so a header the upstream never receives
+        cannot satisfy a matcher. A hook never matches when a query key or header name other than
+        its own may be read as one of its own by the server (see ``grammar.query``).
+        """
         if path is None:
-            return None
+            return None, None
         query: dict[str, list[str]] | None = None
         headers: dict[str, list[str]] | None = None
+        ambiguity: str | None = None
         for hook in hooks:
             if not hook.matches_target(method, path):
                 continue
             # Query and headers are parsed once, and only when a hook gets that far.
-            if hook.query and query is None:
-                query = parse_query(request.query)
-            if hook.headers and headers is None:
-                headers = {}
-                for key, value in request.headers:
-                    headers.setdefault(key.lower(), []).append(value)
+            if hook.query:
+                if query is None:
+                    query = parse_query(request.query)
+                confused = ambiguous_key(request.query, query, hook.query_keys, hook.query_skeletons)
+                if confused is not None:
+                    ambiguity = ambiguity or f"query key {confused!r} may be read as a key hook {hook.name!r} checks"
+                    continue
+            if hook.headers:
+                if headers is None:
+                    headers = {}
+                    for key, value in forwarded(request.headers):
+                        headers.setdefault(key.lower(), []).append(value)
+                confused = _confused_header(headers, hook)
+                if confused is not None:
+                    ambiguity = ambiguity or f"header {confused!r} may be read as a header hook {hook.name!r} checks"
+                    continue
             if hook.matches_fields(query, headers):
-                return hook
-        return None
+                return hook, None
+        return None, ambiguity
 
     def _endpoint(self, endpoints: tuple[tuple[str, str], ...] | None, path: str,
                   protocol: Protocol) -> RedactionTarget | None:
@@ -198,14 +244,9 @@ def _all_match(values: list[str] | None, matchers: tuple[Matcher, ...]) -> bool:
     return True
 
 
-def parse_query(raw: str) -> dict[str, list[str]]:
-    """Form-decode a query string into key -> values (as ``parse_qsl(keep_blank_values=True)``)."""
-    out: dict[str, list[str]] = {}
-    for part in raw.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        if "%" in part or "+" in part:
-            key, value = unquote_plus(key), unquote_plus(value)
-        out.setdefault(key, []).append(value)
-    return out
+def _confused_header(headers: Mapping[str, list[str]], hook: CompiledHook) -> str | None:
+    """A forwarded header name that folds to one ``hook`` checks without being it (``x_api`` vs ``x-api``)."""
+    for name in headers:
+        if name not in hook.header_names and name_skeleton(name) in hook.header_skeletons:
+            return name
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policyproxy.policy.hosts import IPAddress
+from policyproxy.grammar.hosts import IPAddress
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 
 
@@ -50,7 +50,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One HTTP request: ``path`` is the raw request-target path, ``query`` the raw query string."""
+    """One HTTP request: ``path`` is the raw request-target path, ``query`` the raw query string,
+    ``headers`` as the client sent them (hooks see only what ``grammar.headers.forwarded`` keeps)."""
 
     method: str
     path: str

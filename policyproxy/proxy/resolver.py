@@ -3,7 +3,9 @@
 The local-address rule is checked on the addresses this resolver returns, and aiohttp's connector
 asks the same resolver (with its own DNS cache off), so a check and the connect that follows see the
 same answer within the TTL: a rebinding name cannot pass the check with a public address and then
-connect to a private one. ``--resolve`` pins are operator-trusted.
+connect to a private one: the connector's ``resolve`` reuses the checked answer even past its TTL.
+Names are looked up only after the policy allowed them (a denied name is never resolved: DNS is an
+exfiltration channel). ``--resolve`` pins are operator-trusted and never looked up.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from policyproxy.policy.hosts import IPAddress, normalize_host, parse_ip
+from policyproxy.grammar.hosts import IPAddress, normalize_host, parse_ip
 
 
 class Resolver(AbstractResolver):
@@ -26,9 +28,6 @@ class Resolver(AbstractResolver):
         self.ttl = ttl
         self.timeout = timeout
         self._cache: dict[tuple[str, int], tuple[float, tuple[IPAddress, ...]]] = {}
-
-    def pinned(self, host: str, port: int) -> IPAddress | None:
-        return self.pins.get((normalize_host(host) or host, port))
 
     async def lookup(self, host: str, port: int) -> tuple[tuple[IPAddress, ...], bool]:
         """(addresses, pinned). A failed lookup gives no addresses; the connect then fails (502)."""
@@ -50,15 +49,20 @@ class Resolver(AbstractResolver):
                 loop.getaddrinfo(canonical, port, type=socket.SOCK_STREAM), self.timeout)
         except (OSError, asyncio.TimeoutError, UnicodeError):
             return (), False
-        addresses = tuple(dict.fromkeys(ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos))
+        addresses = tuple(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos))
         self._cache[key] = (now + self.ttl, addresses)
-        if len(self._cache) > 4096:
+        if len(self._cache) > 4096:   # bounded: expired entries first, then the oldest half
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) > 4096:
+                self._cache = dict(sorted(self._cache.items(), key=lambda item: item[1][0])[2048:])
         return addresses, False
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        addresses, _ = await self.lookup(host, port)
+        """aiohttp's connector: the answer the policy checked (``lookup`` ran just before), never a fresh one."""
+        canonical = normalize_host(host) or host
+        hit = self._cache.get((canonical, port))
+        addresses = hit[1] if hit is not None else (await self.lookup(host, port))[0]
         if not addresses:
             raise OSError(socket.EAI_NONAME, f"cannot resolve {host}")
         return [

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from policyproxy.policy.model import Decision
+from policyproxy.proxy.outcome import Outcome
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.event import EVENT_NAME, decision_attributes
 
@@ -27,7 +28,7 @@ log = logging.getLogger("policyproxy.telemetry")
 
 
 class TelemetrySink:
-    """Callable as a ``ProxyApp`` sink: ``sink(decision, context)``."""
+    """Callable as a decision sink: ``sink(decision, outcome)`` (``policyproxy.proxy.outcome.Outcome``)."""
 
     def __init__(self, audit: AuditFile | None, otel: OtelEmitter | None, max_pending: int = 100_000,
                  report_every: float = 60.0, metrics: Any = None) -> None:
@@ -43,14 +44,13 @@ class TelemetrySink:
         self._thread = threading.Thread(target=self._run, name="policyproxy-telemetry", daemon=True)
         self._thread.start()
 
-    def __call__(self, decision: Decision, context: dict[str, Any]) -> None:
+    def __call__(self, decision: Decision, outcome: Outcome) -> None:
         if len(self._queue) >= self.max_pending:
             self.dropped_here += 1
             return
-        attributes = decision_attributes(decision, client=context.get("client"), status=context.get("status"),
-                                         connection_id=context.get("connection_id"),
-                                         redactions=context.get("redactions"))
-        self._queue.append((time.time_ns(), attributes, decision.allowed, context.get("added_ms"), EVENT_NAME))
+        attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
+                                         connection_id=outcome.connection_id, redactions=outcome.redactions)
+        self._queue.append((time.time_ns(), attributes, decision.allowed, outcome.added_ms, EVENT_NAME))
         if len(self._queue) == 1:
             self._wake.set()
 

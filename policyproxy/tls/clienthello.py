@@ -53,7 +53,8 @@ def _handshake_message(data: bytes, limit: int) -> bytes | None:
     while True:
         if len(data) < offset + 5:
             return None
-        content_type, major, length = data[offset], data[offset + 1], int.from_bytes(data[offset + 3:offset + 5])
+        content_type, major = data[offset], data[offset + 1]
+        length = int.from_bytes(data[offset + 3:offset + 5], "big")
         if content_type != HANDSHAKE:
             raise MalformedHello(f"record of type {content_type} inside the ClientHello")
         if major != 3:
@@ -68,7 +69,7 @@ def _handshake_message(data: bytes, limit: int) -> bytes | None:
         if len(payload) >= 4:
             if payload[0] != CLIENT_HELLO:
                 raise MalformedHello(f"handshake message type {payload[0]} is not a ClientHello")
-            size = int.from_bytes(payload[1:4])
+            size = int.from_bytes(payload[1:4], "big")
             if size > limit:
                 raise MalformedHello(f"ClientHello of {size} bytes is larger than {limit}")
             if len(payload) >= 4 + size:
@@ -90,7 +91,7 @@ class _Reader:
         return chunk
 
     def number(self, size: int, what: str) -> int:
-        return int.from_bytes(self.take(size, what))
+        return int.from_bytes(self.take(size, what), "big")
 
     def vector(self, length_size: int, what: str) -> bytes:
         return self.take(self.number(length_size, f"length of {what}"), what)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from policyproxy.policy.hosts import parse_ip
+from policyproxy.grammar.hosts import parse_ip
 from policyproxy.tls.ca_store import CertificateAuthority
 
 

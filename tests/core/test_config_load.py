@@ -223,6 +223,8 @@ def test_codex_config_loads_unchanged(tmp_path):
     mode = "full"
     allow_local_binding = false
     dangerously_allow_non_loopback_proxy = false
+    admin_url = "http://127.0.0.1:8080"
+    allow_unix_sockets = ["/tmp/x.sock"]
 
     [permissions.dev.network.domains]
     "api.openai.com" = "allow"
@@ -243,7 +245,8 @@ def test_codex_config_loads_unchanged(tmp_path):
     s = settings(tmp_path, codex)
     assert s.profile == "dev"
     assert set(s.ignored_keys) == {"model", "approval_policy", "sandbox_mode", "features",
-                                   "sandbox_workspace_write", "permissions.dev.filesystem"}
+                                   "sandbox_workspace_write", "permissions.dev.filesystem",
+                                   "permissions.dev.network.admin_url", "permissions.dev.network.allow_unix_sockets"}
     assert s.otel.exporter == "otlp-grpc" and s.otel.endpoint == "http://127.0.0.1:4317"
     assert s.otel.environment == "dev"
     assert s.network.mitm_enabled is None  # hooks alone turn interception on
@@ -334,3 +337,12 @@ def test_redaction_table_defaults_and_overrides(tmp_path):
 ])
 def test_redaction_mistakes(tmp_path, body, message):
     assert message in only_error(tmp_path, "[permissions.ws.network]\n" + body + "\n")
+
+
+@pytest.mark.parametrize("name", ["connection", "Keep-Alive", "te", "host", "expect", "proxy-authorization",
+                                  "Proxy-Anything", "transfer-encoding", "upgrade"])
+def test_a_header_matcher_on_a_name_that_never_reaches_the_upstream_is_refused(tmp_path, name):
+    text = HOOKED.replace('action = ["strip_auth"]', f'action = ["strip_auth"]\nheaders = {{ "{name}" = [] }}')
+    message = only_error(tmp_path, text)
+    assert f'permissions.ws.network.mitm.hooks.github_write.headers.{name}' in message.replace(f'"{name}"', name)
+    assert "never reaches the upstream" in message

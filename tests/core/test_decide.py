@@ -1,12 +1,15 @@
 """``Policy.decide``: every reason code, every matcher, and the invariants that must always hold."""
 
 import ipaddress
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from policyproxy.grammar.hosts import normalize_host
+from policyproxy.grammar.paths import normalize_path
 from policyproxy.policy.model import Request, Target
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 from tests.helpers import connect, policy, request
@@ -188,6 +191,82 @@ def test_equivalent_spellings_match_and_forward_the_canonical_path(p, path, forw
     assert (decision.hook, decision.path) == ("github_issues", forwarded)
 
 
+@pytest.mark.parametrize("path", [
+    "/repos/myorg/..;/other/x", "/repos/myorg/..;jsessionid=x/other/x", "/repos/myorg/%2e%2e;/other/x",
+    "/repos/myorg/..%3b/other/x", "/repos/myorg/%2e%2E%3B/other/x", "/repos/myorg/.;/x", "/repos/myorg/;/../other/x",
+])
+def test_path_parameters_on_dot_segments_are_denied_on_hooked_hosts(p, path):
+    """9.13: servlet containers read ``..;`` as ``..``; the injected token must not reach /repos/other."""
+    decision = request(p, "GET", "api.github.com", path, "state=open", READ_HEADERS)
+    assert (decision.verdict, decision.reason) == (Verdict.DENY, Reason.MITM_HOOK_DENIED)
+    assert "ambiguous" in decision.message
+
+
+def test_path_parameters_on_ordinary_segments_do_not_widen_a_prefix(p):
+    assert request(p, "GET", "api.github.com", "/repos;x/myorg/x", "state=open", READ_HEADERS).hook is None
+    decision = request(p, "GET", "api.github.com", "/repos/myorg/x;v=1", "state=open", READ_HEADERS)
+    assert (decision.hook, decision.path) == ("github_read", "/repos/myorg/x;v=1")
+
+
+# 9.12 (a): headers the upstream never receives cannot satisfy a header matcher.
+@pytest.mark.parametrize("headers", [
+    (("Connection", "x-github-api-version"), *READ_HEADERS),
+    (("connection", "keep-alive, X-GitHub-Api-Version"), *READ_HEADERS),
+    (("Connection", "keep-alive"), ("Connection", "x-trace"), *READ_HEADERS),
+    (("Connection", " x-trace ,"), *READ_HEADERS),
+    (("Proxy-Connection", "x-github-api-version"), *READ_HEADERS),
+])
+def test_a_header_dropped_before_the_upstream_cannot_satisfy_a_matcher(p, headers):
+    decision = request(p, "GET", "api.github.com", "/repos/myorg/x", "state=open", headers)
+    assert (decision.reason, decision.hook) == (Reason.MITM_HOOK_DENIED, None)
+
+
+def test_connection_naming_other_headers_still_matches(p):
+    headers = (("Connection", "keep-alive, x-other"), ("x-other", "1"), *READ_HEADERS)
+    assert request(p, "GET", "api.github.com", "/repos/myorg/x", "state=open", headers).hook == "github_read"
+
+
+@pytest.mark.parametrize("name", ["X_GitHub_Api_Version", "x_github_api_version", "X-GITHUB_API-VERSION"])
+def test_a_header_name_servers_fold_into_a_checked_one_is_ambiguous(p, name):
+    decision = request(p, "GET", "api.github.com", "/repos/myorg/x", "state=open", ((name, "evil"), *READ_HEADERS))
+    assert (decision.reason, decision.hook) == (Reason.MITM_HOOK_DENIED, None)
+    assert "ambiguous" in decision.message and name.lower() in decision.message
+
+
+# 9.12 (b): query keys a server may read as the hook's `state` key.
+@pytest.mark.parametrize("query", [
+    "state=open&State=all", "state=open&STATE=all", "state=open&state[]=all", "state[]=all&state=open",
+    "state=open&state%00=all", "state=open&state+=all", "state=open&state%20=all", "state=open&%20state=all",
+    "state=open&ｓｔａｔｅ=all", "state=open&%EF%BD%93tate=all", "state=open&ſtate=all", "state=open&st.ate=all",
+    "state=open&st_ate=all", "state=open;state=all", "state=open&x=1;state=all", "state=open;x", "State=open",
+    "state=open&state%=all", "state=open&state%C0=all", "state=open&state[0]=all", "state=open&state%5Bx%5D=all",
+    "state=open&state%00junk=all",
+])
+def test_query_keys_servers_may_read_as_a_checked_key_are_ambiguous(p, query):
+    decision = request(p, "GET", "api.github.com", "/repos/myorg/x", query, READ_HEADERS)
+    assert (decision.verdict, decision.reason, decision.hook) == (Verdict.DENY, Reason.MITM_HOOK_DENIED, None)
+    assert "ambiguous" in decision.message, decision.message
+
+
+@pytest.mark.parametrize("query", ["state=open", "st%61te=open", "%73tate=open", "state=open&page=2&states=x",
+                                   "state=open&statement=1", "state=open&x=a;b"])
+def test_query_keys_that_are_the_key_or_plainly_another_still_match(p, query):
+    assert request(p, "GET", "api.github.com", "/repos/myorg/x", query, READ_HEADERS).hook == "github_read"
+
+
+def test_an_ambiguous_key_for_one_hook_does_not_block_a_hook_that_ignores_it(tmp_path):
+    text = PROFILE + """
+[permissions.ws.network.mitm.hooks.any_read]
+host = "api.github.com"
+methods = ["GET"]
+path_prefixes = ["/repos/myorg/"]
+action = ["strip"]
+"""
+    decision = request(policy(tmp_path, text, env=ENV), "GET", "api.github.com", "/repos/myorg/x",
+                       "state=open&State=all", READ_HEADERS)
+    assert decision.hook == "any_read"
+
+
 def test_plain_http_hook_that_injects_a_secret_is_refused(p):
     decision = request(p, "POST", "api.github.com", "/repos/myorg/x/issues", protocol=Protocol.HTTP, port=80)
     assert decision.reason is Reason.MITM_HOOK_DENIED and "allow_plaintext_secrets" in decision.message
@@ -233,50 +312,104 @@ def test_sources(p, tmp_path):
 
 
 # ---- invariants ------------------------------------------------------------------------------
+# Each property states the whole outcome (allowed or the deny reason) for every input, so a wrong
+# answer on either branch fails it.
 
 labels = st.sampled_from(["api", "github", "com", "example", "bad", "x", "openai", "10", "localhost"])
 hosts = st.lists(labels, min_size=1, max_size=4).map(".".join)
 methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "get"])
-segments = st.sampled_from(["repos", "myorg", "other", "issues", "..", ".", "%2e%2e", "%2F", "%6dyorg", "", "x"])
-paths = st.lists(segments, max_size=6).map(lambda s: "/" + "/".join(s))
-queries = st.sampled_from(["", "state=open", "state=all", "state=open&state=all", "state=closed"])
+segments = st.sampled_from(["repos", "myorg", "other", "issues", "..", ".", "%2e%2e", "%2F", "%6dyorg", "", "x",
+                            "..;", "%2e%2e%3b", ";x"])
+# Most paths start inside or next to the hooked prefix, so every branch of the hooks is reached.
+stems = st.sampled_from(["", "/repos/myorg", "/repos/myorg/x", "/repos/myorg/x/issues", "/repos", "/repos/other/x"])
+paths = st.tuples(stems, st.lists(segments, max_size=4)).map(
+    lambda t: (t[0] + "/" + "/".join(t[1])) if t[1] or not t[0] else t[0])
+# (query, whether github_read's `state` matcher accepts it)
+QUERIES = [("", False), ("state=open", True), ("state=all", False), ("state=open&state=all", False),
+           ("state=closed", True), ("state=open&page=2", True), ("st%61te=open", True),
+           ("State=all&state=open", False), ("state[]=all&state=open", False), ("state=open;state=all", False),
+           ("state%00=all&state=open", False), ("ｓｔａｔｅ=all&state=open", False)]
+queries = st.sampled_from(QUERIES)
+header_sets = st.sampled_from([
+    (READ_HEADERS, True),
+    ((("x-github-api-version", "2022-11-28"),), False),
+    ((("Connection", "x-github-api-version"), *READ_HEADERS), False),
+    ((("X_GitHub_Api_Version", "evil"), *READ_HEADERS), False),
+    ((("x-github-api-version", "2022-11-28"), ("x-trace", "1"), ("x-github-api-version", "2023")), False),
+])
+ALLOWED_REASONS = {Reason.ALLOWED, Reason.HOOK_MATCHED}
 
 
 @hsettings(max_examples=300, deadline=None)
 @given(host=hosts, method=methods, path=paths, query=queries)
 def test_deny_always_wins(p, host, method, path, query):
-    for target in (host, "bad.example.com", f"{host}.bad.example.com"):
-        decision = p.decide(Target(target, 443, Protocol.HTTPS_MITM), Request(method, path, query))
-        if target == "bad.example.com" or p.deny.lookup(decision.host) is not None:
-            assert decision.reason is Reason.DENIED and not decision.allowed
+    for target in (host, "bad.example.com", "BAD.Example.COM.", f"{host}.bad.example.com", host.upper() + "."):
+        decision = p.decide(Target(target, 443, Protocol.HTTPS_MITM), Request(method, path, query[0]))
+        canonical = normalize_host(target)
+        denied = canonical == "bad.example.com"   # an exact deny: its subdomains fall under "*.example.com"
+        assert (decision.reason is Reason.DENIED) == denied, (target, decision)
+        assert decision.allowed == (decision.reason in ALLOWED_REASONS)
+        assert (p.deny.lookup(decision.host) is not None) == denied
 
 
-@hsettings(max_examples=300, deadline=None)
-@given(method=methods, path=paths, query=queries)
-def test_a_hooked_host_never_allows_an_unmatched_request(p, method, path, query):
+def _expected_hook(method: str, path: str, query: tuple[str, bool], headers: tuple[object, bool]) -> str | None:
+    """An oracle for the two hooks of PROFILE on api.github.com, written without the engine."""
+    canonical = normalize_path(path)
+    if canonical is None:
+        return None
+    if method.upper() == "POST" and re.fullmatch(r"/repos/myorg/[^/]*/issues", canonical):
+        return "github_issues"
+    if method.upper() == "GET" and canonical.startswith("/repos/myorg/") and query[1] and headers[1]:
+        return "github_read"
+    return None
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(method=methods, path=paths, query=queries, headers=header_sets)
+def test_a_hooked_host_allows_exactly_the_matched_requests(p, method, path, query, headers):
     decision = p.decide(Target("api.github.com", 443, Protocol.HTTPS_MITM),
-                        Request(method, path, query, READ_HEADERS))
-    if decision.allowed:
-        assert decision.reason is Reason.HOOK_MATCHED and decision.hook is not None
-        # what is forwarded starts with what the hook allowed
-        assert decision.path is not None and decision.path.startswith("/repos/myorg/")
+                        Request(method, path, query[0], headers[0]))
+    expected = _expected_hook(method, path, query, headers)
+    assert decision.hook == expected, (method, path, query, decision.message)
+    if expected is None:
+        assert (decision.verdict, decision.reason) == (Verdict.DENY, Reason.MITM_HOOK_DENIED)
+        assert decision.reason.proxy_error == "blocked-by-mitm-hook"
+    else:
+        assert (decision.verdict, decision.reason) == (Verdict.ALLOW, Reason.HOOK_MATCHED)
+        # what is forwarded is the canonical path, and it starts with what the hook allowed
+        assert decision.path == normalize_path(path) and decision.path.startswith("/repos/myorg/")
 
 
 @hsettings(max_examples=300, deadline=None)
 @given(method=methods, path=paths, query=queries)
 def test_no_encoding_reaches_outside_the_prefix(p, method, path, query):
-    decision = p.decide(Target("api.github.com", 443, Protocol.HTTPS_MITM), Request(method, path, query, READ_HEADERS))
+    decision = p.decide(Target("api.github.com", 443, Protocol.HTTPS_MITM),
+                        Request(method, path, query[0], READ_HEADERS))
     if decision.allowed:
         assert "/../" not in decision.path and "%2E" not in decision.path.upper()
+        assert not any(s.replace("%3B", ";").split(";")[0] in ("", ".", "..") for s in decision.path.split("/")[1:-1])
+    else:
+        assert decision.reason is Reason.MITM_HOOK_DENIED and decision.hook is None
 
 
 @given(st.text(alphabet="ab=&%+2F0;", max_size=30))
 def test_query_parsing_agrees_with_the_standard_library(raw):
     from urllib.parse import parse_qsl
 
-    from policyproxy.policy.decide import parse_query
+    from policyproxy.grammar.query import parse_query
 
     expected: dict[str, list[str]] = {}
     for key, value in parse_qsl(raw, keep_blank_values=True):
         expected.setdefault(key, []).append(value)
     assert parse_query(raw) == expected
+
+
+@pytest.mark.parametrize("written", ["API.OpenAI.com/v1/responses", "api.openai.com./v1/responses",
+                                     "[::1]/v1/responses"])
+def test_a_redaction_endpoint_matches_its_host_however_it_was_spelled(tmp_path, written):
+    """An endpoint host written in capitals, with a trailing dot or as a bracketed IPv6 literal still redacts."""
+    host = "::1" if written.startswith("[") else "api.openai.com"
+    text = (f'[permissions.ws.network]\nallow_local_binding = true\n[permissions.ws.network.domains]\n"{host}" = "allow"\n'
+            f'[permissions.ws.network.redaction]\nendpoints = ["{written}"]\n')
+    decision = request(policy(tmp_path, text), "POST", host, "/v1/responses")
+    assert decision.allowed and decision.redaction is not None and decision.redaction.endpoint == written

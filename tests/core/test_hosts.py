@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from policyproxy.policy.hosts import is_local_name, is_non_public, normalize_host
+from policyproxy.grammar.hosts import HostSyntaxError, config_host, is_local_name, is_non_public, normalize_host
 
 
 @pytest.mark.parametrize(("raw", "canonical"), [
@@ -65,6 +65,117 @@ def test_localhost_names_are_local():
     ("http:///path", None),
 ])
 def test_url_host(url, host):
-    from policyproxy.policy.hosts import url_host
+    from policyproxy.grammar.hosts import url_host
 
     assert url_host(url) == host
+
+
+# ---- IPv6 forms that carry an IPv4 address (issue 9.17) ---------------------------------------
+
+def _teredo(server: str, client: str) -> str:
+    """A Teredo address: 2001:0::/32, server in bits 32-63, the client's bits inverted in the last 32."""
+    s, c = int(ipaddress.IPv4Address(server)), int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF
+    return str(ipaddress.IPv6Address((0x20010000 << 96) | (s << 64) | c))
+
+
+# Each form with loopback, RFC 1918, link-local (cloud metadata) and a public address (last).
+EMBEDDING_FORMS = {
+    "ipv4-compatible ::a.b.c.d": lambda v4: f"::{v4}",
+    "ipv4-mapped ::ffff:a.b.c.d": lambda v4: f"::ffff:{v4}",
+    "SIIT ::ffff:0:a.b.c.d": lambda v4: f"::ffff:0:{v4}",
+    "NAT64 64:ff9b::/96": lambda v4: f"64:ff9b::{v4}",
+    "NAT64 local-use 64:ff9b:1::/96": lambda v4: f"64:ff9b:1::{v4}",
+    "6to4 2002::/16": lambda v4: str(ipaddress.IPv6Address((0x2002 << 112) | (int(ipaddress.IPv4Address(v4)) << 80))),
+    "Teredo client": lambda v4: _teredo("8.8.8.8", v4),
+    "Teredo server": lambda v4: _teredo(v4, "8.8.4.4"),
+    "ISATAP ::5efe:a.b.c.d": lambda v4: f"2606:4700::5efe:{v4}",
+    "ISATAP ::200:5efe:a.b.c.d": lambda v4: f"2606:4700::200:5efe:{v4}",
+}
+
+
+@pytest.mark.parametrize("form", EMBEDDING_FORMS)
+@pytest.mark.parametrize("v4", ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254"])
+def test_ipv6_embedding_a_non_public_ipv4_is_non_public(form, v4):
+    address = ipaddress.ip_address(EMBEDDING_FORMS[form](v4))
+    assert is_non_public(address), f"{form}: {address}"
+
+
+@pytest.mark.parametrize("form", EMBEDDING_FORMS)
+def test_ipv6_embedding_a_public_ipv4_stays_public(form):
+    address = ipaddress.ip_address(EMBEDDING_FORMS[form]("8.8.8.8"))
+    assert not is_non_public(address), f"{form}: {address}"
+
+
+@pytest.mark.parametrize("address", ["64:ff9b:1:ab::1", "64:ff9b:1:0:808:8:800::"])
+def test_a_local_use_nat64_prefix_in_an_unreadable_layout_is_non_public(address):
+    assert is_non_public(ipaddress.ip_address(address))
+
+
+def test_isatap_on_a_link_local_prefix_stays_non_public():
+    assert is_non_public(ipaddress.ip_address("fe80::5efe:8.8.8.8"))
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("127.1", "127.0.0.1"), ("1.2.3", "1.2.0.3"), ("1.65536", "1.1.0.0"), ("0x7f.1", "127.0.0.1"),
+    ("0377.0377.0377.0377", "255.255.255.255"), ("4294967295", "255.255.255.255"), ("0", "0.0.0.0"),
+    ("08", None), ("09.1.1.1", None), ("256.1", None), ("4294967296", None), ("1.2.65536", None),
+    ("0400.1.1.1", None),
+])
+def test_numeric_ipv4_shorthands_read_as_inet_aton_does(raw, expected):
+    assert normalize_host(raw) == expected
+
+
+# ---- operator-written hosts (issue 9.10) --------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "meant"), [
+    ("https://pastebin.com", "pastebin.com"),
+    ("http://pastebin.com/", "pastebin.com"),
+    ("HTTPS://API.X.COM:8443/v1?q=1", "api.x.com"),
+    ("api.x.com:8443", "api.x.com"),
+    ("api.x.com:", "api.x.com"),
+    ("api.x.com/path", "api.x.com"),
+    ("me@api.x.com", "api.x.com"),
+    ("user:pw@api.x.com", "api.x.com"),
+    ("api.x.com?q=1", "api.x.com"),
+    ("api.x.com#frag", "api.x.com"),
+    ("[::1]:8443", "::1"),
+    ("10.0.0.5:22", "10.0.0.5"),
+    ("https://", None),
+    ("https:/pastebin.com", "pastebin.com"),
+])
+def test_config_hosts_refuse_urls_ports_and_paths_and_say_what_was_meant(text, meant):
+    with pytest.raises(HostSyntaxError) as caught:
+        config_host(text)
+    assert caught.value.meant == meant
+    assert text in str(caught.value)
+    if meant:
+        assert f'did you mean "{meant}"?' in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "canonical"), [
+    ("api.x.com", "api.x.com"), ("API.X.COM.", "api.x.com"), ("::1", "::1"), ("[::1]", "::1"),
+    ("10.0.0.5", "10.0.0.5"), ("bücher.de", "xn--bcher-kva.de"),
+])
+def test_config_hosts_accept_bare_hosts(text, canonical):
+    assert config_host(text) == canonical
+
+
+def test_a_config_host_that_is_no_host_at_all_says_so():
+    with pytest.raises(HostSyntaxError, match="not a valid host name"):
+        config_host("a..b")
+
+
+# ---- attack: Unicode spellings of names and addresses ------------------------------------------
+
+@pytest.mark.parametrize(("raw", "canonical"), [
+    ("ｌｏｃａｌｈｏｓｔ", "localhost"), ("ｐａｓｔｅｂｉｎ.com", "pastebin.com"), ("pastebin。com", "pastebin.com"),
+    ("LOCALHOST.", "localhost"), ("127.1.", "127.0.0.1"), ("0X7F.1", "127.0.0.1"),
+])
+def test_unicode_and_case_spellings_fold_to_the_name_they_mean(raw, canonical):
+    assert normalize_host(raw) == canonical
+
+
+@pytest.mark.parametrize("raw", ["127.0.0.１", "127。0。0。1", "１２７.0.0.1", "127.0.0.1٠", "pastebin.com.."])
+def test_ipv4_spelled_with_non_ascii_digits_or_dots_is_no_host(raw):
+    """A resolver might read these as 127.0.0.1; they never parse, so they are denied as unparseable."""
+    assert normalize_host(raw) is None

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policyproxy.policy.paths import normalize_path
+from policyproxy.grammar.paths import normalize_path
 
 
 @pytest.mark.parametrize(("raw", "canonical"), [
@@ -54,3 +54,43 @@ def test_normalised_paths_hold_no_dot_segments_or_empty_segments(raw):
         segments = once.split("/")[1:-1]
         assert all(s not in ("", ".", "..") for s in segments)
         assert "%2E" not in once.upper().replace("%252E", "")
+
+
+# ---- path parameters on dot-segments (issue 9.13) ------------------------------------------------
+# Servlet containers cut ";params" off each segment before resolving dot-segments, so a segment that
+# is ".", ".." or empty once its parameters are cut is read as a dot-segment there and not here.
+
+@pytest.mark.parametrize("raw", [
+    "/repos/myorg/..;/other/x", "/repos/myorg/..;jsessionid=x/other/x", "/repos/myorg/.;/x",
+    "/repos/myorg/%2e%2e;/other/x", "/repos/myorg/%2E%2e;/other/x", "/repos/myorg/..%3b/other/x",
+    "/repos/myorg/..%3B/other/x", "/repos/myorg/%2e%2E%3B/other/x", "/repos/myorg/.%2e%3bx=1/other",
+    "/repos/myorg/%2e;/x", "/repos/myorg/;/../other", "/repos/myorg/;x/issues", "/;", "/..;",
+    "/repos/myorg/.../other", "/repos/myorg/..../x", "/repos/myorg/%2e%2e%2e/x", "/repos/myorg/...;x/y",
+])
+def test_dot_segments_with_path_parameters_or_extra_dots_are_refused(raw):
+    assert normalize_path(raw) is None
+
+
+@pytest.mark.parametrize(("raw", "canonical"), [
+    ("/repos;x/myorg/", "/repos;x/myorg/"),
+    ("/repos/myorg/x/issues;v=1", "/repos/myorg/x/issues;v=1"),
+    ("/a/b%3bc", "/a/b%3Bc"),
+    ("/a/x...;x", "/a/x...;x"),
+    ("/a/.x", "/a/.x"),
+    ("/a/..x", "/a/..x"),
+])
+def test_parameters_on_ordinary_segments_are_kept_as_written(raw, canonical):
+    assert normalize_path(raw) == canonical
+
+
+path_chars_with_params = st.sampled_from(["a", "/", ".", "..", ";", "%3b", "%2e", "x=1", "//"])
+
+
+@given(st.lists(path_chars_with_params, max_size=12).map(lambda parts: "/" + "".join(parts)))
+def test_no_normalised_path_holds_a_parameterised_dot_segment(raw):
+    once = normalize_path(raw)
+    if once is not None:
+        for segment in once.split("/")[1:]:
+            head = segment.replace("%3B", ";").split(";")[0]
+            assert head not in (".", "..") and (head or segment == ""), (raw, once)
+        assert normalize_path(once) == once

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from policyproxy.policy.compile import compile_policy
-from policyproxy.proxy.app import ProxyApp, ProxyOptions
+from policyproxy.proxy.options import ProxyOptions
+from policyproxy.proxy.server import ProxyServer
 from policyproxy.tls.ca_store import load_or_create
 from tests.helpers import settings
 
@@ -96,9 +97,9 @@ async def run_case(tmp_path: Path, behaviour: str) -> tuple[bytes, list]:
         port = server.sockets[0].getsockname()[1]
     options = ProxyOptions(listen=("127.0.0.1", 0), socks_listen=None, upstream_cas=extra_ca, read_timeout=0.5,
                            connect_timeout=1.0, pins={("bad.test", port): ipaddress.ip_address("127.0.0.1")})
-    app = ProxyApp(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+    app = ProxyServer(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
     reported: list = []
-    app.sinks.append(lambda decision, context: reported.append((decision.reason.value, context["status"])))
+    app.sinks.append(lambda decision, context: reported.append((decision.reason.value, context.status)))
     await app.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])
     if scheme == "https":

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from policyproxy.policy.compile import compile_policy
-from policyproxy.proxy.app import ProxyApp, ProxyOptions
+from policyproxy.proxy.options import ProxyOptions
+from policyproxy.proxy.server import ProxyServer
 from policyproxy.telemetry.audit import read_records
 from policyproxy.tls.ca_store import load_or_create
 from tests.helpers import settings
@@ -242,7 +243,7 @@ def test_a_hello_that_never_completes_is_closed_after_the_head_timeout(tmp_path,
     denies: list = []
 
     async def scenario() -> tuple[bytes, float]:
-        app = ProxyApp(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+        app = ProxyServer(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
         app.sinks.append(lambda decision, context: denies.append(decision))
         await app.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])

@@ -4,8 +4,13 @@
 exactly the path that was checked: unreserved characters percent-decoded, other escapes upper-cased,
 ``.``/``..`` segments resolved (RFC 3986 5.2.4), runs of ``/`` collapsed. A path whose meaning
 depends on the server is refused instead (None): raw control, space, backslash, ``#`` or non-ASCII,
-a broken escape, an encoded NUL, or a ``.``/``..`` hidden behind an encoded ``/`` or ``\\``.
-The function is idempotent.
+a broken escape, an encoded NUL, a ``.``/``..`` hidden behind an encoded ``/`` or ``\\``, or a
+segment that is empty, ``.`` or ``..`` once its path parameters are cut off (``..;x``, ``.;``,
+``%2e%2e%3b``, ``;x``): servlet containers (Tomcat, Jetty, Spring) drop ``;`` parameters before
+resolving dot-segments, so ``/repos/myorg/..;/other`` reaches ``/repos/other`` there. A segment of
+three or more dots only (``...``) is refused too: servers that trim trailing dots read it as ``..``. Parameters on
+ordinary segments (``/repos;x/myorg``) are kept as written: a literal prefix does not match them, so
+they cannot widen what a hook allows. The function is idempotent.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\#?]|[^\x00-\x7f]")
 _HIDDEN_SEPARATOR = re.compile(r"%(2F|5C)", re.IGNORECASE)
+_PARAMETER = re.compile(r";|%3B", re.IGNORECASE)   # escapes are upper-cased by then; IGNORECASE for safety
 
 
 @lru_cache(maxsize=8192)
@@ -42,6 +48,11 @@ def normalize_path(raw: str) -> str | None:
             continue
         if "%" in segment and any(p in (".", "..") for p in _HIDDEN_SEPARATOR.split(segment)[::2]):
             return None
+        head = _PARAMETER.split(segment, 1)[0] if ";" in segment or "%3B" in segment else segment
+        if head in ("", ".", "..") and head != segment:
+            return None   # "..;x": a dot-segment once the parameters are cut
+        if head.startswith("...") and not head.strip("."):
+            return None   # dots only: servers that trim trailing dots (Windows, IIS) read it as ".."
         out.append(segment)
     path = "/" + "/".join(out)
     last = segments[-1]

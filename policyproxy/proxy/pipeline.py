@@ -1,0 +1,178 @@
+"""The forward pipeline, one for every request the proxy can see (plain, gateway, intercepted,
+WebSocket upgrades): decide -> resolve and check -> inspect -> send -> restore.
+
+Exactly one decision event per request, from the ``finally`` of ``forward``: whatever happens (a
+block, an upstream failure, a client that vanished), the decision and its ``Outcome`` are reported
+once. Bodies stream both ways (``iter_any`` into ``StreamResponse.write``, which awaits drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from policyproxy import responses
+from policyproxy.errors import UpstreamAnswered, UpstreamError
+from policyproxy.policy.decide import Policy
+from policyproxy.policy.model import Decision, Request, Target
+from policyproxy.proxy.connection import Connection
+from policyproxy.proxy.context import Context, Snapshot
+from policyproxy.proxy.headers import host_header, request_headers, response_headers
+from policyproxy.proxy.http_server import web_response
+from policyproxy.proxy.inspector import Inspector
+from policyproxy.proxy.outcome import Outcome
+from policyproxy.proxy.restoring import restorer
+from policyproxy.proxy.target import DEFAULT_PORTS, Routed
+from policyproxy.proxy.upstream import upstream_proxy
+from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols, relay
+from policyproxy.reasons import Mode, Reason, Source, Verdict
+from policyproxy.redaction.placeholders import Vault
+
+
+def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
+    return dataclasses.replace(decision, verdict=Verdict.DENY, reason=reason, source=source, message=message)
+
+
+def upgrade_in_limited_mode(decision: Decision, policy: Policy) -> Decision:
+    """A WebSocket is a two-way channel: in limited mode it is refused as a write would be."""
+    return refuse(decision, Reason.METHOD_NOT_ALLOWED, policy.mode_source,
+                  f"WebSocket upgrades are not allowed in limited mode (GET, HEAD and OPTIONS only) on {decision.host}")
+
+
+def _answer(outcome: Outcome, answer: responses.Answer) -> web.Response:
+    outcome.status = answer.status
+    return web_response(answer)
+
+
+async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.BaseRequest,
+                  routed: Routed) -> web.StreamResponse:
+    started = time.perf_counter()
+    policy = snap.policy
+    outcome = Outcome(conn.client, conn.connection_id)
+    decision = policy.decide(Target(routed.host, routed.port, routed.protocol, trusted=routed.trusted),
+                             Request(request.method, routed.path, routed.query, tuple(request.headers.items())))
+    try:
+        upgrade = is_upgrade(request)
+        if upgrade and decision.allowed and policy.mode is Mode.LIMITED:
+            decision = upgrade_in_limited_mode(decision, policy)
+        if decision.allowed:
+            # Resolved only now the name is allowed (a denied name is never looked up); the connector
+            # then connects to exactly these addresses (``Resolver.resolve``).
+            addresses, pinned = await ctx.resolver.lookup(routed.host, routed.port)
+            decision = policy.check_addresses(decision, addresses, routed.trusted or pinned)
+        if decision.allowed and decision.redaction is not None and upgrade:
+            decision = refuse(decision, Reason.INSPECTION_FAILED, Source.DEFAULT,
+                              "WebSocket on a redaction endpoint cannot be inspected; use HTTP (server-sent events)")
+            return _answer(outcome, responses.websocket_refused(decision))
+        vault = body = None
+        if decision.allowed and request.body_exists and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(responses.CONTINUE)   # the client waits for this before sending the body
+        if decision.allowed and decision.redaction is not None:
+            if snap.redactor is not None:
+                vault = ctx.inspector.vault(conn.identity, conn.client)
+                if request.body_exists:
+                    inspection = await ctx.inspector.inspect(snap.settings, snap.redactor, decision, request, vault)
+                    decision, outcome.redactions = inspection.decision, inspection.counts
+                    if not decision.allowed and inspection.answer is not None:
+                        return _answer(outcome, inspection.answer)
+                    body = inspection.body
+            elif request.body_exists:
+                decision = Inspector.unavailable(decision)
+        if not decision.allowed:
+            return _answer(outcome, responses.block_answer(decision))
+        url = URL.build(scheme=routed.scheme, host=routed.host.strip("[]"), port=routed.port,
+                        path=decision.path or "/", query_string=routed.query, encoded=True)
+        headers = request_headers(request.headers.items(), decision.edits,
+                                  host_header(routed.host, routed.port, DEFAULT_PORTS.get(routed.scheme, 80)))
+        proxy = upstream_proxy(snap.settings.network.allow_upstream_proxy, routed.scheme, routed.host)
+        if upgrade:
+            return await _websocket(ctx, request, headers, url, proxy, outcome)
+        return await _send(ctx, request, url, headers, proxy, body, vault, outcome, started)
+    finally:
+        ctx.reporter.report(decision, outcome)
+
+
+async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple[str, str]], url: URL,
+                     proxy: str | None, outcome: Outcome) -> web.StreamResponse:
+    """101 is recorded only once both sides are upgraded; the upstream's other answers are relayed."""
+    headers = [(k, v) for k, v in headers if k.lower() not in HANDSHAKE]
+    try:
+        upstream = await ctx.upstream.ws_connect(url, headers, offered_protocols(request), proxy)
+    except UpstreamAnswered as answered:
+        return _answer(outcome, responses.relayed_answer(answered.status, answered.headers, answered.body))
+    except UpstreamError as exc:
+        return _answer(outcome, responses.text_answer(exc.status, f"WebSocket to {url.host} failed: {exc.message}"))
+    client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), autoping=False,
+                                   max_msg_size=0)
+    try:
+        await client.prepare(request)
+    except BaseException:
+        await upstream.close()
+        raise
+    outcome.status = 101
+    await relay(client, upstream)
+    return client
+
+
+async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[tuple[str, str]],
+                proxy: str | None, body: bytes | None, vault: Vault | None, outcome: Outcome,
+                started: float) -> web.StreamResponse:
+    data: Any = request.content if request.body_exists else None
+    if vault is not None:
+        # The body was read and maybe rewritten; the answer must come uncompressed to be restored.
+        dropped = {"accept-encoding"} | ({"content-length", "content-encoding"} if body is not None else set())
+        headers = [(k, v) for k, v in headers if k.lower() not in dropped] + [("Accept-Encoding", "identity")]
+        if body is not None:
+            data = body
+    sent = time.perf_counter()
+    try:
+        upstream = await ctx.upstream.send(request.method, url, headers, data, proxy)
+    except UpstreamError as exc:
+        return _answer(outcome, responses.text_answer(exc.status, exc.message))
+    answered = time.perf_counter()
+    async with upstream:
+        no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
+        restore = None if vault is None or no_body else restorer(upstream, vault)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
+        for name, value in response_headers(raw):
+            if restore is not None and name.lower() == "content-encoding":
+                continue   # decoded to be restored
+            response.headers.add(name, value)
+        length = upstream.headers.get("Content-Length")
+        if restore is None and length is not None and length.isdigit() and not no_body:
+            response.content_length = int(length)
+        outcome.status = upstream.status
+        if restore is not None and restore.whole:
+            whole = await restore.read_whole(upstream)
+            response.content_length = len(whole)
+            await response.prepare(request)
+            outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
+            await response.write(whole)
+            await response.write_eof()
+            return response
+        await response.prepare(request)
+        outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
+        if not no_body:
+            try:
+                async for chunk in upstream.content.iter_any():
+                    out = restore.feed(chunk) if restore is not None else chunk
+                    if out:
+                        await response.write(out)
+                if restore is not None:
+                    tail = restore.close()
+                    if tail:
+                        await response.write(tail)
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError):
+                # The upstream broke mid-body: end the client's connection so it sees a truncation.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+        await response.write_eof()
+        return response

@@ -1,0 +1,149 @@
+"""``ProxyServer``: the composition root (lifecycle, listeners, reload); only the CLI imports it.
+
+It builds the frozen ``Context`` handed to every handler, and keeps to itself what only a lifecycle
+needs (listening sockets, the idle sweep, draining on stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import itertools
+import sys
+
+from policyproxy.config.schema import Settings
+from policyproxy.policy.decide import Policy
+from policyproxy.proxy.context import Context, HeadGate, Live, Registry, Snapshot
+from policyproxy.proxy.handlers import plain_handler
+from policyproxy.proxy.http_server import TimedServer
+from policyproxy.proxy.inspector import Inspector, redactor_for
+from policyproxy.proxy.listeners import HttpEntry, Listener, Socks5Entry
+from policyproxy.proxy.options import ProxyOptions
+from policyproxy.proxy.outcome import DecisionSink, Reporter
+from policyproxy.proxy.pipe import idle_since
+from policyproxy.proxy.resolver import Resolver
+from policyproxy.proxy.upstream import Upstream
+from policyproxy.tls.ca_store import CertificateAuthority
+from policyproxy.tls.mint import LeafContexts
+
+# CPython's SSLProtocol allocates a read buffer of ``max_size`` (256 KiB) per TLS connection up front;
+# for an intercepting proxy that holds two TLS connections per client, 32 KiB (two TLS records) keeps
+# idle connections cheap and costs no measurable throughput (bench/proxy_bench.py).
+TLS_READ_BUFFER = 32 * 1024
+# While a worker thread scans, the GIL is handed back to the event loop every this many seconds
+# (CPython's default is 5 ms): bench/redaction_bench.py measured the loop's worst delay during a 5 MB
+# scan at 7.4 ms with the default and 3.4 ms with 1 ms.
+GIL_SWITCH_INTERVAL = 0.001
+
+
+def tune_process() -> None:
+    """Process-wide settings for a proxy process; ``serve`` calls it once, before the loop starts."""
+    # No public setting for the TLS read buffer of asyncio's SSL transports: the class attribute is it.
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # type: ignore[attr-defined,unused-ignore]
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+
+def snapshot(settings: Settings, policy: Policy) -> Snapshot:
+    return Snapshot(settings, policy, dict(settings.gateway_routes), redactor_for(settings))
+
+
+class ProxyServer:
+    def __init__(self, settings: Settings, policy: Policy, ca: CertificateAuthority, options: ProxyOptions) -> None:
+        self.options = options
+        self.ca = ca
+        resolver = Resolver(options.pins)
+        self.upstream = Upstream(options, resolver)
+        self.context = Context(options, Live(snapshot(settings, policy), options.proxy_credentials,
+                                             options.socks_credentials), resolver, LeafContexts(ca), self.upstream,
+                               Inspector(settings), Reporter(), HeadGate(options.max_heads), Registry(),
+                               itertools.count(1))
+        self.servers: list[Listener] = []
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self._plain: TimedServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def sinks(self) -> list[DecisionSink]:
+        return self.context.reporter.sinks
+
+    @property
+    def policy(self) -> Policy:
+        return self.context.live.snapshot.policy
+
+    async def start(self) -> None:
+        ctx = self.context
+        await self.upstream.start()
+        self._plain = plain = TimedServer(plain_handler(ctx), ctx.heads, self.options.head_timeout,
+                                          self.options.keepalive_timeout)
+        loop = asyncio.get_running_loop()
+        host, port = self.options.listen
+        server = await Listener.open(ctx, host, port, lambda: HttpEntry(ctx, plain))
+        self.servers.append(server)
+        self.addresses["http"] = server.sockets[0].getsockname()[:2]
+        self._sweeper = loop.create_task(self._sweep_forever())
+        if self.options.socks_listen is not None:
+            host, port = self.options.socks_listen
+            server = await Listener.open(ctx, host, port, lambda: Socks5Entry(ctx))
+            self.servers.append(server)
+            self.addresses["socks5"] = server.sockets[0].getsockname()[:2]
+
+    async def stop(self, drain: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``drain`` seconds), then close.
+
+        Connections still opening (CONNECT answered, TLS handshaking) finish opening first, and a just
+        opened connection gets a moment to send its request, so a stop drops nothing in flight.
+        """
+        registry = self.context.registry
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain
+        for server in self.servers:
+            server.close()
+        if registry.openings:
+            await asyncio.wait(list(registry.openings), timeout=drain)
+        await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+        servers = [*([self._plain] if self._plain is not None else []), *list(registry.servers)]
+        for http in servers:
+            http.pre_shutdown()  # idle keep-alive connections close now; busy ones after their request
+        remaining = max(0.1, deadline - loop.time())
+        await asyncio.gather(*(http.shutdown(remaining) for http in servers), return_exceptions=True)
+        for transport in list(registry.pipes):
+            transport.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.context.inspector.close()
+        await self.upstream.close()
+        self.context.leaves.close()
+
+    def close_idle_tunnels(self, now: float) -> int:
+        """Close byte tunnels idle for longer than ``tunnel_idle_timeout``; how many were closed."""
+        pipes = self.context.registry.pipes
+        stale = [t for t, side in pipes.items() if now - idle_since(side) > self.options.tunnel_idle_timeout]
+        for transport in stale:
+            transport.close()
+        return len(stale)
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.05, min(30.0, self.options.tunnel_idle_timeout / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            self.close_idle_tunnels(loop.time())
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.live.snapshot.settings
+
+    def set_credentials(self, proxy: tuple[str, str] | None, socks: tuple[str, str] | None) -> None:
+        """Listener credentials for the next connections (a reload applies them live)."""
+        self.context.live.proxy_credentials, self.context.live.socks_credentials = proxy, socks
+
+    def reload(self, settings: Settings, policy: Policy) -> None:
+        """Swap in a new policy; requests already decided keep the old one."""
+        self.context.live.snapshot = snapshot(settings, policy)
+        self.context.inspector.reload()
+
+    def open_connections(self) -> dict[str, int]:
+        """Open client connections by kind, for the metrics gauge (read from another thread)."""
+        registry = self.context.registry
+        return {"tunnel": len(registry.pipes), "plain": len(self._plain.connections) if self._plain else 0,
+                "intercepted": sum(len(s.connections) for s in list(registry.servers))}
