@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from policyproxy.config.schema import Settings
+from policyproxy.offload import ParallelFinder
 from policyproxy.policy.decide import Policy
 from policyproxy.policy.hosts import IPAddress, normalize_host
 from policyproxy.policy.model import Decision, Target
@@ -35,8 +36,8 @@ from policyproxy.proxy.tunnel import PipeSide, idle_since
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.inspect import Inspection, InspectionFailed, conclude, failed, inspect, parse_body
-from policyproxy.redaction.parallel import ParallelFinder
-from policyproxy.redaction.placeholders import MappingStore, Vault, Vaults
+from policyproxy.redaction.placeholders import Vault, Vaults
+from policyproxy.stores.sqlite import SqliteMappingStore
 from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
 
@@ -101,7 +102,7 @@ class ProxyApp:
         self.redactor = _redactor(settings)
         spec = settings.network.redaction
         ttl = spec.mapping_ttl_seconds if spec else 24 * 3600
-        store = MappingStore(Path(spec.mapping_store)) if spec is not None and spec.mapping_store else None
+        store = SqliteMappingStore(Path(spec.mapping_store)) if spec is not None and spec.mapping_store else None
         self.vaults = Vaults(ttl=ttl, store=store)
         self.scanner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="policyproxy-scan")
         self.finder: ParallelFinder | None = None

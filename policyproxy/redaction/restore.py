@@ -35,14 +35,15 @@ def restore_text(text: str, vault: Vault, *, json_escape: bool = False) -> str:
 
 
 def restore_json(node: Any, vault: Vault) -> Any:
-    """Every string of a response restored; function-call arguments (JSON text) with escaping."""
+    """Every string of a response restored, object keys included (they are masked too); function-call
+    arguments (JSON text) with escaping."""
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
             if key in ("arguments", "partial_json") and isinstance(value, str):
                 out[key] = restore_text(value, vault, json_escape=True)
             else:
-                out[key] = restore_json(value, vault)
+                out[restore_text(key, vault)] = restore_json(value, vault)
         return out
     if isinstance(node, list):
         return [restore_json(item, vault) for item in node]
