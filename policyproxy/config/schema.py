@@ -14,10 +14,19 @@ from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
 
 DEFAULT_PROXY_URL = "http://127.0.0.1:3128"
 DEFAULT_SOCKS_URL = "socks5://127.0.0.1:8081"
+# Every path that carries prompt text on the two providers (prefixes: /v1/complete also covers
+# /v1/completions; /v1/messages covers count_tokens and batches). /v1/realtime is a WebSocket: listed so
+# the upgrade is refused (426) instead of relayed uninspected.
 DEFAULT_REDACTION_ENDPOINTS = (
     "api.anthropic.com/v1/messages",
+    "api.anthropic.com/v1/complete",
     "api.openai.com/v1/chat/completions",
     "api.openai.com/v1/responses",
+    "api.openai.com/v1/completions",
+    "api.openai.com/v1/embeddings",
+    "api.openai.com/v1/realtime",
+    "api.openai.com/v1/assistants",
+    "api.openai.com/v1/threads",
 )
 DEFAULT_GATEWAY_ROUTES = (
     ("anthropic", "https://api.anthropic.com"),

@@ -26,7 +26,7 @@ from policyproxy.proxy.headers import host_header, proxy_user, request_headers, 
 from policyproxy.reasons import Protocol
 from policyproxy.redaction import jsontext
 from policyproxy.redaction.placeholders import Vault
-from policyproxy.redaction.restore import StreamRestorer, restore_json, restore_text
+from policyproxy.redaction.restore import StreamRestorer, restore_body
 from policyproxy.responses import block_answer
 
 if TYPE_CHECKING:
@@ -258,7 +258,12 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
                     if tail:
                         await response.write(tail)
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError):
-                # The upstream broke mid-body: end the client's connection so it sees a truncation.
+                # The upstream broke mid-body: release what the restorer held back (restored), then end
+                # the client's connection so it sees a truncation.
+                if restore is not None and request.transport is not None and not request.transport.is_closing():
+                    tail = restore.close()
+                    if tail:
+                        await response.write(tail)
                 if request.transport is not None:
                     request.transport.close()
                 return response
@@ -291,11 +296,7 @@ class _Restore:
         data = self._decode(await upstream.read())
         if self.inflater is not None:
             data += self.inflater.flush()
-        try:
-            document = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return restore_text(data.decode("utf-8", "replace"), self.vault).encode("utf-8")
-        return jsontext.dumps(restore_json(document, self.vault))
+        return restore_body(data, self.vault)
 
 
 def _restorer(upstream: aiohttp.ClientResponse, vault: Vault) -> _Restore | None:

@@ -1,10 +1,12 @@
 """Put the real values back into what the model answers: whole JSON bodies, and SSE streams.
 
 In a stream a placeholder can be split across two or more deltas. Each delta stream (an Anthropic
-content block, a Chat Completions choice or tool call, a Responses item) keeps a tail that could
+content block, a Chat Completions choice or tool call - recognised by shape, as any compatible server
+sends it - a Responses item) keeps a tail that could
 still grow into a placeholder - never more than a placeholder's length, and only a ``[`` that could
 begin one, so a literal ``[`` or ``<`` in code is never held longer than until the next delta - and
-releases it restored, exactly once. Values that land inside JSON text (tool-call arguments) are
+releases it restored, exactly once: when its block or choice ends, at ``[DONE]``, at the end of the
+stream, or when the upstream fails mid-stream (``close``). Values that land inside JSON text (tool-call arguments) are
 JSON-escaped. Unknown placeholders are left as they are.
 """
 
@@ -52,6 +54,15 @@ def restore_json(node: Any, vault: Vault) -> Any:
     return node
 
 
+def restore_body(data: bytes, vault: Vault) -> bytes:
+    """A whole response body restored: as JSON when it parses (values escaped where they land),
+    else as text; a body too deep to walk is restored as text too (never an exception)."""
+    try:
+        return jsontext.dumps(restore_json(json.loads(data), vault))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return restore_text(data.decode("utf-8", "replace"), vault).encode("utf-8")
+
+
 # ---- streams --------------------------------------------------------------------------------------
 
 @dataclass
@@ -95,7 +106,8 @@ class StreamRestorer:
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
                     "response.refusal.delta"):
             return self._responses_delta(event, payload)
-        if payload.get("object") == "chat.completion.chunk":
+        choices = payload.get("choices")
+        if isinstance(choices, list) and any(isinstance(c, dict) and ("delta" in c or "text" in c) for c in choices):
             return self._chat_chunk(event, payload)
         before: list[Event] = []
         if kind == "content_block_stop":
@@ -142,33 +154,52 @@ class StreamRestorer:
         return [event] if released == payload["delta"] else [make(released)]
 
     def _chat_chunk(self, event: Event, payload: dict[str, Any]) -> list[Event]:
+        """A Chat Completions (``delta``) or legacy Completions (``text``) chunk, recognised by shape:
+        ``object``, ``id``, ``index`` and ``finish_reason`` are all optional (a missing index is 0)."""
         clone = copy.deepcopy(payload)
         before: list[Event] = []
         changed = False
-        for choice in clone.get("choices") or []:
-            index = choice.get("index")
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                original = delta["content"]
-                delta["content"] = self._release(("chat", index, "content"), original, False,
-                                                 _chat_maker(event, payload, index, None))
-                changed |= delta["content"] != original
-            for call in delta.get("tool_calls") or []:
-                function = call.get("function") or {}
-                if isinstance(function.get("arguments"), str):
-                    original = function["arguments"]
-                    function["arguments"] = self._release(("chat", index, call.get("index")), original, True,
-                                                          _chat_maker(event, payload, index, call.get("index")))
-                    changed |= function["arguments"] != original
-            if choice.get("finish_reason") is not None:
-                before += self._flush(lambda key, index=index: key[0] == "chat" and key[1] == index)
+        for choice in clone["choices"]:
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index") or 0
+            final = choice.get("finish_reason") is not None
+            present: set[tuple[Any, ...]] = set()
+            delta = choice.get("delta")
+            if isinstance(choice.get("text"), str):   # legacy Completions
+                key = ("chat", index, "text")
+                present.add(key)
+                original = choice["text"]
+                choice["text"] = self._release(key, original, False, _text_maker(event, payload, index), final)
+                changed |= choice["text"] != original
+            if isinstance(delta, dict):
+                if isinstance(delta.get("content"), str):
+                    key = ("chat", index, "content")
+                    present.add(key)
+                    original = delta["content"]
+                    delta["content"] = self._release(key, original, False, _chat_maker(event, payload, index, None),
+                                                     final)
+                    changed |= delta["content"] != original
+                for call in delta.get("tool_calls") or []:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                        key = ("chat", index, "call", call.get("index") or 0)
+                        present.add(key)
+                        original = function["arguments"]
+                        function["arguments"] = self._release(
+                            key, original, True, _chat_maker(event, payload, index, call.get("index") or 0), final)
+                        changed |= function["arguments"] != original
+            if final:   # what this chunk does not carry is released just before it
+                before += self._flush(lambda key, index=index, present=present:
+                                      key[0] == "chat" and key[1] == index and key not in present)
         return [*before, _with_json(event, clone) if changed else event]
 
     # -- holding back ----------------------------------------------------------------------------
-    def _release(self, key: tuple[Any, ...], delta: str, json_escape: bool, make: Callable[[str], Event]) -> str:
+    def _release(self, key: tuple[Any, ...], delta: str, json_escape: bool, make: Callable[[str], Event],
+                 final: bool = False) -> str:
         held = self.held.pop(key, None)
         text = (held.text if held else "") + delta
-        keep = placeholder_prefix_at_end(text)
+        keep = 0 if final else placeholder_prefix_at_end(text)
         if keep:
             self.held[key] = _Held(text[-keep:], json_escape, make)
             text = text[:-keep]
@@ -192,6 +223,15 @@ def _chat_maker(event: Event, payload: dict[str, Any], index: Any, call: Any) ->
             {"tool_calls": [{"index": call, "function": {"arguments": text}}]}
         envelope = {k: v for k, v in payload.items() if k != "choices"}
         envelope["choices"] = [{"index": index, "delta": delta, "finish_reason": None}]
+        return _with_json(event, envelope)
+
+    return make
+
+
+def _text_maker(event: Event, payload: dict[str, Any], index: Any) -> Callable[[str], Event]:
+    def make(text: str) -> Event:
+        envelope = {k: v for k, v in payload.items() if k != "choices"}
+        envelope["choices"] = [{"index": index, "text": text, "finish_reason": None}]
         return _with_json(event, envelope)
 
     return make

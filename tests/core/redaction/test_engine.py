@@ -7,7 +7,7 @@ import pytest
 
 from policyproxy.config.schema import RedactionSpec
 from policyproxy.reasons import RedactionAction
-from policyproxy.redaction.engine import BodyError, Redactor, is_binary_base64, loads, strings
+from policyproxy.redaction.engine import BodyError, Redactor, is_binary_base64, loads
 from policyproxy.redaction.placeholders import TextCache, Vaults
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2).decode()

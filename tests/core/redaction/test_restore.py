@@ -173,3 +173,67 @@ def test_prefix_hold_never_exceeds_a_placeholder_and_only_starts_at_a_bracket(te
     assert keep <= 60
     if keep:
         assert text[-keep] == "["
+
+
+# ---- streams from any compatible server: optional fields removed, one character per event --------
+
+class TestMinimalStreams:
+    """vLLM, Ollama, llama.cpp and gateways omit ``object``, ``id``, ``index`` and ``finish_reason``."""
+
+    def text_with_token(self, vault):
+        return f"mail {token(vault)} now [x] and {token(vault, 'b@c.io')}."
+
+    def expected(self):
+        return f"mail {VALUE} now [x] and b@c.io."
+
+    @pytest.mark.parametrize("done", [True, False])
+    def test_chat_chunks_with_only_choices_and_delta(self, vault, done):
+        text = self.text_with_token(vault)
+        chunks = [{"choices": [{"delta": {"content": c}}]} for c in text]
+        body = sse(*chunks) + (b"data: [DONE]\n\n" if done else b"")
+        events = run(StreamRestorer(vault), [body[i:i + 7] for i in range(0, len(body), 7)])
+        content = "".join(json.loads(e.data)["choices"][0]["delta"].get("content", "")
+                          for e in events if e.data != "[DONE]")
+        assert content == self.expected()
+        assert (events[-1].data == "[DONE]") is done
+
+    def test_chat_tool_call_arguments_without_indexes(self, vault):
+        arguments = json.dumps({"to": token(vault)})
+        chunks = [{"choices": [{"delta": {"tool_calls": [{"function": {"arguments": c}}]}}]} for c in arguments]
+        events = run(StreamRestorer(vault), [sse(*chunks)])
+        out = "".join(json.loads(e.data)["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                      for e in events)
+        assert json.loads(out) == {"to": VALUE}
+
+    def test_legacy_completions_text_chunks(self, vault):
+        text = self.text_with_token(vault)
+        events = run(StreamRestorer(vault), [sse(*[{"choices": [{"text": c}]} for c in text])])
+        assert "".join(json.loads(e.data)["choices"][0]["text"] for e in events) == self.expected()
+
+    def test_a_finish_chunk_that_also_carries_text_keeps_the_order(self, vault):
+        t = token(vault)
+        chunks = [{"choices": [{"delta": {"content": "a " + t[:5]}}]},
+                  {"choices": [{"delta": {"content": t[5:] + " z ["}, "finish_reason": "stop"}]}]
+        events = run(StreamRestorer(vault), [sse(*chunks)])
+        assert "".join(json.loads(e.data)["choices"][0]["delta"]["content"] for e in events) == f"a {VALUE} z ["
+        assert json.loads(events[-1].data)["choices"][0]["finish_reason"] == "stop"
+
+    def test_anthropic_deltas_without_index(self, vault):
+        text = self.text_with_token(vault)
+        chunks = [{"type": "content_block_delta", "delta": {"type": "text_delta", "text": c}} for c in text]
+        events = run(StreamRestorer(vault), [sse(*chunks, event="content_block_delta")])
+        assert texts(events) == self.expected()
+
+    def test_responses_deltas_without_item_ids(self, vault):
+        text = self.text_with_token(vault)
+        chunks = [{"type": "response.output_text.delta", "delta": c} for c in text]
+        events = run(StreamRestorer(vault), [sse(*chunks)])
+        assert "".join(json.loads(e.data)["delta"] for e in events) == self.expected()
+
+    def test_held_text_is_released_when_the_upstream_stops_mid_placeholder(self, vault):
+        t = token(vault)
+        restorer = StreamRestorer(vault)
+        out = restorer.feed(sse({"choices": [{"delta": {"content": "x " + t[:6]}}]}))
+        assert t[:6] not in out.decode()
+        tail = restorer.close()
+        assert json.loads(EventReader().feed(tail)[0].data)["choices"][0]["delta"]["content"] == t[:6]
