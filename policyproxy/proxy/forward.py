@@ -7,7 +7,6 @@ Bodies stream both ways (``iter_any`` into ``StreamResponse.write``, which await
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 import zlib
@@ -24,7 +23,6 @@ from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy import websocket
 from policyproxy.proxy.headers import host_header, proxy_user, request_headers, response_headers
 from policyproxy.reasons import Protocol
-from policyproxy.redaction import jsontext
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import StreamRestorer, restore_body
 from policyproxy.responses import block_answer
