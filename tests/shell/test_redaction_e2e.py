@@ -445,3 +445,26 @@ class TestMinimalServerStreams:
                     text += payload["choices"][0]["text"]
         assert text == PROMPT
         assert_upstream_saw_no_planted_value(upstream, 1)
+
+
+# ---- reload (issue 9.14): enforcement never weaker than the new config ------------------------------
+
+def test_after_sighup_text_already_sent_is_judged_by_the_new_rules(start_proxy, upstream):
+    import signal
+    import time
+
+    lax = CONFIG.replace('us_ssn = "block"', 'us_ssn = "off"')
+    proxy = start_proxy(lax)
+    history = {"model": "m", "messages": [{"role": "user", "content": "my SSN is 123-45-6789"}]}
+    assert _post(proxy, upstream, "/v1/messages", json.dumps(history)).status_code == 200
+    assert "123-45-6789" in upstream.last()["body"]   # off: goes out as written
+    proxy.config.write_text(CONFIG)
+    proxy.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reloaded" not in proxy.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    history["messages"] += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "next"}]
+    before = len(upstream.requests)
+    response = _post(proxy, upstream, "/v1/messages", json.dumps(history))
+    assert response.status_code == 400 and "us_ssn" in response.text
+    assert len(upstream.requests) == before

@@ -238,3 +238,23 @@ class TestBoundedState:
         vault.max_entries = 10
         tokens = [vault.placeholder("email", f"u{i}@x.io") for i in range(15)]
         assert len(vault.entries) == 10 and vault.value(tokens[0]) is None and vault.value(tokens[-1])
+
+
+def test_the_redaction_core_imports_no_io():
+    import ast
+    from pathlib import Path
+
+    import policyproxy.redaction as package
+
+    forbidden = {"asyncio", "aiohttp", "socket", "ssl", "subprocess", "threading", "multiprocessing", "concurrent",
+                 "sqlite3", "os"}
+    modules = sorted(Path(package.__file__).parent.glob("*.py"))
+    assert len(modules) >= 8
+    for module in modules:
+        imported = set()
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        assert not imported & forbidden, (module.name, imported & forbidden)
