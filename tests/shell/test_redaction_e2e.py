@@ -316,9 +316,9 @@ class TestFieldsOutsideMessages:
 
 class TestDuplicateKeys:
     @pytest.mark.parametrize("body", [
-        '{"model": "m", "messages": [{"role": "user", "content": "%s", "content": "hi"}]}' % AWS,
+        '{"model": "m", "messages": [{"role": "user", "content": "KEY", "content": "hi"}]}'.replace("KEY", AWS),
         '{"model": "m", "messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": '
-        '"function", "function": {"name": "f", "arguments": "{\\"q\\": \\"%s\\", \\"q\\": \\"x\\"}"}}]}]}' % AWS,
+        '"function", "function": {"name": "f", "arguments": "{\\"q\\": \\"KEY\\", \\"q\\": \\"x\\"}"}}]}]}'.replace("KEY", AWS),
     ], ids=["message", "arguments"])
     def test_duplicate_keys_are_refused_before_the_upstream(self, proxy, upstream, body):
         before = len(upstream.requests)
