@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
@@ -88,6 +89,14 @@ class CustomPattern:
     action: RedactionAction
 
 
+class ResponseScanning(Enum):
+    """What happens to secrets and PII a model emits that the client never sent."""
+
+    OFF = "off"      # not looked for
+    AUDIT = "audit"  # counted by detector in the decision event (never the values)
+    MASK = "mask"    # counted, and replaced by [REDACTED:<detector>] before the client sees them
+
+
 @dataclass(frozen=True)
 class RedactionSpec:
     enabled: bool = True
@@ -101,6 +110,8 @@ class RedactionSpec:
     allow_sha256: tuple[str, ...] = ()       # hex SHA-256 of values left alone (no plaintext in config)
     mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
     mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
+    responses: ResponseScanning = ResponseScanning.AUDIT
+    explain_placeholders: bool = False       # add a system note: placeholders are opaque, echo them verbatim
 
 
 @dataclass(frozen=True)

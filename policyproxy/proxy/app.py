@@ -289,9 +289,9 @@ class ProxyApp:
 
     def report(self, decision: Decision, client: str, status: int | None = None,
                connection_id: str | None = None, redactions: dict[str, int] | None = None,
-               added_ms: float | None = None) -> None:
+               added_ms: float | None = None, emitted: dict[str, int] | None = None) -> None:
         context = {"client": client, "status": status, "connection_id": connection_id,
-                   "redactions": redactions or {}, "added_ms": added_ms}
+                   "redactions": redactions or {}, "added_ms": added_ms, "emitted": emitted or {}}
         if not decision.allowed:
             self.log.info("deny %s %s:%s %s (%s) from %s", decision.reason.value, decision.host, decision.port,
                           decision.method or "", decision.message, client)

@@ -18,13 +18,14 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from policyproxy.config.schema import ResponseScanning
 from policyproxy.policy.hosts import normalize_host
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy import websocket
 from policyproxy.proxy.headers import host_header, proxy_user, request_headers, response_headers
 from policyproxy.reasons import Protocol
 from policyproxy.redaction.placeholders import Vault
-from policyproxy.redaction.restore import StreamRestorer, restore_body
+from policyproxy.redaction.restore import ResponseScan, StreamRestorer, restore_body
 from policyproxy.responses import block_answer
 
 if TYPE_CHECKING:
@@ -159,11 +160,13 @@ async def forward(app: ProxyApp, request: web.BaseRequest, target: Target, schem
         return await websocket.relay(app, request, decision, url, host_header(target.host, target.port, default))
     timing = _Timing(started)
     try:
-        response = await _stream(app, request, decision, target, scheme, query, body, vault, timing)
+        scan = response_scan(app, vault)
+        response = await _stream(app, request, decision, target, scheme, query, body, vault, timing, scan)
     except _UpstreamFailure as failure:
         app.report(decision, client, failure.status, connection_id, counts)
         return text_error(failure.status, failure.message)
-    app.report(decision, client, response.status, connection_id, counts, timing.added_ms)
+    app.report(decision, client, response.status, connection_id, counts, timing.added_ms,
+               emitted=scan.counts if scan is not None else None)
     return response
 
 
@@ -189,7 +192,8 @@ class _UpstreamFailure(Exception):
 
 
 async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, target: Target, scheme: str,
-                  query: str, body: bytes | None, vault: Vault | None, timing: _Timing) -> web.StreamResponse:
+                  query: str, body: bytes | None, vault: Vault | None, timing: _Timing,
+                  scan: ResponseScan | None = None) -> web.StreamResponse:
     default = 443 if scheme == "https" else 80
     url = URL.build(scheme=scheme, host=target.host.strip("[]"), port=target.port,
                     path=decision.path or "/", query_string=query, encoded=True)
@@ -225,7 +229,7 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
     timing.answered = time.perf_counter()
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-        restore = None if vault is None or no_body else _restorer(upstream, vault)
+        restore = None if vault is None or no_body else _restorer(upstream, vault, scan)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):
@@ -272,11 +276,12 @@ async def _stream(app: ProxyApp, request: web.BaseRequest, decision: Decision, t
 class _Restore:
     """Decode (gzip/deflate) and restore a response body on a redaction endpoint."""
 
-    def __init__(self, vault: Vault, sse: bool, inflater: Any) -> None:
+    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None) -> None:
         self.vault = vault
         self.whole = not sse
         self.inflater = inflater
-        self.stream = StreamRestorer(vault) if sse else None
+        self.scan = scan
+        self.stream = StreamRestorer(vault, scan) if sse else None
 
     def _decode(self, data: bytes) -> bytes:
         return self.inflater.decompress(data) if self.inflater is not None else data
@@ -294,10 +299,18 @@ class _Restore:
         data = self._decode(await upstream.read())
         if self.inflater is not None:
             data += self.inflater.flush()
-        return restore_body(data, self.vault)
+        return restore_body(data, self.vault, self.scan)
 
 
-def _restorer(upstream: aiohttp.ClientResponse, vault: Vault) -> _Restore | None:
+def response_scan(app: ProxyApp, vault: Vault | None) -> ResponseScan | None:
+    """What the model emits is scanned on redaction endpoints unless ``redaction.responses = "off"``."""
+    spec = app.settings.network.redaction
+    if vault is None or app.redactor is None or spec is None or spec.responses is ResponseScanning.OFF:
+        return None
+    return ResponseScan(app.redactor.find, mask=spec.responses is ResponseScanning.MASK)
+
+
+def _restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None) -> _Restore | None:
     encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
         inflater = zlib.decompressobj(47)
@@ -307,9 +320,9 @@ def _restorer(upstream: aiohttp.ClientResponse, vault: Vault) -> _Restore | None
         return None   # an encoding we cannot decode: passed through, placeholders stay
     content_type = upstream.headers.get("Content-Type", "").lower()
     if "text/event-stream" in content_type:
-        return _Restore(vault, True, inflater)
+        return _Restore(vault, True, inflater, scan)
     if "json" in content_type or content_type.startswith("text/"):
-        return _Restore(vault, False, inflater)
+        return _Restore(vault, False, inflater, scan)
     return None
 
 

@@ -46,7 +46,7 @@ class TelemetrySink:
             return
         attributes = decision_attributes(decision, client=context.get("client"), status=context.get("status"),
                                          connection_id=context.get("connection_id"),
-                                         redactions=context.get("redactions"))
+                                         redactions=context.get("redactions"), emitted=context.get("emitted"))
         self._queue.append((time.time_ns(), attributes, decision.allowed, context.get("added_ms")))
         if len(self._queue) == 1:
             self._wake.set()

@@ -4,6 +4,7 @@ It speaks Anthropic Messages and Complete, OpenAI Chat Completions, Completions,
 Responses, streamed (SSE, in chunks of ``x-test-chunk`` characters, so placeholders are split at many
 points) or not. ``x-test-minimal: 1`` drops every optional field from stream events (no ``object``,
 ``id``, ``index``, ``finish_reason``, ``item_id``, and no ``[DONE]``), as many compatible servers do.
+``x-test-emit: TEXT`` makes the "model" append a space and TEXT of its own (something the client never sent).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 from aiohttp import web
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
+def _last_user_text(body: dict[str, Any], request: web.Request | None = None) -> str:
+    """The last user text, plus whatever ``x-test-emit`` asks the "model" to say on its own."""
+    emit = request.headers.get("x-test-emit") if request is not None else None
+    return _user_text(body) + (f" {emit}" if emit else "")
+
+
+def _user_text(body: dict[str, Any]) -> str:
     if "input" in body:   # Responses
         items = body["input"]
         if isinstance(items, str):
@@ -59,7 +66,7 @@ async def _sse(request: web.Request, events: list[tuple[str | None, dict[str, An
 
 
 async def anthropic(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body)
+    text = _last_user_text(body, request)
     arguments = json.dumps({"echo": text})
     if not body.get("stream"):
         return web.json_response({"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
@@ -89,7 +96,7 @@ async def anthropic(request: web.Request, body: dict[str, Any], size: int) -> we
 
 
 async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body)
+    text = _last_user_text(body, request)
     arguments = json.dumps({"echo": text})
     call = {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": arguments}}
     if not body.get("stream"):
@@ -110,7 +117,7 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
 
 
 async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body)
+    text = _last_user_text(body, request)
     arguments = json.dumps({"echo": text})
     message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
                "content": [{"type": "output_text", "text": text, "annotations": []}]}

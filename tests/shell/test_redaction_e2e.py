@@ -468,3 +468,50 @@ def test_after_sighup_text_already_sent_is_judged_by_the_new_rules(start_proxy, 
     response = _post(proxy, upstream, "/v1/messages", json.dumps(history))
     assert response.status_code == 400 and "us_ssn" in response.text
     assert len(upstream.requests) == before
+
+
+# ---- response-side scanning (issue 10 section 4) -------------------------------------------------------
+
+MODEL_KEY = "AKIAQ4RT7WXZ2MNB5KLP"   # a key the "model" emits that the client never sent
+
+
+def _audit_records(proxy, path):
+    import time
+
+    from policyproxy.telemetry.audit import read_records
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        found = [r for r in read_records(proxy.home / "audit.jsonl") if r.get("url.path") == path]
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
+
+
+class TestResponseScanning:
+    def test_audit_by_default_counts_what_the_model_emitted_and_changes_nothing(self, proxy, upstream):
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"mail {EMAIL}"}]})
+        response = _post(proxy, upstream, "/v1/messages", body, headers={"x-test-emit": f"key {MODEL_KEY}"})
+        assert response.json()["content"][0]["text"] == f"mail {EMAIL} key {MODEL_KEY}"
+        record = _audit_records(proxy, "/v1/messages")[-1]
+        assert record["redaction.response.detectors"] == {"aws_access_key": 2}   # text and tool input
+        assert record["redaction.detectors"] == {"email": 1}                      # the client's own value
+        assert MODEL_KEY not in (proxy.home / "audit.jsonl").read_text()
+
+    @pytest.mark.parametrize("chunk", [1, 5])
+    def test_mask_replaces_it_in_streams_and_bodies(self, start_proxy, upstream, monkeypatch, chunk):
+        openai = pytest.importorskip("openai")
+        masking = start_proxy(CONFIG.replace("[permissions.r.network.redaction]\n",
+                                             '[permissions.r.network.redaction]\nresponses = "mask"\n'))
+        monkeypatch.setenv("HTTPS_PROXY", masking.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(masking.bundle))
+        client = openai.OpenAI(api_key="k", base_url=f"https://api.openai.com:{upstream.tls_port}/v1", max_retries=0)
+        emit = {"x-test-emit": f"; key {MODEL_KEY} end", "x-test-chunk": str(chunk)}
+        content = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": f"mail {EMAIL}"}], extra_headers=emit)
+            if c.choices)
+        assert content == f"mail {EMAIL} ; key [REDACTED:aws_access_key] end"
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                               extra_headers=emit)
+        assert MODEL_KEY not in reply.model_dump_json() and "[REDACTED:aws_access_key]" in reply.choices[0].message.content

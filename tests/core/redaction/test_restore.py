@@ -237,3 +237,71 @@ class TestMinimalStreams:
         assert t[:6] not in out.decode()
         tail = restorer.close()
         assert json.loads(EventReader().feed(tail)[0].data)["choices"][0]["delta"]["content"] == t[:6]
+
+
+# ---- response-side scanning: what the model emits that the client never sent ---------------------------
+
+class TestResponseScanning:
+    KEY = "AKIAZ7PQ3LXRN4TW2KJD"
+    PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn\n-----END RSA PRIVATE KEY-----"
+
+    @pytest.fixture
+    def redactor(self):
+        from policyproxy.config.schema import RedactionSpec
+        from policyproxy.redaction.engine import Redactor
+
+        return Redactor(RedactionSpec())
+
+    def scan(self, redactor, mask):
+        from policyproxy.redaction.restore import ResponseScan
+
+        return ResponseScan(redactor.find, mask=mask)
+
+    @pytest.mark.parametrize("mask", [False, True])
+    def test_json_bodies_counted_and_masked_and_what_the_client_sent_is_not_a_finding(self, vault, redactor, mask):
+        from policyproxy.redaction.restore import restore_body
+
+        sent = token(vault)   # the client's own value, masked on the way out: restored, never a finding
+        body = {"content": [{"type": "text", "text": f"{sent} and new {self.KEY}"},
+                            {"type": "tool_use", "input": {"k": self.KEY}}],
+                "choices": [{"message": {"tool_calls": [{"function": {"arguments": json.dumps({"k": self.KEY})}}]}}]}
+        scan = self.scan(redactor, mask)
+        out = restore_body(json.dumps(body).encode(), vault, scan).decode()
+        assert scan.counts == {"aws_access_key": 3}
+        assert "alice@corp.example" in out
+        assert (self.KEY in out) is not mask
+        assert json.loads(json.loads(out)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+
+    @pytest.mark.parametrize("mask", [False, True])
+    def test_streams_one_character_per_event_counted_once_and_masked(self, vault, redactor, mask):
+        text = f"first line\nkey {self.KEY} there\n{self.PEM}\nend"
+        events = [*[{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}}
+                    for c in text],
+                  {"type": "content_block_stop", "index": 0}]
+        scan = self.scan(redactor, mask)
+        out = run(StreamRestorer(vault, scan), [sse(*events)])
+        shown = texts(out)
+        assert scan.counts == {"aws_access_key": 1, "private_key": 1}
+        if mask:
+            assert self.KEY not in shown and "MIIEow" not in shown
+            assert shown.startswith("first line\nkey [REDACTED:aws_access_key] there\n")
+        else:
+            assert shown == text
+
+    def test_mask_keeps_the_whole_texts_of_done_events_consistent(self, vault, redactor):
+        scan = self.scan(redactor, True)
+        deltas = [{"type": "response.output_text.delta", "item_id": "m", "delta": c} for c in f"k {self.KEY} "]
+        done = {"type": "response.output_text.done", "item_id": "m", "text": f"k {self.KEY} "}
+        out = [json.loads(e.data) for e in run(StreamRestorer(vault, scan), [sse(*deltas, done)])]
+        streamed = "".join(p["delta"] for p in out if p["type"].endswith(".delta"))
+        assert streamed == out[-1]["text"] == "k [REDACTED:aws_access_key] "
+        assert scan.counts == {"aws_access_key": 1}
+
+    def test_audit_of_a_long_stream_is_windowed_not_quadratic(self, vault, redactor):
+        scan = self.scan(redactor, False)
+        restorer = StreamRestorer(vault, scan)
+        line = "x" * 99 + "\n"
+        body = sse(*[{"choices": [{"delta": {"content": line}}]} for _ in range(6000)],
+                   {"choices": [{"delta": {"content": f"key {self.KEY}"}}]})
+        run(restorer, [body])
+        assert scan.counts == {"aws_access_key": 1}
