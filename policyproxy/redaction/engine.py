@@ -56,6 +56,7 @@ class Redactor:
         self.allow_hashes = frozenset(h.lower() for h in spec.allow_sha256)
         self.allow_regexes = tuple(re.compile(r) for r in spec.allow_patterns)
         self.secret_detectors = frozenset(d.name for d in self.detectors if d.secret)
+        self.explain_placeholders = spec.explain_placeholders
         self.rules_id = object()   # names these compiled rules: a vault's text cache is valid for one
 
     # ---- text ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from policyproxy.reasons import Reason, Source, Verdict
 from policyproxy.redaction import jsontext
 from policyproxy.redaction.detectors import Span
 from policyproxy.redaction.engine import BodyError, Redactor, loads
+from policyproxy.redaction.explainer import add_explainer
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.responses import BlockAnswer, pii_blocked_answer
 
@@ -108,6 +109,11 @@ def conclude(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, 
         names = sorted(result.blocked)
         denied = _deny(decision, Reason.PII_BLOCKED, f"blocked by detectors: {', '.join(names)}", Source.PROFILE)
         return Inspection(denied, None, pii_blocked_answer(decision.path or "", names), result.counts)
+    if redactor.explain_placeholders:
+        explained = add_explainer(result.body, decision.path or "")
+        if explained is not result.body:
+            return Inspection(dataclasses.replace(decision, reason=Reason.REDACTED) if result.counts else decision,
+                              jsontext.dumps(explained), None, result.counts)
     if not result.counts:
         return Inspection(decision, raw)   # unchanged: the decoded bytes as received
     redacted = jsontext.dumps(result.body)

@@ -515,3 +515,20 @@ class TestResponseScanning:
         reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
                                                extra_headers=emit)
         assert MODEL_KEY not in reply.model_dump_json() and "[REDACTED:aws_access_key]" in reply.choices[0].message.content
+
+
+def test_the_placeholder_explainer_reaches_the_model_after_the_cached_system_block(start_proxy, upstream, monkeypatch):
+    anthropic = pytest.importorskip("anthropic")
+    from policyproxy.redaction.explainer import EXPLAINER
+
+    explaining = start_proxy(CONFIG.replace("[permissions.r.network.redaction]\n",
+                                            "[permissions.r.network.redaction]\nexplain_placeholders = true\n"))
+    monkeypatch.setenv("HTTPS_PROXY", explaining.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(explaining.bundle))
+    client = anthropic.Anthropic(api_key="k", base_url=f"https://api.anthropic.com:{upstream.tls_port}", max_retries=0)
+    system = [{"type": "text", "text": "You are careful.", "cache_control": {"type": "ephemeral"}}]
+    message = client.messages.create(model="claude-x", max_tokens=10, system=system,
+                                     messages=[{"role": "user", "content": f"mail {EMAIL}"}])
+    assert message.content[0].text == f"mail {EMAIL}"
+    sent = json.loads(upstream.last()["body"])
+    assert sent["system"] == [*system, {"type": "text", "text": EXPLAINER}]

@@ -258,3 +258,18 @@ def test_the_redaction_core_imports_no_io():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module.split(".")[0])
         assert not imported & forbidden, (module.name, imported & forbidden)
+
+
+def test_response_scanning_and_explainer_keys(tmp_path):
+    from policyproxy.config.schema import ResponseScanning
+    from policyproxy.errors import ConfigErrors
+    from tests.helpers import settings
+
+    head = "[permissions.p.network.redaction]\n"
+    default = settings(tmp_path, head).network.redaction
+    assert default.responses is ResponseScanning.AUDIT and default.explain_placeholders is False
+    chosen = settings(tmp_path, head + 'responses = "mask"\nexplain_placeholders = true\n').network.redaction
+    assert chosen.responses is ResponseScanning.MASK and chosen.explain_placeholders is True
+    with pytest.raises(ConfigErrors) as info:
+        settings(tmp_path, head + 'responses = "loud"\n')
+    assert "permissions.p.network.redaction.responses" in str(info.value) and '"audit"' in str(info.value)
