@@ -20,6 +20,8 @@ from policyproxy.reasons import RedactionAction
 from policyproxy.redaction.detectors import DETECTORS, Detector, PrefixIndex, Span, Windows
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vault
 
+IDENTIFIER = "identifier"   # cache keys of identifier-mode results are (IDENTIFIER, text)
+
 
 @dataclass
 class TextResult:
@@ -102,9 +104,13 @@ class Redactor:
         The cache belongs to these rules: after a reload the first use empties it, so text a client
         already sent is judged again by the new rules (never left weaker than the config says).
         """
+        vault.cache.claim(self.rules_id)
+        return self._cached(text, vault, spans, identifier)
+
+    def _cached(self, text: str, vault: Vault, spans: Mapping[str, list[Span]] | None,
+                identifier: bool) -> TextResult:
         cache = vault.cache
-        cache.claim(self.rules_id)
-        key = (text, identifier)
+        key = (IDENTIFIER, text) if identifier else text
         hit = cache.get(key)
         if hit is not None:
             for token, value in hit.tokens:
@@ -155,17 +161,23 @@ class Redactor:
             found = strings(body)
         except BodyError:
             return []
-        return list(dict.fromkeys(text for text, identifier in found if (text, identifier) not in vault.cache))
+        cache = vault.cache
+        return list(dict.fromkeys(text for text, identifier in found
+                                  if ((IDENTIFIER, text) if identifier else text) not in cache))
 
     def redact_body(self, body: Any, vault: Vault, spans: Mapping[str, list[Span]] | None = None) -> BodyResult:
         """``body`` with every string rewritten; ``BodyError`` if it must not be forwarded at all."""
         result = BodyResult(body)
+        vault.cache.claim(self.rules_id)
+        cached = self._cached
 
         def rewrite(text: str, identifier: bool) -> str:
-            done = self.redact_text(text, vault, spans, identifier)
-            for name, count in done.counts.items():
-                result.counts[name] = result.counts.get(name, 0) + count
-            result.blocked |= done.blocked
+            done = cached(text, vault, spans, identifier)
+            if done.counts:
+                for name, count in done.counts.items():
+                    result.counts[name] = result.counts.get(name, 0) + count
+                if done.blocked:
+                    result.blocked |= done.blocked
             return done.text
 
         result.body = walk(body, rewrite)
