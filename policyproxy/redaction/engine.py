@@ -211,6 +211,7 @@ _MAGIC = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR", "JVBERi0", "SUQz", "T2dnUw",
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 MIN_BINARY = 128
 NUMBER_DIGITS = 7   # integers this long are scanned as their digits (a card or SSN sent as a number)
+_NUMBER_MIN = 10 ** (NUMBER_DIGITS - 1)
 _PLAIN_KEY = re.compile(r"[a-z_]{1,24}")   # keys shown in errors: lowercase words, never a token
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -255,11 +256,15 @@ def walk(node: Any, rewrite: Rewrite, depth: int = 0) -> Any:
                 value = walk(value, rewrite, depth + 1)
             out[new_key] = value
         return out
-    if type(node) is int and (node >= 10 ** (NUMBER_DIGITS - 1) or node <= -10 ** (NUMBER_DIGITS - 1)):
-        digits = str(node)
-        done = rewrite(digits, False)
-        return node if done == digits else done   # masked: the number becomes its placeholder string
-    return node
+    kind = type(node)
+    if kind is int and (node >= _NUMBER_MIN or node <= -_NUMBER_MIN):
+        digits = str(abs(node))   # the sign is not part of a card or an account number
+    elif kind is float and _NUMBER_MIN <= abs(node) < 2 ** 53 and node.is_integer():   # 4539148803436467.0
+        digits = str(int(abs(node)))
+    else:
+        return node
+    done = rewrite(digits, False)
+    return node if done == digits else done   # masked: the number becomes its placeholder string
 
 
 def _walk_json_text(text: str, rewrite: Rewrite, depth: int) -> str:

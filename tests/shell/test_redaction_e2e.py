@@ -351,6 +351,16 @@ class TestOtherEndpoints:
         assert response.json()["completion"] == prompt
         assert len(upstream.requests) == before + 1 and not _leaked(upstream, before)
 
+    def test_gateway_routes_inspect_the_new_endpoints_too(self, start_proxy, upstream):
+        config = CONFIG + f'[gateway.routes]\nopenai = "https://api.openai.com:{upstream.tls_port}"\n'
+        gateway = start_proxy(config)
+        before = len(upstream.requests)
+        with httpx.Client() as c:
+            for path, body in (("/openai/v1/embeddings", {"model": "e", "input": [f"key {AWS}"]}),
+                               ("/openai/v1/completions", {"model": "m", "prompt": [EMAIL]})):
+                assert c.post(f"{gateway.url}{path}", json=body).status_code == 200
+        assert len(upstream.requests) == before + 2 and not _leaked(upstream, before)
+
     def test_realtime_websocket_is_refused_with_426(self, proxy, upstream):
         import asyncio
 

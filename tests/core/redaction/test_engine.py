@@ -180,6 +180,15 @@ class TestNumbers:
         assert isinstance(out["metadata"]["card"], str) and out["metadata"]["card"].startswith("[[")
         assert out["max_tokens"] == 128000 and out["stream"] is True
 
+    @pytest.mark.parametrize("number", [float(CARD), -CARD, loads("4.539148803436467e15")])
+    def test_other_spellings_of_the_number_are_masked_too(self, redactor, vault, number):
+        out = redact(redactor, vault, {"n": number}).body
+        assert isinstance(out["n"], str) and str(CARD) not in out["n"]
+
+    @pytest.mark.parametrize("number", [True, 0.5, 1e300, 128000, -5])
+    def test_other_numbers_are_left_alone(self, redactor, vault, number):
+        assert redact(redactor, vault, {"n": number}).body["n"] == number
+
     def test_a_blocked_detector_blocks_a_number(self, vault):
         r = Redactor(RedactionSpec(detectors=(("credit_card", RedactionAction.BLOCK),)))
         assert r.redact_body({"n": CARD}, vault).blocked == {"credit_card"}
