@@ -141,15 +141,18 @@ class Vault:
 
 
 class Vaults:
-    """One vault per scope (client identity), keys derived from one master secret; at most
-    ``max_scopes`` of them live (the least recently used is dropped, its mappings kept in the store)."""
+    """One vault per scope (client identity), keys derived from one master secret. Bounded: at most
+    ``max_scopes`` vaults, and the text caches of all of them together hold at most ``max_cache_chars``
+    (least recently used scopes are dropped first; with a store their mappings come back from it)."""
 
     def __init__(self, master: bytes | None = None, ttl: float = 24 * 3600.0,
-                 store: MappingStore | None = None, max_scopes: int = 1024) -> None:
+                 store: MappingStore | None = None, max_scopes: int = 1024,
+                 max_cache_chars: int = 256 * 1024 * 1024) -> None:
         self.store = store
         self.master = master or (store.master() if store is not None else secrets.token_bytes(32))
         self.ttl = ttl
         self.max_scopes = max_scopes
+        self.max_cache_chars = max_cache_chars
         self._vaults: OrderedDict[str, Vault] = OrderedDict()
 
     def __len__(self) -> int:
@@ -161,8 +164,10 @@ class Vaults:
             key = hmac.new(self.master, scope.encode(), hashlib.sha256).digest()
             entries = self.store.load(scope) if self.store is not None else {}
             vault = self._vaults[scope] = Vault(key, self.ttl, entries, scope=scope, store=self.store)
-            while len(self._vaults) > self.max_scopes:
-                self._vaults.popitem(last=False)
         else:
             self._vaults.move_to_end(scope)
+        total = sum(v.cache.chars for v in self._vaults.values())
+        while len(self._vaults) > 1 and (len(self._vaults) > self.max_scopes or total > self.max_cache_chars):
+            _, dropped = self._vaults.popitem(last=False)
+            total -= dropped.cache.chars
         return vault

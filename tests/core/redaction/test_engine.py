@@ -238,6 +238,14 @@ class TestBoundedState:
         cache.put("huge", 1, 101)
         assert "huge" not in cache
 
+    def test_all_scopes_together_are_bounded(self, redactor):
+        vaults = Vaults(b"k" * 32, max_cache_chars=10_000)
+        for i in range(20):
+            redactor.redact_body({"input": f"{i} " + "x" * 2000}, vaults.for_scope(f"s{i}"))
+        vaults.for_scope("last")
+        assert sum(v.cache.chars for v in vaults._vaults.values()) <= 10_000 + 2100
+        assert len(vaults) < 10
+
     def test_vaults_and_their_entries_are_bounded(self):
         vaults = Vaults(b"k" * 32, max_scopes=2)
         first = vaults.for_scope("a")
