@@ -21,6 +21,7 @@ from policyproxy.redaction.detectors import DETECTORS, Detector, PrefixIndex, Sp
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vault
 
 IDENTIFIER = "identifier"   # cache keys of identifier-mode results are (IDENTIFIER, text)
+IDENTIFIER_PII = frozenset({"email", "credit_card", "us_ssn", "iban"})   # checksummed or unmistakable shapes
 
 
 @dataclass
@@ -57,7 +58,9 @@ class Redactor:
         self.allow_values = frozenset(spec.allow_values)
         self.allow_hashes = frozenset(h.lower() for h in spec.allow_sha256)
         self.allow_regexes = tuple(re.compile(r) for r in spec.allow_patterns)
-        self.secret_detectors = frozenset(d.name for d in self.detectors if d.secret)
+        # In identifiers (model, ids, role...) only what cannot be part of a name is looked for: secrets
+        # and values with an unambiguous shape; phone-, address- or date-shaped parts are left alone.
+        self.identifier_detectors = frozenset(d.name for d in self.detectors if d.secret) | IDENTIFIER_PII
         self.explain_placeholders = spec.explain_placeholders
         self.rules_id = object()   # names these compiled rules: a vault's text cache is valid for one
 
@@ -100,7 +103,8 @@ class Redactor:
                     identifier: bool = False) -> TextResult:
         """``text`` rewritten; ``spans`` may carry what ``find`` already returned for it elsewhere.
 
-        ``identifier``: the text is a name the provider reads (model, id, role): only secrets in it count.
+        ``identifier``: the text is a name the provider reads (model, id, role): only secrets and
+        unmistakable PII in it count.
         The cache belongs to these rules: after a reload the first use empties it, so text a client
         already sent is judged again by the new rules (never left weaker than the config says).
         """
@@ -120,7 +124,7 @@ class Redactor:
         if found is None:
             found = self.find(text)
         if identifier:
-            found = [span for span in found if span.detector in self.secret_detectors]
+            found = [span for span in found if span.detector in self.identifier_detectors]
         result = self._rewrite(text, vault, found)
         cache.put(key, result, len(text))
         return result
@@ -192,8 +196,8 @@ class BodyError(ValueError):
 
 
 MAX_DEPTH = 128   # provider bodies nest a dozen levels; a thousand is an attack on the parser
-# Identifiers the provider reads as names, not text: only secrets are looked for in them (a secret is
-# a secret anywhere), so a phone- or date-shaped model name or id is never altered.
+# Identifiers the provider reads as names, not text: only secrets and unmistakable PII (email, card,
+# SSN, IBAN) are looked for in them, so a phone- or date-shaped model name or id is never altered.
 IDENTIFIER_KEYS = frozenset({
     "model", "role", "type", "object", "status", "id", "call_id", "tool_use_id", "tool_call_id", "item_id",
     "previous_response_id", "media_type", "format", "detail",
