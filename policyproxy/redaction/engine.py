@@ -320,7 +320,7 @@ def _constant(name: str) -> Any:
 def _float(text: str) -> float:
     value = float(text)
     if math.isinf(value):
-        raise BodyError(f"the number {text[:24]} is out of range")
+        raise BodyError(f"a number of {len(text)} characters is out of range")   # never its digits
     return value
 
 

@@ -207,6 +207,11 @@ class TestBadInput:
         with pytest.raises(BodyError, match=why):
             loads(text)
 
+    def test_a_refused_number_is_not_echoed(self):
+        with pytest.raises(BodyError) as info:
+            loads(f'{{"n": {CARD}e999}}')
+        assert str(CARD) not in str(info.value)
+
     def test_nesting_the_parser_accepts_is_refused_by_the_walk(self, redactor, vault):
         body = loads("[" * 500 + "]" * 500)
         with pytest.raises(BodyError, match="nested deeper"):
