@@ -69,7 +69,9 @@ def _redaction_line(spec: RedactionSpec | None) -> str:
     overrides = ", ".join(f"{name}={action.value}" for name, action in spec.detectors)
     return (f"redaction:    on, default {spec.default_action.value}; endpoints {', '.join(spec.endpoints)}"
             + (f"; detectors {overrides}" if overrides else "")
-            + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else ""))
+            + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else "")
+            + f"; responses {spec.responses.value}"
+            + ("; placeholder explainer on" if spec.explain_placeholders else ""))
 
 
 def settings_to_toml(settings: Settings) -> dict[str, Any]:
