@@ -25,8 +25,8 @@ class BadInput(Exception):
     """Input that cannot be scanned; the message names the file (and line)."""
 
 
-def add_parser(sub: argparse._SubParsersAction, with_config: Callable[[argparse.ArgumentParser],
-               argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],   # no public name for it
+               with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     scan = with_config(sub.add_parser("scan", help="find secrets and PII in files (stdin when none) with the "
                                                    "profile's detectors"))
     scan.add_argument("files", nargs="*", metavar="FILE", help="files to scan ('-' or none: stdin)")

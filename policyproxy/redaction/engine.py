@@ -115,7 +115,7 @@ class Redactor:
                 identifier: bool) -> TextResult:
         cache = vault.cache
         key = (IDENTIFIER, text) if identifier else text
-        hit = cache.get(key)
+        hit: TextResult | None = cache.get(key)
         if hit is not None:
             for token, value in hit.tokens:
                 vault.touch(token, value)

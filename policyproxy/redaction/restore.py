@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ def restore_text(text: str, vault: Vault, *, json_escape: bool = False) -> str:
     if "[[" not in text:
         return text
 
-    def value(match: Any) -> str:
+    def value(match: re.Match[str]) -> str:
         found = vault.value(match.group(0))
         if found is None:
             return match.group(0)
@@ -175,7 +176,7 @@ class StreamRestorer:
     # -- the three delta shapes ----------------------------------------------------------------------
     def _anthropic_delta(self, event: Event, payload: dict[str, Any]) -> list[Event]:
         delta = payload.get("delta") or {}
-        field_name = {"text_delta": "text", "input_json_delta": "partial_json"}.get(delta.get("type"))
+        field_name = {"text_delta": "text", "input_json_delta": "partial_json"}.get(str(delta.get("type")))
         if field_name is None or not isinstance(delta.get(field_name), str):
             return [event]   # thinking and signature deltas are signed: never touched
         key = ("anthropic", payload.get("index"))
@@ -217,6 +218,7 @@ class StreamRestorer:
             final = choice.get("finish_reason") is not None
             present: set[tuple[Any, ...]] = set()
             delta = choice.get("delta")
+            key: tuple[Any, ...]
             if isinstance(choice.get("text"), str):   # legacy Completions
                 key = ("chat", index, "text")
                 present.add(key)
@@ -241,8 +243,7 @@ class StreamRestorer:
                             key, original, True, _chat_maker(event, payload, index, call.get("index") or 0), final)
                         changed |= function["arguments"] != original
             if final:   # what this chunk does not carry is released just before it
-                before += self._flush(lambda key, index=index, present=present:
-                                      key[0] == "chat" and key[1] == index and key not in present)
+                before += self._flush(_other_keys_of(index, present))
         return [*before, _with_json(event, clone) if changed else event]
 
     # -- holding back ----------------------------------------------------------------------------
@@ -291,6 +292,11 @@ class StreamRestorer:
             self.scan.text(seen[:cut])
             parts, size = [seen[cut:]], len(seen) - cut
         self.seen[key] = (parts, size)
+
+
+def _other_keys_of(index: Any, present: set[tuple[Any, ...]]) -> Callable[[tuple[Any, ...]], bool]:
+    """Which held keys a finished chat choice releases before its last chunk: its own, not in it."""
+    return lambda key: key[0] == "chat" and key[1] == index and key not in present
 
 
 def _mask_cut(text: str) -> int:
