@@ -485,26 +485,32 @@ def test_after_sighup_text_already_sent_is_judged_by_the_new_rules(start_proxy, 
 MODEL_KEY = "AKIAQ4RT7WXZ2MNB5KLP"   # a key the "model" emits that the client never sent
 
 
-def _audit_records(proxy, path):
+def _audit_records(proxy, path, after=0):
+    """The audit records for ``path`` once more than ``after`` of them were written (the log is async)."""
     import time
 
     from policyproxy.telemetry.audit import read_records
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
+    found = []
     while time.monotonic() < deadline:
-        found = [r for r in read_records(proxy.home / "audit.jsonl") if r.get("url.path") == path]
-        if found:
-            return found
+        audit = proxy.home / "audit.jsonl"
+        found = [r for r in read_records(audit) if r.get("url.path") == path] if audit.exists() else []
+        if len(found) > after:
+            break
         time.sleep(0.05)
-    return []
+    return found
 
 
 class TestResponseScanning:
     def test_audit_by_default_counts_what_the_model_emitted_and_changes_nothing(self, proxy, upstream):
         body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"mail {EMAIL}"}]})
+        written = len(_audit_records(proxy, "/v1/messages", after=-1))   # what is there now, no wait
         response = _post(proxy, upstream, "/v1/messages", body, headers={"x-test-emit": f"key {MODEL_KEY}"})
         assert response.json()["content"][0]["text"] == f"mail {EMAIL} key {MODEL_KEY}"
-        record = _audit_records(proxy, "/v1/messages")[-1]
+        records = _audit_records(proxy, "/v1/messages", after=written)
+        assert len(records) == written + 1
+        record = records[-1]
         assert record["redaction.response.detectors"] == {"aws_access_key": 2}   # text and tool input
         assert record["redaction.detectors"] == {"email": 1}                      # the client's own value
         assert MODEL_KEY not in (proxy.home / "audit.jsonl").read_text()
