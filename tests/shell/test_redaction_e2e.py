@@ -404,6 +404,16 @@ class TestBadInput:
         assert len(upstream.requests) == before
         assert "Traceback" not in proxy.logs()
 
+    @pytest.mark.parametrize(("tail", "why"), [
+        (', "x": "\\ud800"}', "surrogate"), (', "metadata": {"a": 1, "a": 2}}', "duplicate key"),
+        (', "x": ' + "[" * 300 + "]" * 300 + "}", "nested deeper"),
+    ], ids=["surrogate", "duplicate", "depth"])
+    def test_large_bodies_scanned_off_the_loop_are_refused_the_same_way(self, proxy, upstream, tail, why):
+        big = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"{AWS} " + "words " * 60_000}]})
+        before = len(upstream.requests)
+        response = _post(proxy, upstream, "/v1/messages", (big[:-1] + tail).encode())
+        assert response.status_code == 403 and why in response.text and len(upstream.requests) == before
+
     @pytest.mark.parametrize("body", [
         "\ufeff" + json.dumps({"model": "m", "messages": [{"role": "user", "content": PROMPT}]}),
         json.dumps({"model": "m", "n": 2 ** 80, "messages": [{"role": "user", "content": PROMPT + " \U0001F600"}]}),
