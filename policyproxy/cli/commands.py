@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import json
 import sys
+from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -62,7 +63,7 @@ def explain(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = compile_policy(settings)
     decision = explain_decision(policy, args.method, args.url, args.header, args.resolve, args.socks5)
-    record = audit_record(decision_attributes(decision))
+    record = audit_record(decision_attributes(decision), datetime.now(timezone.utc))
     if decision.intercept or decision.protocol is Protocol.HTTPS_MITM:
         record["policyproxy.intercepted"] = True
     if decision.message:

@@ -1,6 +1,7 @@
 """argparse front: parses arguments, calls one command, maps errors to exit codes.
 
-Exit codes: 0 success (for ``explain``: allowed), 1 ``explain`` denied, 2 configuration error.
+Exit codes: 0 success (for ``explain``: allowed; for ``scan``: nothing found), 1 ``explain`` denied or
+``scan`` found something, 2 configuration error or bad input.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from policyproxy import __version__
-from policyproxy.cli import audit, commands
+from policyproxy.cli import audit, commands, scan
 from policyproxy.errors import ConfigErrors
 
 EXIT_CONFIG = 2
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(config_sub.add_parser("show", help="the effective profile as TOML"))
     init = sub.add_parser("init", help="write a commented starter config.toml (never over an existing file)")
     init.add_argument("--config", type=Path, help="where to write (default: $POLICYPROXY_HOME/config.toml)")
+    scan.add_parser(sub, with_config)
     explain = with_config(sub.add_parser("explain", help="the decision a request would get, as its audit JSON"))
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("url", metavar="URL")
@@ -91,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.init(args)
         if args.command == "explain":
             return commands.explain(args)
+        if args.command == "scan":
+            return scan.run(args)
     except ConfigErrors as exc:
         print(f"policyproxy: configuration is invalid ({len(exc.errors)} "
               f"problem{'s' if len(exc.errors) != 1 else ''}):", file=sys.stderr)

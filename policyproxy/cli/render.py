@@ -69,7 +69,9 @@ def _redaction_line(spec: RedactionSpec | None) -> str:
     overrides = ", ".join(f"{name}={action.value}" for name, action in spec.detectors)
     return (f"redaction:    on, default {spec.default_action.value}; endpoints {', '.join(spec.endpoints)}"
             + (f"; detectors {overrides}" if overrides else "")
-            + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else ""))
+            + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else "")
+            + f"; responses {spec.responses.value}"
+            + ("; placeholder explainer on" if spec.explain_placeholders else ""))
 
 
 def settings_to_toml(settings: Settings) -> dict[str, Any]:
@@ -108,6 +110,8 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "allow_patterns": list(red.allow_patterns),
             "allow_sha256": list(red.allow_sha256),
             "mapping_ttl_seconds": red.mapping_ttl_seconds,
+            "responses": red.responses.value,
+            "explain_placeholders": red.explain_placeholders,
         }
         if red.mapping_store:
             network["redaction"]["mapping_store"] = red.mapping_store

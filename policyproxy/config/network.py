@@ -23,6 +23,7 @@ from policyproxy.config.schema import (
     InjectHeader,
     NetworkSpec,
     RedactionSpec,
+    ResponseScanning,
     SecretRef,
 )
 from policyproxy.config.source import KeyPath
@@ -48,7 +49,7 @@ ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
 INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
-                            "mapping_ttl_seconds", "mapping_store"})
+                            "mapping_ttl_seconds", "mapping_store", "responses", "explain_placeholders"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -328,6 +329,9 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         allow_sha256=allow_sha256,
         mapping_ttl_seconds=ttl,
         mapping_store=store,
+        responses=r.choice(table, "responses", path, ResponseScanning, tuple(m.value for m in ResponseScanning),
+                           ResponseScanning.AUDIT),
+        explain_placeholders=r.get(table, "explain_placeholders", path, bool, False),
     )
 
 

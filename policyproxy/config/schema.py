@@ -8,16 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
 
 DEFAULT_PROXY_URL = "http://127.0.0.1:3128"
 DEFAULT_SOCKS_URL = "socks5://127.0.0.1:8081"
+# Every path that carries prompt text on the two providers (prefixes: /v1/complete also covers
+# /v1/completions; /v1/messages covers count_tokens and batches). /v1/realtime is a WebSocket: listed so
+# the upgrade is refused (426) instead of relayed uninspected.
 DEFAULT_REDACTION_ENDPOINTS = (
     "api.anthropic.com/v1/messages",
+    "api.anthropic.com/v1/complete",
     "api.openai.com/v1/chat/completions",
     "api.openai.com/v1/responses",
+    "api.openai.com/v1/completions",
+    "api.openai.com/v1/embeddings",
+    "api.openai.com/v1/realtime",
+    "api.openai.com/v1/assistants",
+    "api.openai.com/v1/threads",
 )
 DEFAULT_GATEWAY_ROUTES = (
     ("anthropic", "https://api.anthropic.com"),
@@ -79,6 +89,14 @@ class CustomPattern:
     action: RedactionAction
 
 
+class ResponseScanning(Enum):
+    """What happens to secrets and PII a model emits that the client never sent."""
+
+    OFF = "off"      # not looked for
+    AUDIT = "audit"  # counted by detector in the decision event (never the values)
+    MASK = "mask"    # counted, and replaced by [REDACTED:<detector>] before the client sees them
+
+
 @dataclass(frozen=True)
 class RedactionSpec:
     enabled: bool = True
@@ -92,6 +110,8 @@ class RedactionSpec:
     allow_sha256: tuple[str, ...] = ()       # hex SHA-256 of values left alone (no plaintext in config)
     mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
     mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
+    responses: ResponseScanning = ResponseScanning.AUDIT
+    explain_placeholders: bool = False       # add a system note: placeholders are opaque, echo them verbatim
 
 
 @dataclass(frozen=True)
