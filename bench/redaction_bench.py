@@ -27,7 +27,8 @@ from policyproxy.redaction.engine import Redactor  # noqa: E402
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vaults  # noqa: E402
 from policyproxy.redaction.restore import StreamRestorer  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "corpora"
+SHARED = next((p / "shared" / "corpora" for p in ROOT.parents if (p / "shared" / "corpora").exists()),
+              ROOT.parent / "shared" / "corpora")   # beside the repo, or beside the worktrees' parent
 
 
 def project_corpus(redactor: Redactor) -> None:

@@ -29,8 +29,9 @@ from policyproxy.config.source import KeyPath
 from policyproxy.policy.hosts import normalize_host
 from policyproxy.policy.paths import normalize_path
 from policyproxy.policy.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
-from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
-from policyproxy.redaction.names import DETECTOR_NAMES
+from policyproxy.reasons import DetectorName, Mode, RedactionAction, Source, Verdict
+
+DETECTOR_NAMES = tuple(d.value for d in DetectorName)   # for messages; the vocabulary is the enum
 
 NETWORK_KEYS = frozenset({
     "enabled", "proxy_url", "enable_socks5", "socks_url", "enable_socks5_udp", "mode",
@@ -265,7 +266,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         problem = endpoint_problem(endpoint)
         if problem:
             r.error((*path, "endpoints", i), problem)
-    detectors: list[tuple[str, RedactionAction]] = []
+    detectors: list[tuple[DetectorName, RedactionAction]] = []
     for name, action in r.table(table.get("detectors", {}), (*path, "detectors")).items():
         where = (*path, "detectors", name)
         if name not in DETECTOR_NAMES:
@@ -273,7 +274,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         elif not isinstance(action, str) or action not in _ACTION_CHOICES:
             r.error(where, f'must be "off", "mask", "redact" or "block", got {action!r}')
         else:
-            detectors.append((name, RedactionAction(action)))
+            detectors.append((DetectorName(name), RedactionAction(action)))
     patterns: list[CustomPattern] = []
     for name, body in r.table(table.get("patterns", {}), (*path, "patterns")).items():
         where = (*path, "patterns", name)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
+from policyproxy.reasons import DetectorName, Mode, RedactionAction, Source, Verdict
 
 DEFAULT_PROXY_URL = "http://127.0.0.1:3128"
 DEFAULT_SOCKS_URL = "socks5://127.0.0.1:8081"
@@ -79,12 +79,16 @@ class CustomPattern:
     action: RedactionAction
 
 
+# Regions whose national phone formats are recognised (ISO 3166 alpha-2); "+CC" numbers are always.
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "MX")
+
+
 @dataclass(frozen=True)
 class RedactionSpec:
     enabled: bool = True
     endpoints: tuple[str, ...] = DEFAULT_REDACTION_ENDPOINTS
     default_action: RedactionAction = RedactionAction.MASK
-    detectors: tuple[tuple[str, RedactionAction], ...] = ()
+    detectors: tuple[tuple[DetectorName, RedactionAction], ...] = ()   # str-valued: "email" works too
     patterns: tuple[CustomPattern, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_values: tuple[str, ...] = ()       # exact values never redacted
@@ -92,6 +96,7 @@ class RedactionSpec:
     allow_sha256: tuple[str, ...] = ()       # hex SHA-256 of values left alone (no plaintext in config)
     mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
     mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS   # libphonenumber regions for national forms; () = off
 
 
 @dataclass(frozen=True)

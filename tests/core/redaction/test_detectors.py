@@ -27,7 +27,7 @@ POSITIVES = [
     ("github_token", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRS", None),
     ("gitlab_token", "glpat-xJ9kLm2nPq4rSt6vWy8z", None),
     ("slack_token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", None),
-    ("slack_token", "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX", None),
+    ("slack_token", "https://hooks.slack.com/services/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", None),
     ("stripe_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", None),
     ("anthropic_key", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCD-EFG", None),
     ("openai_key", "sk-proj-abc123DEF456ghi789JKL012mno345", None),

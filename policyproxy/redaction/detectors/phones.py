@@ -1,0 +1,98 @@
+"""Phone numbers: North-American and international shapes by regex, then Google's libphonenumber
+(``phonenumbers``) for the configured regions (``redaction.phone_regions``), which knows each country's
+lengths and prefixes (UK ``07700 900123``, DE ``+49 151 ...``, FR ``06 12 34 56 78``, BR
+``(11) 91234-5678``).
+
+Only runs of digits and separators are parsed (the ``digits`` windows), so the library's cost is paid
+where a number is. Order, invoice and tracking numbers, dates, timestamps and IDs are not phones: a
+bare digit run needs a ``+``, a trunk ``0``, an area code in brackets or separators, and a number right
+after ``order``/``tracking``/``invoice``/``#`` is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import phonenumbers
+
+from policyproxy.config.schema import DEFAULT_PHONE_REGIONS
+from policyproxy.reasons import DetectorName as D
+from policyproxy.redaction.detectors.base import Detector, free_standing
+
+_NOT_A_PHONE_BEFORE = re.compile(
+    r"(?i)(?:order|tracking|track|invoice|inv|receipt|ref(?:erence)?|transaction|txn|account|acct|ticket|case|"
+    r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr|number)"
+    r"[\s.:#=_-]{0,4}(?:no\.?|number|#|id)?[\s.:#=-]{0,3}$|#\s?$")
+_PHONE_WORDS = re.compile(
+    r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|text|contact|dial|ring|reach|"
+    r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil|numero|number)\b")
+_DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$|\d{1,2}:\d{2}")
+
+
+def not_a_reference_number(text: str, start: int) -> bool:
+    """False where the digits are an order, tracking, invoice or other reference number."""
+    before = text[max(0, start - 30):start]
+    return _NOT_A_PHONE_BEFORE.search(before) is None
+
+
+def _phone(value: str, text: str, start: int) -> bool:
+    digits = re.sub(r"\D", "", value)
+    if not 10 <= len(digits) <= 15 or len(set(digits)) < 3:
+        return False
+    return free_standing(text, start, len(value), "-./:", "-/:") and not_a_reference_number(text, start)
+
+
+@lru_cache(maxsize=4096)
+def _parses(candidate: str, regions: tuple[str, ...]) -> tuple[bool, bool]:
+    """(valid in one of ``regions``, possible in one of them): libphonenumber's two verdicts."""
+    possible = False
+    for region in (None,) if candidate.startswith("+") else regions:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True, True
+        possible = possible or phonenumbers.is_possible_number(number)
+    return False, possible
+
+
+def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    def validate(value: str, text: str, start: int) -> bool:
+        digits = re.sub(r"\D", "", value)
+        if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.search(value):
+            return False
+        shaped = value[0] in "+(" or value.startswith("0") or re.search(r"\d[ .()-]+\d", value) is not None
+        if not shaped or re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}", value):
+            return False   # a bare run (an id, a timestamp) or an IPv4 address
+        if not (free_standing(text, start, len(value), "-./:_", "-/:_") and not_a_reference_number(text, start)):
+            return False
+        candidate = "+" + value[2:] if value.startswith("00") else value
+        valid, possible = _parses(candidate, regions)
+        if valid:
+            return True
+        context = _PHONE_WORDS.search(text, max(0, start - 40), start) is not None
+        return possible and (context or (value[0] in "+0" and len(digits) >= 10 and not digits.startswith("00")))
+    return validate
+
+
+_NANP_AND_SPACED = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w])|"
+    r"(?<![\w+])\+\d{7,14}(?!\w)|"
+    # international and national forms: +46 (0)8 928 571 38, 0490 75 40 81, 07700 063 966
+    r"(?<![\w+.])(?:\+\d{1,3}[ .-]?(?:\(0\)\s?)?|0)\d{1,4}(?:[ .-]\d{2,4}){2,4}(?![\w.])")
+_ANY_GROUPING = re.compile(
+    r"(?<![\w+/])(?:\+|00)?(?:\d{1,4}[ .-]?)?(?:\(0?\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}(?![\w/]|[.-]\d)")
+
+
+__all__ = ["DEFAULT_PHONE_REGIONS", "phone_detectors"]
+
+
+def phone_detectors(regions: tuple[str, ...]) -> tuple[Detector, ...]:
+    """The phone detectors for ``regions`` (ISO 3166 codes); no regions: the regex shapes only."""
+    shapes = Detector(D.PHONE, _NANP_AND_SPACED, validate=_phone, secret=False, family="digits")
+    if not regions:
+        return (shapes,)
+    return (shapes, Detector(D.PHONE, _ANY_GROUPING, validate=_international(tuple(regions)), secret=False,
+                             family="digits"))
