@@ -297,7 +297,7 @@ def looks_like_reference(value: str, quoted: bool = False) -> bool:
     if looks_placeholder(stripped):
         return True
     if (_CODE.search(stripped) and not quoted) or \
-            (_IDENTIFIER_CHAIN.fullmatch(stripped) and not random_letters(stripped)):
+            (_IDENTIFIER_CHAIN.fullmatch(stripped) and not any(_random_segment(p) for p in stripped.split("."))):
         return True   # code: a call, an index, a type, or an attribute chain (self.auth, config.token)
     if re.fullmatch(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?", stripped):
         return True   # a version
@@ -319,6 +319,12 @@ def looks_placeholder(value: str) -> bool:
         return True
     body = re.sub(r"^[A-Za-z]{2,6}[_-]|^(?:AKIA|ASIA)", "", value)   # a vendor prefix: judge what follows
     return len(body) >= 8 and len(set(body.lower())) <= 3
+
+
+def _random_segment(segment: str) -> bool:
+    """A part of a dotted chain that is a token, not a name: digits among letters, or case flipping."""
+    digits = sum(c.isdigit() for c in segment)
+    return (len(segment) >= 10 and digits >= 2 and digits < len(segment) - 2) or random_letters(segment)
 
 
 def random_letters(value: str) -> bool:

@@ -25,9 +25,21 @@ _NOT_A_PHONE_BEFORE = re.compile(
     r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr|number)"
     r"[\s.:#=_-]{0,4}(?:no\.?|number|#|id)?[\s.:#=-]{0,3}$|#\s?$")
 _PHONE_WORDS = re.compile(
-    r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|text|contact|dial|ring|reach|"
+    r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|text|contact|dial|ring|reach|office|desk|home|work|"
     r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil|numero|number)\b")
-_DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$|\d{1,2}:\d{2}")
+_DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2})")
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?\s?)\d{1,6}$")
+
+
+def _stands_alone(text: str, start: int, end: int) -> bool:
+    """Not part of a longer token; a label glued after a dash (``082 490 1693-Office``) is fine."""
+    before = text[start - 1] if start > 0 else ""
+    if before and (before.isalnum() or before in "-./:_"):
+        return False
+    after = text[end:end + 2]
+    if not after or not (after[0].isalnum() or after[0] in "-/:_"):
+        return True
+    return after[0] == "-" and after[1:].isalpha()
 
 
 def not_a_reference_number(text: str, start: int) -> bool:
@@ -60,20 +72,24 @@ def _parses(candidate: str, regions: tuple[str, ...]) -> tuple[bool, bool]:
 
 def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
     def validate(value: str, text: str, start: int) -> bool:
-        digits = re.sub(r"\D", "", value)
-        if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.search(value):
+        number = _EXTENSION.sub("", value)
+        digits = re.sub(r"\D", "", number)
+        if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.fullmatch(number):
             return False
-        shaped = value[0] in "+(" or value.startswith("0") or re.search(r"\d[ .()-]+\d", value) is not None
-        if not shaped or re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}", value):
-            return False   # a bare run (an id, a timestamp) or an IPv4 address
-        if not (free_standing(text, start, len(value), "-./:_", "-/:_") and not_a_reference_number(text, start)):
+        if re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}", number):
+            return False   # an IPv4 address
+        if not (_stands_alone(text, start, start + len(value)) and not_a_reference_number(text, start)):
             return False
-        candidate = "+" + value[2:] if value.startswith("00") else value
+        context = (_PHONE_WORDS.search(text, max(0, start - 40), start) is not None
+                   or _PHONE_WORDS.match(text, start + len(value) + 1, start + len(value) + 12) is not None)
+        shaped = number[0] in "+(" or number.startswith("0") or re.search(r"\d[ .()-]+\d", number) is not None
+        if not shaped and not context:
+            return False   # a bare run (an id, a timestamp) with nothing saying it is a phone
+        candidate = "+" + number[2:] if number.startswith("00") else number
         valid, possible = _parses(candidate, regions)
         if valid:
             return True
-        context = _PHONE_WORDS.search(text, max(0, start - 40), start) is not None
-        return possible and (context or (value[0] in "+0" and len(digits) >= 10 and not digits.startswith("00")))
+        return possible and (context or (number[0] in "+0" and len(digits) >= 10 and not digits.startswith("00")))
     return validate
 
 
@@ -83,7 +99,8 @@ _NANP_AND_SPACED = re.compile(
     # international and national forms: +46 (0)8 928 571 38, 0490 75 40 81, 07700 063 966
     r"(?<![\w+.])(?:\+\d{1,3}[ .-]?(?:\(0\)\s?)?|0)\d{1,4}(?:[ .-]\d{2,4}){2,4}(?![\w.])")
 _ANY_GROUPING = re.compile(
-    r"(?<![\w+/])(?:\+|00)?(?:\d{1,4}[ .-]?)?(?:\(0?\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}(?![\w/]|[.-]\d)")
+    r"(?<![\w+/])(?:\+|00)?(?:\d{1,4}[ .-]?)?(?:\(0?\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}"
+    r"(?:\s?(?:x|ext\.?\s?)\d{1,6})?(?![\w/]|[.-]\d)")
 
 
 __all__ = ["DEFAULT_PHONE_REGIONS", "phone_detectors"]

@@ -22,10 +22,15 @@ def near(text: str, start: int, words: re.Pattern[str], back: int = 60, end: int
     return words.search(window[cut + 1:] if cut >= 0 else window) is not None
 
 
+_CARD_WORDS = re.compile(r"(?i)\b(?:card|cc|credit|debit|visa|mastercard|maestro|amex|pan)\b")
+
+
 def _card(value: str, text: str, start: int) -> bool:
     digits = re.sub(r"[ -]", "", value)
-    if not 13 <= len(digits) <= 19 or not luhn(digits) or len(set(digits)) < 2:
+    if not 12 <= len(digits) <= 19 or not luhn(digits) or len(set(digits)) < 2:
         return False
+    if len(digits) == 12 and not (digits.startswith(("50", "56", "57", "58", "6")) and near(text, start, _CARD_WORDS)):
+        return False   # 12 digits: Maestro only, and only where the text says it is a card
     separators = set(re.sub(r"\d", "", value))
     if len(separators) > 1:
         return False
@@ -104,10 +109,12 @@ PII: tuple[Detector, ...] = (
     # undashed, spaced, or in the 9xx area (ITINs): only next to the words that say so
     Detector(D.US_SSN, re.compile(r"(?<![\d-])\d{3}([- ]?)\d{2}\1\d{4}(?![\d-])"),
              validate=_ssn_in_context, secret=False, family="digits"),
-    Detector(D.CREDIT_CARD, re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"), validate=_card, secret=False,
+    Detector(D.CREDIT_CARD, re.compile(r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])"), validate=_card, secret=False,
              family="digits"),
     Detector(D.IBAN, re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,
              secret=False, family="digits"),
+    Detector(D.IBAN, re.compile(r"(?i)(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,
+             secret=False, context=("iban",), window=(0, 80)),   # lower case, where the text says IBAN
     Detector(D.IP_ADDRESS, re.compile(
         r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])"),
         validate=_ipv4, secret=False, family="digits"),

@@ -36,7 +36,7 @@ _NOT_SECRET_KEY = re.compile(
     r"size|limit|ttl|timeout|expiry|expires|expiration|lifetime|ms|secs?|seconds|minutes|hours|days|duration|"
     r"interval|age|tokens|budget|window|retries|enabled|required|usage|index)$")
 _KEY_BEFORE = re.compile(r"([A-Za-z0-9_.\-]+)[\"'\]]?\s*(?:\s(?:string|str|String|const|final|char\*?|&str))?\s*"
-                         r"(?:\.=|:{1,3}=|=>|\?=|\+=|[:=])\s*[\"'`]?$")
+                         r"(?:\.=|:{1,3}=|=>|\?=|\+=|[:=,])\s*[\"'`]?$")
 _PASSWORD_KEY = re.compile(r"(?i)passw(?:or)?d|passwd|pwd")
 
 
@@ -54,7 +54,7 @@ def _assigned_secret(value: str, text: str, start: int) -> bool:
     if key and words and _NOT_SECRET_KEY.search(words[-1]):
         return False
     quoted = start > 0 and text[start - 1] in "'\"`"
-    if value.isdigit() and not _PASSWORD_KEY.search(key):
+    if value.isdigit() and len(value) < 10 and not _PASSWORD_KEY.search(key):
         return False   # a count or a duration under a token-sounding key
     if quoted and _PASSWORD_KEY.search(key) and value.isalpha() and value.islower() and len(value) >= 6:
         return value not in ("password", "changeme", "required", "optional", "example", "redacted", "secret")
@@ -141,7 +141,7 @@ SECRETS: tuple[Detector, ...] = (
     # KEY = value in any config or code syntax, the key naming a secret (PHP's .= and Go's := too).
     Detector(D.SECRET_ASSIGNMENT, re.compile(
         r"(?i)(?<![A-Za-z0-9])[\"']?[A-Za-z0-9_.-]*" + _KEY_WORDS + r"[A-Za-z0-9_.-]*[\"'\]]?"
-        r"(?:\s+(?:string|str|String|const|final|char\*?|&str))?\s*(?:\.=|:{1,3}=|=>|\?=|\+=|:|=)\s*"
+        r"(?:\s+(?:string|str|String|const|final|char\*?|&str))?\s*(?:\.=|:{1,3}=|=>|\?=|\+=|:|=|(?<=[\"']),)\s*"
         r"(?:([\"'`])([^\s\"'`]{5,4096})\1|([^\s\"'`,;)}\]]{4,4095}[^\s\"'`,;)}\].:]))"), group=(2, 3),
         validate=_assigned_secret, family="keywords", anchored="name"),
     Detector(D.SECRET_ASSIGNMENT, re.compile(   # <apiToken>value</apiToken> (XML, Maven, .NET configs)
@@ -161,10 +161,12 @@ SECRETS: tuple[Detector, ...] = (
         r"value=[\"']([^\"']{4,512})[\"']"),
         group=1, validate=not_reference),
     Detector(D.SECRET_ASSIGNMENT, context=("curl",), window=(0, 400), regex=re.compile(   # curl -u user:pass
-        r"\s(?:-u|--user)[ =]?[\"']?[^\s:\"']{1,64}:([^\s\"']{3,256})"), group=1, validate=not_reference),
+        r"\s(?:-u|--user)[ =]?[\"']?[^\s:\"']{0,64}:([^\s\"']{3,256})"), group=1, validate=not_reference),
     Detector(D.GENERIC_SECRET, re.compile(
         r"(?i)(?:\bbearer|x-api-key:|api-key:|authorization:(?:\s+(?:bearer|token))?)\s+([A-Za-z0-9._~+/=-]{16,512})"),
         group=1, validate=_bearer, family="keywords", anchored="keyword"),
+    Detector(D.GENERIC_SECRET, re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{6,512}={0,2})"), group=1,
+             validate=_docker_auth, family="keywords", anchored="keyword"),   # Basic base64(user:password)
     Detector(D.GENERIC_SECRET, re.compile(
         r"(?i)(?:\bbasic|\btoken)\s+([A-Za-z0-9._~+/=-]{16,512})"),
         group=1, validate=high_entropy, family="keywords", anchored="keyword"),

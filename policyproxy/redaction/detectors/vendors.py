@@ -19,7 +19,7 @@ VENDOR_PREFIXES = (
     "fm2_", "HRKU-", "sq0atp-", "sq0csp-", "EZAK", "EZTK", "CLOJARS_", "shippo_live_", "shippo_test_", "sgp_",
     "hvs.", "hvb.", "dp.pt.", "dp.st.", "xapp-", "sk_prod_", "rk_prod_", "dapi", "bedrock-api-key-", "sat.",
     "pat.", "t1.", "NRAK-", "NRJS-", "NRII-", "FLWSECK", "FLWPUBK", "sha256~", "ntn_", "LTAI", "p8e-", "AKCp",
-    "cmVmd", "ABSK", "s-s4t2ud-", "dt0c01.", "duffel_test_", "duffel_live_", "rdme_", "rubygems_", "pnu_",
+    "cmVmd", "ABSK", "s-s4t2ud-", "s-s4t2af-", "dt0c01.", "duffel_test_", "duffel_live_", "rdme_", "rubygems_", "pnu_",
     "tfp_", "sm_pat_", "sm_aat_", "sm_sat_", "fio-u-", "dnkey-", "tk-us-", "access-sandbox-",
     "access-production-", "access-development-", "xkeysib-", "SG.",
 )
