@@ -61,13 +61,14 @@ class Windows:
             self._hits = sorted(set(hits))
         return self._hits
 
-    def around(self, words: tuple[str, ...], before: int, after: int) -> list[tuple[int, int]]:
+    def around(self, words: tuple[str, ...], before: int, after: int, exact: bool = False) -> list[tuple[int, int]]:
         """Merged windows around every spelling of ``words`` (found in the one Aho-Corasick pass)."""
-        key = f"ctx:{','.join(words)}:{before}:{after}"
+        key = f"ctx:{','.join(words)}:{before}:{after}:{exact}"
         found = self._cache.get(key)
         if found is None:
             hits = self.prefix_hits()
-            found = [(i - before, i + after) for word in words for s in spellings(word) for i in hits.get(s, ())]
+            found = [(i - before, i + after) for word in words for s in ({word} if exact else spellings(word))
+                     for i in hits.get(s, ())]
             if not hits and self.prefixes is None:   # no index: find them by hand
                 lower = self.text.lower()
                 found = [(i - before, i + after) for word in words for i in _finds(lower, word.lower())]
@@ -91,6 +92,13 @@ class Windows:
                 out.append((i - 66, i + 260))
                 i = text.find("@", i + 1)
             return out
+        if family == "display":   # "Jane Doe <jane@x.io>": the 80 characters before a "<" that opens an address
+            out = []
+            for at in _finds(text, "@"):
+                lt = text.rfind("<", max(0, at - 65), at)
+                if lt > 0 and not any(c in text[lt + 1:at] for c in " \t\n>"):
+                    out.append((lt - 80, lt + 1))
+            return out
         if family == "colons":   # IPv6: a "::" or three hex groups between colons
             return [(i - 40, i + 40) for i in _finds(text, "::")] + \
                 [(m.start() - 40, m.end() + 40) for m in _COLON_RUN.finditer(text)]
@@ -107,7 +115,9 @@ class PrefixIndex:
         """``prefixes``: every literal any detector needs (its prefixes and context spellings)."""
         self.keywords = frozenset(keyword_spellings()) if keywords else frozenset()
         self.patterns = sorted(set(prefixes) | self.keywords)
-        self.automaton = ahocorasick_rs.AhoCorasick(self.patterns) if self.patterns else None
+        # A DFA: more memory than the default NFA (a few MB for ~700 patterns), 2-3x faster per byte.
+        self.automaton = ahocorasick_rs.AhoCorasick(
+            self.patterns, implementation=ahocorasick_rs.Implementation.DFA) if self.patterns else None
 
     def find(self, text: str) -> dict[str, list[int]]:
         hits: dict[str, list[int]] = {}
@@ -180,13 +190,17 @@ class Detector:
     prefixes: tuple[str, ...] = ()  # literal starts, found for all detectors at once (``PrefixIndex``)
     context: tuple[str, ...] = ()   # words that must be near (any of lower/UPPER/Capitalised): look only there
     window: tuple[int, int] = (80, 300)   # how far before and after a context word to look
+    exact: bool = False             # context words only as written (``Street``, not ``street``)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", str(self.name))   # a DetectorName member becomes its plain value
 
     def literals(self) -> set[str]:
         """What this detector needs ``PrefixIndex`` to find: its prefixes and its context words' spellings."""
-        return set(self.prefixes) | {s for word in self.context for s in spellings(word)}
+        return set(self.prefixes) | {s for word in self.context for s in self._spellings(word)}
+
+    def _spellings(self, word: str) -> set[str]:
+        return {word} if self.exact else spellings(word)
 
     def scan(self, text: str, windows: Windows) -> Iterator[tuple[int, int]]:
         if self.anchored is not None:
@@ -202,7 +216,7 @@ class Detector:
                     yield _span(match, self.group)
             return
         if self.context:
-            regions = windows.around(self.context, *self.window)
+            regions = windows.around(self.context, *self.window, exact=self.exact)
         else:
             regions = [(0, len(text))] if self.family is None else windows.get(self.family)
         for start, end in regions:

@@ -63,10 +63,8 @@ _FR = re.compile(
     r"(?:,\s*\d{5}\s+[A-Z][\w-]+)?")
 
 NAMES_AND_ADDRESSES: tuple[Detector, ...] = (
-    Detector(D.PERSON_NAME, re.compile(rf"(?<![\w.])({NAME})\s*<[^<>@\s]{{1,64}}@"), group=1, validate=_person,
-             secret=False, family="at"),
-    Detector(D.PERSON_NAME, re.compile(rf"\"({NAME})\"\s*<[^<>@\s]{{1,64}}@"), group=1, validate=_person,
-             secret=False, family="at"),
+    Detector(D.PERSON_NAME, re.compile(rf"(?<![\w.])\"?({NAME})\"?\s*<"), group=1, validate=_person,
+             secret=False, family="display"),
     Detector(D.PERSON_NAME, prefixes=_TRAILERS, regex=re.compile(rf"[A-Za-z-]+:[ \t]+({NAME})(?=\s*<|\s*$)", re.M),
              group=1, validate=_person, secret=False),
     Detector(D.PERSON_NAME, prefixes=_SALUTATIONS, regex=re.compile(
@@ -81,13 +79,15 @@ NAMES_AND_ADDRESSES: tuple[Detector, ...] = (
     Detector(D.PERSON_NAME, prefixes=_PERSON_KEYS, regex=re.compile(
         rf"[\"']?[\w]*[\"']?\s*(?::|=|=>)\s*[\"']?({NAME})(?=[\"',\s}}]|$)"), group=1, validate=_two_words,
         secret=False, not_after=""),
-    Detector(D.STREET_ADDRESS, _US_UK, secret=False, window=(90, 160),
+    Detector(D.STREET_ADDRESS, _US_UK, secret=False, window=(90, 160), exact=True,
              context=("Street", "Avenue", "Road", "Boulevard", "Lane", "Drive", "Court", "Place", "Terrace",
-                      "Parkway", "Highway", "Close", "Crescent", "Gardens", "Square", "Mews", "Grove", "St.", "Ave",
-                      "Rd.", "Blvd", "Way,", "Way ")),
-    Detector(D.STREET_ADDRESS, _DE, secret=False, window=(40, 60),
-             context=("straße", "strasse", "str.", "weg ", "allee", "platz", "gasse", "damm ", "ufer ")),
-    Detector(D.STREET_ADDRESS, _FR, secret=False, window=(20, 160),
+                      "Parkway", "Highway", "Close", "Crescent", "Gardens", "Square", "Mews", "Grove", "St.", "St,",
+                      "St\n", "Ave", "Rd", "Blvd", "Way,", "Way\n", " Way ", "Dr.", "Ln", "Ct", "Pl", "Row", "Hill",
+                      "Walk")),
+    Detector(D.STREET_ADDRESS, _DE, secret=False, window=(40, 60), exact=True,
+             context=("straße", "strasse", "Straße", "Strasse", "str.", "Str.", "weg ", "allee", "platz", "gasse",
+                      "damm ", "ufer ")),
+    Detector(D.STREET_ADDRESS, _FR, secret=False, window=(20, 160), exact=True,
              context=(" rue ", " avenue ", " boulevard ", " bd ", " place ", " chemin ", " allée ", " impasse ",
                       " quai ", " route ", " cours ")),
 )

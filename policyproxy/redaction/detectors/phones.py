@@ -76,8 +76,8 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
         digits = re.sub(r"\D", "", number)
         if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.fullmatch(number):
             return False
-        if re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}", number):
-            return False   # an IPv4 address
+        if re.search(r"\d{1,3}(?:\.\d{1,3}){3}", number) and not re.fullmatch(r"\d\d(?:\.\d\d){3,5}", number):
+            return False   # an IPv4 address (FR's 06.12.34.56.78 is a phone)
         if not (_stands_alone(text, start, start + len(value)) and not_a_reference_number(text, start)):
             return False
         context = (_PHONE_WORDS.search(text, max(0, start - 40), start) is not None
@@ -98,9 +98,8 @@ _NANP_AND_SPACED = re.compile(
     r"(?<![\w+])\+\d{7,14}(?!\w)|"
     # international and national forms: +46 (0)8 928 571 38, 0490 75 40 81, 07700 063 966
     r"(?<![\w+.])(?:\+\d{1,3}[ .-]?(?:\(0\)\s?)?|0)\d{1,4}(?:[ .-]\d{2,4}){2,4}(?![\w.])")
-_ANY_GROUPING = re.compile(
-    r"(?<![\w+/])(?:\+|00)?(?:\d{1,4}[ .-]?)?(?:\(0?\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}"
-    r"(?:\s?(?:x|ext\.?\s?)\d{1,6})?(?![\w/]|[.-]\d)")
+_ANY_GROUPING = re.compile(   # one run of digits and separators; libphonenumber judges the grouping
+    r"(?<![\w+/.-])(?:\+|\()?\d(?:[ .-]?\(?\d\)?){5,17}(?:\s?(?:x|ext\.?\s?)\d{1,6})?(?![\w/]|[.-]\d)")
 
 
 __all__ = ["DEFAULT_PHONE_REGIONS", "phone_detectors"]
