@@ -11,7 +11,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import ahocorasick_rs
@@ -47,7 +47,8 @@ class Windows:
         (lower, UPPER and Capitalised spellings), else ``str.find`` on the lowered text."""
         if self._hits is None and self.prefixes is not None and self.prefixes.keywords:
             hits = self.prefix_hits()
-            self._hits = sorted({i for word in self.prefixes.keywords for i in hits.get(word, ())})
+            keywords = self.prefixes.keywords
+            self._hits = sorted({i for word, found in hits.items() if word in keywords for i in found})
         if self._hits is None:
             lower = self.text.lower()
             hits = [i for word in _KEYWORDS for i in _finds(lower, word)]
@@ -61,19 +62,13 @@ class Windows:
             self._hits = sorted(set(hits))
         return self._hits
 
-    def around(self, words: tuple[str, ...], before: int, after: int, exact: bool = False) -> list[tuple[int, int]]:
-        """Merged windows around every spelling of ``words`` (found in the one Aho-Corasick pass)."""
-        key = f"ctx:{','.join(words)}:{before}:{after}:{exact}"
-        found = self._cache.get(key)
-        if found is None:
-            hits = self.prefix_hits()
-            found = [(i - before, i + after) for word in words for s in ({word} if exact else spellings(word))
-                     for i in hits.get(s, ())]
-            if not hits and self.prefixes is None:   # no index: find them by hand
-                lower = self.text.lower()
-                found = [(i - before, i + after) for word in words for i in _finds(lower, word.lower())]
-            found = self._cache[key] = _merge(found, len(self.text))
-        return found
+    def around(self, words: frozenset[str], before: int, after: int) -> list[tuple[int, int]]:
+        """Merged windows around ``words`` (their spellings, found in the one Aho-Corasick pass)."""
+        hits = self.prefix_hits()
+        if self.prefixes is None:   # no index: find them by hand
+            return _merge([(i - before, i + after) for word in words for i in _finds(self.text, word)], len(self.text))
+        return _merge([(i - before, i + after) for word, found in hits.items() if word in words for i in found],
+                      len(self.text))
 
     def get(self, family: str) -> list[tuple[int, int]]:
         found = self._cache.get(family)
@@ -191,16 +186,16 @@ class Detector:
     context: tuple[str, ...] = ()   # words that must be near (any of lower/UPPER/Capitalised): look only there
     window: tuple[int, int] = (80, 300)   # how far before and after a context word to look
     exact: bool = False             # context words only as written (``Street``, not ``street``)
+    context_spellings: frozenset[str] = field(default=frozenset(), init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", str(self.name))   # a DetectorName member becomes its plain value
+        words = frozenset(self.context) if self.exact else frozenset(s for w in self.context for s in spellings(w))
+        object.__setattr__(self, "context_spellings", words)
 
     def literals(self) -> set[str]:
         """What this detector needs ``PrefixIndex`` to find: its prefixes and its context words' spellings."""
-        return set(self.prefixes) | {s for word in self.context for s in self._spellings(word)}
-
-    def _spellings(self, word: str) -> set[str]:
-        return {word} if self.exact else spellings(word)
+        return set(self.prefixes) | set(self.context_spellings)
 
     def scan(self, text: str, windows: Windows) -> Iterator[tuple[int, int]]:
         if self.anchored is not None:
@@ -216,7 +211,7 @@ class Detector:
                     yield _span(match, self.group)
             return
         if self.context:
-            regions = windows.around(self.context, *self.window, exact=self.exact)
+            regions = windows.around(self.context_spellings, *self.window)
         else:
             regions = [(0, len(text))] if self.family is None else windows.get(self.family)
         for start, end in regions:
