@@ -10,9 +10,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import phonenumbers
+
 from policyproxy.config.reader import Reader
 from policyproxy.config.schema import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PHONE_REGIONS,
     DEFAULT_PROXY_URL,
     DEFAULT_REDACTION_ENDPOINTS,
     DEFAULT_SOCKS_URL,
@@ -48,7 +51,7 @@ ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
 INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
-                            "mapping_ttl_seconds", "mapping_store"})
+                            "mapping_ttl_seconds", "mapping_store", "phone_regions"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -312,6 +315,10 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     ttl = r.get(table, "mapping_ttl_seconds", path, int, 24 * 3600)
     if ttl <= 0:
         r.error((*path, "mapping_ttl_seconds"), "must be a positive number of seconds")
+    phone_regions = r.string_list(table, "phone_regions", path) if "phone_regions" in table else DEFAULT_PHONE_REGIONS
+    for i, region in enumerate(phone_regions):
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            r.error((*path, "phone_regions", i), f'is not a region libphonenumber knows (like "GB"), got {region!r}')
     return RedactionSpec(
         enabled=r.get(table, "enabled", path, bool, True),
         endpoints=tuple(endpoints),
@@ -324,6 +331,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         allow_sha256=allow_sha256,
         mapping_ttl_seconds=ttl,
         mapping_store=store,
+        phone_regions=tuple(phone_regions),
     )
 
 
