@@ -20,13 +20,12 @@ from policyproxy.config.schema import DEFAULT_PHONE_REGIONS
 from policyproxy.reasons import DetectorName as D
 from policyproxy.redaction.detectors.base import Detector, free_standing
 
-_NOT_A_PHONE_BEFORE = re.compile(
-    r"(?i)(?:order|tracking|track|invoice|inv|receipt|ref(?:erence)?|transaction|txn|account|acct|ticket|case|"
-    r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr|number)"
-    r"[\s.:#=_-]{0,4}(?:no\.?|number|#|id)?[\s.:#=-]{0,3}$|#\s?$")
+_REFERENCE_WORDS = re.compile(
+    r"(?i)\b(?:order|tracking|track|invoice|inv|receipt|ref(?:erence)?|transaction|txn|account|acct|ticket|case|"
+    r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr)\b|#")
 _PHONE_WORDS = re.compile(
     r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|text|contact|dial|ring|reach|office|desk|home|work|"
-    r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil|numero|number)\b")
+    r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil)\b")
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2})")
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?\s?)\d{1,6}$")
 
@@ -34,6 +33,8 @@ _EXTENSION = re.compile(r"\s?(?:x|ext\.?\s?)\d{1,6}$")
 def _stands_alone(text: str, start: int, end: int) -> bool:
     """Not part of a longer token; a label glued after a dash (``082 490 1693-Office``) is fine."""
     before = text[start - 1] if start > 0 else ""
+    if before == ":" and start > 1 and text[start - 2].isalpha():
+        before = ""   # a label: TEL;TYPE=CELL:+33..., Phone:+1...
     if before and (before.isalnum() or before in "-./:_"):
         return False
     after = text[end:end + 2]
@@ -43,9 +44,12 @@ def _stands_alone(text: str, start: int, end: int) -> bool:
 
 
 def not_a_reference_number(text: str, start: int) -> bool:
-    """False where the digits are an order, tracking, invoice or other reference number."""
-    before = text[max(0, start - 30):start]
-    return _NOT_A_PHONE_BEFORE.search(before) is None
+    """False where the digits are an order, tracking, invoice or other reference number: such a word
+    in the 40 characters before on the same clause (``Tracking number: 1Z 999 AA1 0123456784``), with
+    no phone word after it (``order questions: call +44 ...`` is a phone)."""
+    before = re.split(r"[\n;!?]|\.\s+(?=[A-Z])", text[max(0, start - 40):start])[-1]
+    found = list(_REFERENCE_WORDS.finditer(before))
+    return not found or _PHONE_WORDS.search(before, found[-1].end()) is not None
 
 
 def _phone(value: str, text: str, start: int) -> bool:
