@@ -36,8 +36,9 @@ from policyproxy.redaction.detectors.vendors import VENDOR_PREFIXES, VENDORS
 
 
 def builtin_detectors(phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> tuple[Detector, ...]:
-    """Every built-in detector, in precedence order (earlier wins a tie between equal spans)."""
-    return SECRETS + VENDORS + PII + phone_detectors(phone_regions) + NATIONAL_IDS + NAMES_AND_ADDRESSES
+    """Every built-in detector, in precedence order (earlier wins a tie between equal spans: a checksummed
+    identifier beats a phone of the same digits)."""
+    return SECRETS + VENDORS + PII + NATIONAL_IDS + phone_detectors(phone_regions) + NAMES_AND_ADDRESSES
 
 
 DETECTORS: tuple[Detector, ...] = builtin_detectors()

@@ -34,6 +34,10 @@ def _card(value: str, text: str, start: int) -> bool:
     separators = set(re.sub(r"\d", "", value))
     if len(separators) > 1:
         return False
+    groups = [len(g) for g in re.split(r"[ -]", value)]
+    if len(groups) > 1 and not (all(n == 4 for n in groups[:-1]) and 1 <= groups[-1] <= 4) \
+            and groups not in ([4, 6, 5], [4, 6, 4]):
+        return False   # cards are printed in fours (Amex 4-6-5): "2 55 08 14 168 025 38" is something else
     return bool(re.match(r"4|5[1-5]|2[2-7]|3[47]|6(?:011|5|4[4-9]|22)|3(?:0[0-5]|[68])|35|2131|1800|50|5[6-9]|6[37]",
                          digits))
 
