@@ -25,9 +25,13 @@ _NOT_NAMES = frozenset({
 })
 
 
+_TITLES = frozenset({"Mr", "Mrs", "Ms", "Mx", "Dr", "Prof", "Sir", "Madam", "Miss", "Sr", "Sra", "Herr", "Frau"})
+
+
 def _person(value: str, text: str, start: int) -> bool:
-    words = value.split()
-    return bool(words) and words[0] not in _NOT_NAMES and not value.endswith("-") and len(value) <= 80
+    words = value.replace(",", " ").split()
+    return (bool(words) and words[0] not in _NOT_NAMES and words[0] not in _TITLES and not value.endswith("-")
+            and len(value) <= 80 and any(c.islower() for c in value))
 
 
 def _two_words(value: str, text: str, start: int) -> bool:
@@ -51,8 +55,9 @@ _STREET_TYPES = (r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Boulevard|Blvd\.?|Lane|
                  r"Row|Hill|Walk")
 _US_UK = re.compile(
     rf"(?<![\w.-])\d{{1,6}}[A-Za-z]?,?\s+(?:[{_UPPER}0-9][\w'’.-]*\s+){{1,4}}(?:{_STREET_TYPES})(?![\w])"
+    r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?"
     rf"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|#)\.?\s*[\w-]+)?"
-    rf"(?:,\s*[{_UPPER}][\w'’-]+(?:\s[{_UPPER}][\w'’-]+){{0,2}})?"
+    rf"(?:,\s*[{_UPPER}][{_LOWER}'’-]+(?:\s[{_UPPER}][{_LOWER}'’-]+){{0,2}})?"
     r"(?:,?\s+(?:[A-Z]{2}\s+\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}))?")
 _DE = re.compile(
     rf"(?<![\w-])[{_UPPER}][{_LOWER}-]*(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer)"
@@ -64,6 +69,8 @@ _FR = re.compile(
 
 NAMES_AND_ADDRESSES: tuple[Detector, ...] = (
     Detector(D.PERSON_NAME, re.compile(rf"(?<![\w.])\"?({NAME})\"?\s*<"), group=1, validate=_person,
+             secret=False, family="display"),
+    Detector(D.PERSON_NAME, re.compile(rf"\"({_WORD},? {NAME})\"\s*<"), group=1, validate=_person,   # "Doe, Jane" <...>
              secret=False, family="display"),
     Detector(D.PERSON_NAME, prefixes=_TRAILERS, regex=re.compile(rf"[A-Za-z-]+:[ \t]+({NAME})(?=\s*<|\s*$)", re.M),
              group=1, validate=_person, secret=False),

@@ -80,6 +80,8 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
         digits = re.sub(r"\D", "", number)
         if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.fullmatch(number):
             return False
+        if re.fullmatch(r"\d+-\d+", number) and 0 < int(number.split("-")[1]) - int(number.split("-")[0]) < 1000:
+            return False   # a range: RFCs 2045-2047, pages 1200-1210
         if re.search(r"\d{1,3}(?:\.\d{1,3}){3}", number) and not re.fullmatch(r"\d\d(?:\.\d\d){3,5}", number):
             return False   # an IPv4 address (FR's 06.12.34.56.78 is a phone)
         if not (_stands_alone(text, start, start + len(value)) and not_a_reference_number(text, start)):

@@ -52,7 +52,7 @@ _VERSION_BEFORE = re.compile(r"(?i)(?:version|ver|v)\W{0,6}$")
 def _ipv4(value: str, text: str, start: int) -> bool:
     before = text[max(0, start - 40):start]
     after = text[start + len(value):start + len(value) + 1]
-    if after == "." or _VERSION_BEFORE.search(before) or before.endswith(("v", "V", ".")):
+    if after == "." or _VERSION_BEFORE.search(before) or before.endswith(("v", "V", ".", "-", "#")):
         return False   # a longer dotted number, or a version: AssemblyVersion("10.0.0.1"), "version": "4.12.0.1"
     address = ipaddress.ip_address(value)
     return not (address.is_loopback or address.is_unspecified or str(address) == "255.255.255.255")

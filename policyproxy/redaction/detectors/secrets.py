@@ -36,20 +36,30 @@ _NOT_SECRET_KEY = re.compile(
     r"size|limit|ttl|timeout|expiry|expires|expiration|lifetime|ms|secs?|seconds|minutes|hours|days|duration|"
     r"interval|age|tokens|budget|window|retries|enabled|required|usage|index)$")
 _KEY_BEFORE = re.compile(r"([A-Za-z0-9_.\-]+)[\"'\]]?\s*(?:\s(?:string|str|String|const|final|char\*?|&str))?\s*"
-                         r"(?:\.=|:{1,3}=|=>|\?=|\+=|[:=,])\s*[\"'`]?$")
+                         r"(\.=|:{1,3}=|=>|\?=|\+=|[:=,])\s*[\"'`]?$")
 _PASSWORD_KEY = re.compile(r"(?i)passw(?:or)?d|passwd|pwd")
 
 
 def _assignment_key(text: str, start: int) -> str:
+    """The key a value is assigned to ("" when none); a ``"KEY", "value"`` pair counts only as the first
+    arguments of a call or a list (``setProperty("API_TOKEN", "...")``), not any two list items."""
     line_start = text.rfind("\n", max(0, start - 300), start) + 1
     found = _KEY_BEFORE.search(text, max(line_start, start - 300), start)
-    return found.group(1) if found else ""
+    if found is None:
+        return ""
+    if found.group(2) == ",":
+        head = text[max(line_start, found.start(1) - 3):found.start(1)].rstrip("\"' ")
+        if not head.endswith(("(", "[", "{")):
+            return "?"
+    return found.group(1)
 
 
 def _assigned_secret(value: str, text: str, start: int) -> bool:
     """A value under a secret-naming key: kept unless the key names something about a secret
     (``secretName``, ``max_tokens``, ``TOKEN_TTL_MS``) or the value is a reference or a placeholder."""
     key = _assignment_key(text, start)
+    if key == "?":
+        return False
     words = re.split(r"[_.\-]|(?<=[a-z])(?=[A-Z])", key)
     if key and words and _NOT_SECRET_KEY.search(words[-1]):
         return False
@@ -58,6 +68,8 @@ def _assigned_secret(value: str, text: str, start: int) -> bool:
         return False   # a count or a duration under a token-sounding key
     if quoted and _PASSWORD_KEY.search(key) and value.isalpha() and value.islower() and len(value) >= 6:
         return value not in ("password", "changeme", "required", "optional", "example", "redacted", "secret")
+    if re.match(r"\d*\*[a-z]", value):
+        return False   # ABNF in an RFC quote: token = 1*tchar
     return not looks_like_reference(value, quoted=quoted)
 
 
