@@ -80,7 +80,7 @@ class Windows:
         text = self.text
         if family == "digits":   # runs of digits and separators: phones, cards, SSNs, IBANs, IPv4
             run = _ASCII_DIGIT_RUN if text.isascii() else _DIGIT_RUN   # same runs; ASCII-only is a third faster
-            return [(m.start() - 12, m.end() + 2) for m in run.finditer(text)
+            return [(m.start() - 12, m.end() + 12) for m in run.finditer(text)   # + a phone extension
                     if m.group().count(".") >= 3 or len(m.group().translate(_NOT_DIGITS)) >= 7]
         if family == "at":   # an "@" between two non-space characters (not a decorator, not "@ mention")
             size = len(text)

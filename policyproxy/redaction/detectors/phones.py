@@ -88,7 +88,7 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
             return False
         context = (_PHONE_WORDS.search(text, max(0, start - 40), start) is not None
                    or _PHONE_WORDS.match(text, start + len(value) + 1, start + len(value) + 12) is not None)
-        shaped = number[0] in "+(" or number.startswith("0") or re.search(r"\d[ .()-]+\d", number) is not None
+        shaped = number[0] in "+(" or re.search(r"\d[ .()-]+\d", number) is not None
         if not shaped and not context:
             return False   # a bare run (an id, a timestamp) with nothing saying it is a phone
         candidate = "+" + number[2:] if number.startswith("00") else number

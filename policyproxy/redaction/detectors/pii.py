@@ -29,8 +29,8 @@ def _card(value: str, text: str, start: int) -> bool:
     digits = re.sub(r"[ -]", "", value)
     if not 12 <= len(digits) <= 19 or not luhn(digits) or len(set(digits)) < 2:
         return False
-    if len(digits) == 12 and not (digits.startswith(("50", "56", "57", "58", "6")) and near(text, start, _CARD_WORDS)):
-        return False   # 12 digits: Maestro only, and only where the text says it is a card
+    if len(digits) == 12:
+        return near(text, start, _CARD_WORDS, back=30)   # 12 digits (Maestro): only where the text says "card"
     separators = set(re.sub(r"\d", "", value))
     if len(separators) > 1:
         return False
