@@ -20,7 +20,7 @@ def found(redactor, text):
 
 
 class TestInternationalPhones:
-    CASES = [
+    CASES = (
         ("UK mobile in a support ticket", "Customer called back from 07700 900123 about the refund.", "07700 900123"),
         ("DE mobile in a signature", "Mit freundlichen Grüßen\nJonas\nMobil: +49 151 23456789", "+49 151 23456789"),
         ("FR vCard", "BEGIN:VCARD\nVERSION:3.0\nFN:Claire Martin\nTEL;TYPE=CELL:+33 6 12 34 56 78\nEND:VCARD",
@@ -32,7 +32,7 @@ class TestInternationalPhones:
         ("US with extension", "Fax: +1 (415) 555-0132 ext. 204", "+1 (415) 555-0132 ext. 204"),
         ("label glued by a dash", "082 490 1693-Office, +41 44 668 18 00-Fax", "082 490 1693"),
         ("IN mobile", "Contact Mr. Rao on +91 98765 43210 for delivery", "+91 98765 43210"),
-    ]
+    )
 
     @pytest.mark.parametrize(("text", "value"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
     def test_found(self, redactor, text, value):
@@ -62,7 +62,7 @@ class TestNotPhones:
 
 
 class TestNationalIds:
-    CASES = [
+    CASES = (
         ("UK NINO in an HR export", "Employee record: NI number AB 12 34 56 C, start date 2023-04-01", "AB 12 34 56 C"),
         ("UK NINO compact", "National Insurance No: JG103759A", "JG103759A"),
         ("Canadian SIN", "Please update my SIN: 130 692 544 on the T4 slip", "130 692 544"),
@@ -78,7 +78,7 @@ class TestNationalIds:
         ("FI HETU", "henkilötunnus 131052-308T", "131052-308T"),
         ("SE personnummer", "personnummer 811228-9874", "811228-9874"),
         ("FR NIR", "numéro de sécurité sociale (NIR) 2 55 08 14 168 025 38", "2 55 08 14 168 025 38"),
-    ]
+    )
 
     @pytest.mark.parametrize(("text", "value"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
     def test_found(self, redactor, text, value):
@@ -120,7 +120,7 @@ class TestBirthDatesAndPassports:
 
 
 class TestPersonNames:
-    CASES = [
+    CASES = (
         ("email display name", "From: Jane Doe <jane.doe@acme-corp.io>", "Jane Doe"),
         ("quoted last, first", 'To: "Kowalski, Dana" <dana@example.org>', "Kowalski, Dana"),
         ("git Author", "commit 3f9a2b1c\nAuthor: María José García <mjgarcia@example.com>\nDate:   Tue Mar 12",
@@ -135,7 +135,7 @@ class TestPersonNames:
         ("salutation", "Hi Sofia, thanks for reaching out.", "Sofia"),
         ("title", "Dear Mr. Tanaka,\nyour order shipped.", "Tanaka"),
         ("my name is", "My name is Jun Rossi and I need help with my account.", "Jun Rossi"),
-    ]
+    )
 
     @pytest.mark.parametrize(("text", "value"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
     def test_found(self, redactor, text, value):
@@ -152,7 +152,7 @@ class TestPersonNames:
 
 
 class TestStreetAddresses:
-    CASES = [
+    CASES = (
         ("US with city, state, ZIP", "Ship to: 1600 Pennsylvania Avenue NW, Washington, DC 20500",
          "1600 Pennsylvania Avenue NW, Washington, DC 20500"),
         ("US abbreviated", "Billing: 742 Evergreen Terrace, Springfield, IL 62704",
@@ -160,7 +160,7 @@ class TestStreetAddresses:
         ("UK with postcode", "UK office: 10 Downing Street, London SW1A 2AA", "10 Downing Street, London SW1A 2AA"),
         ("DE", "Lieferadresse: Hauptstraße 5, 10115 Berlin", "Hauptstraße 5, 10115 Berlin"),
         ("FR", "Adresse : 12 rue de la Paix, 75002 Paris", "12 rue de la Paix, 75002 Paris"),
-    ]
+    )
 
     @pytest.mark.parametrize(("text", "value"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
     def test_found(self, redactor, text, value):

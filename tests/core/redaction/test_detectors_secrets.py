@@ -25,7 +25,7 @@ SESSION_TOKEN = ("IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQDx7kF2nP
 class TestSecretsNamedByTheirKey:
     """Config formats whose key says "secret" in a way the old keyword list did not know."""
 
-    CASES = [
+    CASES = (
         ("dotenv APP_KEY base64", "APP_NAME=Laravel\nAPP_ENV=production\nAPP_KEY=base64:q3YtVj8m1pKx7ZfA2wLcR9sN4bH6dE0gT5uI8oP1yQk=\n",
          "base64:q3YtVj8m1pKx7ZfA2wLcR9sN4bH6dE0gT5uI8oP1yQk="),
         ("RAILS_MASTER_KEY", "$ cat config/master.key.env\nRAILS_MASTER_KEY=7f3c9a1e5b2d8046c1e9f7a3b5d20c84\n",
@@ -70,7 +70,7 @@ class TestSecretsNamedByTheirKey:
          "sat.tdh1zl9s9yxppw46b6j2rn.xn9wfyuji77z2sy4g6rnvr34.zfs8u"),
         ("Authorization: Basic short", "$ curl -H 'Authorization: Basic YnJvd3Nlcjo=' https://api.example.com/v1/items",
          "YnJvd3Nlcjo="),
-    ]
+    )
 
     @pytest.mark.parametrize(("text", "value"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
     def test_masked_whole(self, redactor, text, value):
@@ -82,7 +82,7 @@ class TestVendorFormats:
     """Formats from gitleaks' rule set that no rule covered (issue 10: SendGrid, Mailgun, Twilio, Discord,
     Teams/Power Automate, Stripe whsec_)."""
 
-    CASES = [
+    CASES = (
         ("SendGrid", 'sg = SendGridAPIClient("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")',
          "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"),
         ("Mailgun", "requests.post(url, auth=(\"api\", \"key-3ax6xnjp29jd6fds4gc373sgvjxteol0\"))",
@@ -111,7 +111,7 @@ class TestVendorFormats:
          "A3-ASWWYB-798JRY-LJVD4-23DC2-86TVM-H43EB"),
         ("Slack refresh token", "refresh: xoxe-1-My0xLTMxNzcwMjQ0MTcxMy01MTU4MTUyNjkxNzE0LTUxODE4NDI0MDY3MzY",
          "xoxe-1-My0xLTMxNzcwMjQ0MTcxMy01MTU4MTUyNjkxNzE0LTUxODE4NDI0MDY3MzY"),
-    ]
+    )
 
     @pytest.mark.parametrize(("text", "value"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
     def test_found(self, redactor, text, value):
