@@ -312,7 +312,15 @@ def looks_like_reference(value: str, quoted: bool = False) -> bool:
         return True   # a version
     if stripped.startswith("arn:") and ":secret" in stripped:
         return True   # an AWS Secrets Manager ARN names a secret, it is not one
-    return stripped.startswith(("/", "./", "../", "~/", "http://", "https://", "file:")) and "@" not in stripped
+    return looks_like_path(stripped)
+
+
+def looks_like_path(value: str) -> bool:
+    """A path or a plain URL, not a base64 token that happens to start with "/" (``/04iwmHrr...C+8Ct9``)."""
+    if value.startswith(("http://", "https://", "file:")):
+        return "@" not in value
+    return (re.fullmatch(r"(?:~|\.{1,2})?/[\w.@~-]*(?:/[\w.@~-]*)*", value) is not None
+            and not any(_random_segment(p) for p in value.split("/")))
 
 
 _PLACEHOLDER_SHAPES = re.compile(r"(?i)x{6,}|\*{4,}|\.{3}|…|0{12,}|(?:^|[-_])(?:your|my|insert|replace|put|enter)[-_]|"
@@ -353,7 +361,7 @@ def looks_benign(value: str) -> bool:
         return True
     if _UUID.fullmatch(stripped) or (_HEX.fullmatch(stripped) and len(stripped) in (7, 8, 12, 32, 40, 56, 64, 96, 128)):
         return True   # UUIDs, git SHAs (short and full), md5/sha1/sha2 digests
-    if stripped.startswith(("/", "./", "../", "~/", "http://", "https://", "file:")) and "@" not in stripped:
+    if looks_like_path(stripped):
         return True   # paths and plain URLs
     if re.fullmatch(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?", stripped):
         return True   # versions

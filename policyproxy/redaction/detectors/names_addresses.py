@@ -77,6 +77,8 @@ NAMES_AND_ADDRESSES: tuple[Detector, ...] = (
     Detector(D.PERSON_NAME, prefixes=_SALUTATIONS, regex=re.compile(
         rf"(?:Dear|Mrs?\.?|Ms\.?|Mx\.|Dr\.|Prof\.|Hi|Hello|Monsieur|Madame|Herr|Frau|Sra?\.)\s+({NAME})"),
         group=1, validate=_person, secret=False, not_after=""),
+    Detector(D.PERSON_NAME, prefixes=("FN:", "FN;"), regex=re.compile(rf"FN[:;](?:[^:\n]*:)?({NAME})"), group=1,
+             validate=_person, secret=False),   # vCard
     Detector(D.PERSON_NAME, prefixes=("my name is", "My name is", "my name's", "I am called"),
              regex=re.compile(rf"(?:[Mm]y name is|my name's|I am called)\s+({NAME})"), group=1, validate=_person,
              secret=False),

@@ -20,9 +20,10 @@ from policyproxy.config.schema import DEFAULT_PHONE_REGIONS
 from policyproxy.reasons import DetectorName as D
 from policyproxy.redaction.detectors.base import Detector, free_standing
 
-_REFERENCE_WORDS = re.compile(
-    r"(?i)\b(?:order|tracking|track|invoice|inv|receipt|ref(?:erence)?|transaction|txn|account|acct|ticket|case|"
-    r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr)\b|#")
+_REFERENCE_BEFORE = re.compile(   # "Order #", "Tracking number: 1Z 999 AA1", "invoice no." right before the digits
+    r"(?:(?i:\b(?:order|tracking|track|invoice|inv|receipt|ref(?:erence)?|transaction|txn|account|acct|ticket|case|"
+    r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr)\b)|#)"
+    r"[\s.:#=_-]*(?i:(?:no|number|nr|id)\b\.?)?[\s.:#=_-]*(?:[A-Z0-9]{1,4}\s+){0,3}$")
 _PHONE_WORDS = re.compile(
     r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|text|contact|dial|ring|reach|office|desk|home|work|"
     r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil)\b")
@@ -44,12 +45,9 @@ def _stands_alone(text: str, start: int, end: int) -> bool:
 
 
 def not_a_reference_number(text: str, start: int) -> bool:
-    """False where the digits are an order, tracking, invoice or other reference number: such a word
-    in the 40 characters before on the same clause (``Tracking number: 1Z 999 AA1 0123456784``), with
-    no phone word after it (``order questions: call +44 ...`` is a phone)."""
-    before = re.split(r"[\n;!?]|\.\s+(?=[A-Z])", text[max(0, start - 40):start])[-1]
-    found = list(_REFERENCE_WORDS.finditer(before))
-    return not found or _PHONE_WORDS.search(before, found[-1].end()) is not None
+    """False where the digits are an order, tracking, invoice or other reference number: the label
+    (with at most a few short tokens, ``Tracking number: 1Z 999 AA1``) sits right before them."""
+    return _REFERENCE_BEFORE.search(text, max(0, start - 40), start) is None
 
 
 def _phone(value: str, text: str, start: int) -> bool:

@@ -99,7 +99,11 @@ def _aws_pair(value: str, text: str, start: int) -> bool:
 
 
 def _aws_id(value: str, text: str, start: int) -> bool:
-    return any(c.isdigit() for c in value[4:])   # real ids are base32: a body of letters only is a word
+    """Real ids are base32 (most have digits); a body of letters only must at least look random, so a
+    word glued after ASIA (``ASIAPACIFICSOUTHEAST``) is not an id."""
+    body = value[4:]
+    vowels = sum(c in "AEIOUY" for c in body)
+    return any(c.isdigit() for c in body) or (entropy(body) >= 3.0 and vowels <= 5)
 
 
 def _docker_auth(value: str, text: str, start: int) -> bool:
