@@ -204,6 +204,7 @@ def coverage_classes(rng: random.Random, email: str) -> list[tuple[str, str, str
                               f"invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={sig}"),
         ("stripe_key", whsec, f"> Ready! Your webhook signing secret is {whsec} (^C to quit)"),
         ("aws_secret_key", pair_secret, f"User name,Access key ID,Secret access key\ndeploy,{pair_id},{pair_secret}"),
+        ("aws_access_key", pair_id, ""),   # planted on the line above
         ("phone", uk, f"Ticket #4471: customer rang from {uk} about the refund"),
         ("phone", de, f"Mit freundlichen Grüßen\nMobil: {de}"),
         ("phone", fr, f"BEGIN:VCARD\nFN:{person}\nTEL;TYPE=CELL:{fr}\nEND:VCARD"),
