@@ -38,10 +38,10 @@ def _stands_alone(text: str, start: int, end: int) -> bool:
         before = ""   # a label: TEL;TYPE=CELL:+33..., Phone:+1...
     if before and (before.isalnum() or before in "-./:_"):
         return False
-    after = text[end:end + 2]
-    if not after or not (after[0].isalnum() or after[0] in "-/:_"):
+    after = text[end:end + 1]
+    if not after or not (after.isalnum() or after in "-/:_"):
         return True
-    return after[0] == "-" and after[1:].isalpha()
+    return after == "-" and re.match(r"-[A-Z][a-z]+(?![\w-])", text[end:end + 16]) is not None
 
 
 def not_a_reference_number(text: str, start: int) -> bool:

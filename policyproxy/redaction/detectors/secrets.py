@@ -103,7 +103,9 @@ def _aws_id(value: str, text: str, start: int) -> bool:
     word glued after ASIA (``ASIAPACIFICSOUTHEAST``) is not an id."""
     body = value[4:]
     vowels = sum(c in "AEIOUY" for c in body)
-    return any(c.isdigit() for c in body) or (entropy(body) >= 3.0 and vowels <= 5)
+    if any(c.isdigit() for c in body) or (entropy(body) >= 3.0 and vowels <= 5):
+        return True
+    return entropy(body) >= 3.0 and re.search(r"(?i)aws|access.?key", text[max(0, start - 40):start]) is not None
 
 
 def _docker_auth(value: str, text: str, start: int) -> bool:
