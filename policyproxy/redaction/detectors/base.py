@@ -283,7 +283,8 @@ def entropy(value: str) -> float:
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_REFERENCE = re.compile(r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\{\{.*\}\}|<[^>]*>|%\(?[A-Za-z_]+\)?s?|"
+_REFERENCE = re.compile(r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_.\-]*\}?|\{\{.*\}\}|<[^>]*>|%\(?[A-Za-z_]+\)?s?|"
+                        r"%[A-Za-z_][A-Za-z0-9_]*%|[A-Za-z_]+(?:::[A-Za-z_]+)+|"
                         r"(?:process\.env|os\.environ|env)[.\[(].*|\*+|x+|X+|\.\.\.)$")
 _WORDY = re.compile(r"^[a-z]+(?:[_-][a-z]+)*$|^[A-Z][a-z]+(?:[A-Z][a-z]+)+$|^[A-Z]+(?:_[A-Z]+)+$")
 _CODE = re.compile(r"[()\[\]{}]")

@@ -25,9 +25,10 @@ _REFERENCE_BEFORE = re.compile(   # "Order #", "Tracking number: 1Z 999 AA1", "i
     r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr)\b)|#)"
     r"[\s.:#=_-]*(?i:(?:no|number|nr|id)\b\.?)?[\s.:#=_-]*(?:[A-Z0-9]{1,4}\s+){0,3}$")
 _PHONE_WORDS = re.compile(
-    r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|text|contact|dial|ring|reach|office|desk|home|work|"
+    r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|contact|dial|ring|reach|office|desk|"
     r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil)\b")
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2})")
+_COMPACT_DATE = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?\s?)\d{1,6}$")
 
 
@@ -87,8 +88,8 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
         context = (_PHONE_WORDS.search(text, max(0, start - 40), start) is not None
                    or _PHONE_WORDS.match(text, start + len(value) + 1, start + len(value) + 12) is not None)
         shaped = number[0] in "+(" or re.search(r"\d[ .()-]+\d", number) is not None
-        if not shaped and not context:
-            return False   # a bare run (an id, a timestamp) with nothing saying it is a phone
+        if not shaped and (not context or _COMPACT_DATE.fullmatch(number)):
+            return False   # a bare run (an id, a timestamp, 20120323) with nothing saying it is a phone
         candidate = "+" + number[2:] if number.startswith("00") else number
         valid, possible = _parses(candidate, regions)
         if valid:

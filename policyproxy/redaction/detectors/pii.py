@@ -113,8 +113,8 @@ PII: tuple[Detector, ...] = (
     # undashed, spaced, or in the 9xx area (ITINs): only next to the words that say so
     Detector(D.US_SSN, re.compile(r"(?<![\d-])\d{3}([- ]?)\d{2}\1\d{4}(?![\d-])"),
              validate=_ssn_in_context, secret=False, family="digits"),
-    Detector(D.CREDIT_CARD, re.compile(r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])"), validate=_card, secret=False,
-             family="digits"),
+    Detector(D.CREDIT_CARD, re.compile(r"(?<![\dA-Za-z-])(?:\d[ -]?){11,18}\d(?![\dA-Za-z-])"), validate=_card,
+             secret=False, family="digits"),
     Detector(D.IBAN, re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,
              secret=False, family="digits"),
     Detector(D.IBAN, re.compile(r"(?i)(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,

@@ -82,6 +82,12 @@ def _keyed_random(value: str, text: str, start: int) -> bool:
     return entropy(body) >= 3.5 and (any(c.isdigit() for c in body) or random_letters(body) or "+" in body)
 
 
+def _slack(value: str, text: str, start: int) -> bool:
+    """Slack tokens carry numeric team/user ids: a body with few digits is a word (``xoxo-indieweb-1``)."""
+    body = value.split("-", 1)[1]
+    return len(body) >= 15 and sum(c.isdigit() for c in body) >= 6
+
+
 def _aws_secret(value: str, text: str, start: int) -> bool:
     return not looks_benign(value) and entropy(value) >= 3.5
 
@@ -140,7 +146,7 @@ SECRETS: tuple[Detector, ...] = (
                               r"GR1348941[A-Za-z0-9_-]{20}|_gitlab_session=([0-9a-z]{32})"),
              group=(1, 0), not_after="-"),
     Detector(D.SLACK_TOKEN, prefixes=("xox",), regex=re.compile(r"xox(?:e\.xox)?[abposre]-[A-Za-z0-9-]{10,}"),
-             not_after=""),
+             validate=_slack, not_after=""),
     Detector(D.SLACK_TOKEN, prefixes=("https://hooks.slack.com/", "hooks.slack.com/"),
              regex=re.compile(r"(?:https://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]{20,}")),
     Detector(D.STRIPE_KEY, prefixes=("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"),
@@ -179,7 +185,8 @@ SECRETS: tuple[Detector, ...] = (
         r"value=[\"']([^\"']{4,512})[\"']"),
         group=1, validate=not_reference),
     Detector(D.SECRET_ASSIGNMENT, context=("curl",), window=(0, 400), regex=re.compile(   # curl -u user:pass
-        r"\s(?:-u|--user)[ =]?[\"']?[^\s:\"']{0,64}:([^\s\"']{3,256})"), group=1, validate=not_reference),
+        r"\s(?:-u|--user)[ =]?[\"']?[^\s:\"'<>]{0,64}:([^\s\"'<>]{3,256})(?![^\s\"'])"), group=1,
+        validate=not_reference),
     Detector(D.GENERIC_SECRET, re.compile(
         r"(?i)(?:\bbearer|x-api-key:|api-key:|authorization:(?:\s+(?:bearer|token))?)\s+([A-Za-z0-9._~+/=-]{16,512})"),
         group=1, validate=_bearer, family="keywords", anchored="keyword"),

@@ -44,7 +44,7 @@ VENDORS: tuple[Detector, ...] = (
     # prefix + a random body: most of gitleaks' fixed-prefix rules
     Detector(D.VENDOR_TOKEN, prefixes=VENDOR_PREFIXES, regex=re.compile(
         "(?:" + "|".join(re.escape(p) for p in VENDOR_PREFIXES) +
-        r")[A-Za-z0-9_.~+/-]{16,512}={0,3}(?![A-Za-z0-9_=.~+/-])"), validate=_vendor, not_after=""),
+        r")[A-Za-z0-9_.~+/-]{16,512}={0,3}(?![A-Za-z0-9_=.~+/-])"), validate=_vendor, not_after="_"),
     Detector(D.VENDOR_TOKEN, prefixes=("npm_",), regex=re.compile(r"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])"),
              validate=_vendor, not_after=""),
     Detector(D.VENDOR_TOKEN, prefixes=("key-", "pubkey-"), regex=re.compile(   # Mailgun

@@ -56,9 +56,17 @@ class TestNotPhones:
         "localhost 127.0.0.1 0.0.0.0 ::1 port 8080 pid 12345 ts 1700000000000",
         "shipment AWB 176-12345675 via parcel 0034 5678 9012 3456 7890",
         "elapsed 1234567 ms, 2592000000 bytes, 1048576 entries",
+        "request 09411513-9764-edef-00e5-80f504cfb8fc failed",
+        "XOxE-RROAmw, Home and Garden, 5:24, 20120323",
     ])
     def test_left(self, redactor, text):
         assert [d for d, _ in found(redactor, text) if d == "phone"] == []
+
+
+class TestNotCards:
+    def test_digits_inside_a_hex_token_are_not_a_card(self, redactor):
+        text = '<img src="./assets/vipul-f0eb1acf0da84c06a50c5b2c59932001997786b176dec02bd16128ee9ea83">'
+        assert found(redactor, text) == []
 
 
 class TestNationalIds:

@@ -198,6 +198,12 @@ class TestSecretNamesCountsAndReferences:
         'class BasicAuth(namedtuple("BasicAuth", ["login", "password", "encoding"])):',
         "# token          = 1*tchar",
         "primary_key = id\ncache_key = f'user:{user_id}'\nsort_key: created_at",
+        "login:\n  serviceAccountToken:\n    fn::secret: vault-path",
+        "curl -u <user:password> https://test.com/endpoint",
+        'password = "${aws_db_instance.default.password}"',
+        '<add key="ClearTextPassword" value="%TestSourcePassword%" />',
+        "    def _api_org_96726c78_4ae3_402f_b08b_7a78c6903d2a(self, method, url):",
+        "https://indieweb.org/images/3/35/2018-250-xoxo-indieweb-1.jpg and xoxb-abcdef-abcdef",
     ])
     def test_left(self, redactor, text):
         assert found(redactor, text) == []
