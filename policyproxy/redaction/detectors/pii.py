@@ -26,7 +26,7 @@ _CARD_WORDS = re.compile(r"(?i)\b(?:card|cc|credit|debit|visa|mastercard|maestro
 
 
 def _card(value: str, text: str, start: int) -> bool:
-    digits = re.sub(r"[ -]", "", value)
+    digits = "".join(str(int(c)) for c in value if c not in " -")   # ASCII, also from full-width or Arabic digits
     if not 12 <= len(digits) <= 19 or not luhn(digits) or len(set(digits)) < 2:
         return False
     if len(digits) == 12:

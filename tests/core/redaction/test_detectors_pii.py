@@ -63,6 +63,18 @@ class TestNotPhones:
         assert [d for d, _ in found(redactor, text) if d == "phone"] == []
 
 
+class TestOtherDigitSpellings:
+    """Full-width and Arabic-Indic digits are digits to the model: the checks must read them too."""
+
+    @pytest.mark.parametrize(("text", "detector", "value"), [
+        ("card ４１１１ １１１１ １１１１ １１１１ on file", "credit_card", "４１１１ １１１１ １１１１ １１１１"),
+        ("SSN: ٠٧٨-٠٥-١١٢٠", "us_ssn", "٠٧٨-٠٥-١١٢٠"),
+        ("call +４４ ２０ ７９４６ ０９５８", "phone", "+４４ ２０ ７９４６ ０９５８"),
+    ])
+    def test_found(self, redactor, text, detector, value):
+        assert (detector, value) in found(redactor, text)
+
+
 class TestNotCards:
     def test_digits_inside_a_hex_token_are_not_a_card(self, redactor):
         text = '<img src="./assets/vipul-f0eb1acf0da84c06a50c5b2c59932001997786b176dec02bd16128ee9ea83">'
