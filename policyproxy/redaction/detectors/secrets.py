@@ -36,7 +36,7 @@ _NOT_SECRET_KEY = re.compile(
     r"size|limit|ttl|timeout|expiry|expires|expiration|lifetime|ms|secs?|seconds|minutes|hours|days|duration|"
     r"interval|age|tokens|budget|window|retries|enabled|required|usage|index)$")
 _KEY_BEFORE = re.compile(r"([A-Za-z0-9_.\-]+)[\"'\]]?\s*(?:\s(?:string|str|String|const|final|char\*?|&str))?\s*"
-                         r"(\.=|:{1,3}=|=>|\?=|\+=|[:=,])\s*[\"'`]?$")
+                         r"(===?|!==?|\.=|:{1,3}=|=>|\?=|\+=|[:=,])\s*[\"'`]?$")
 _PASSWORD_KEY = re.compile(r"(?i)passw(?:or)?d|passwd|pwd")
 
 
@@ -158,14 +158,15 @@ SECRETS: tuple[Detector, ...] = (
         validate=high_entropy, not_after=""),
     Detector(D.GOOGLE_API_KEY, prefixes=("AIza",), regex=re.compile(r"AIza[0-9A-Za-z_-]{35}")),
     Detector(D.JWT, prefixes=("eyJ",),
-             regex=re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}"), not_after="_-"),
+             regex=re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]{16,})?"),
+             not_after="_-"),   # unsigned ("alg": "none") tokens carry the same claims
     Detector(D.URL_CREDENTIALS, re.compile(
         r"[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@'\"<>]{1,64}:([^\s@/'\"<>]{3,128})@[^\s'\"<>]+"),
         group=1, validate=not_reference, family="at"),
     # KEY = value in any config or code syntax, the key naming a secret (PHP's .= and Go's := too).
     Detector(D.SECRET_ASSIGNMENT, re.compile(
         r"(?i)(?<![A-Za-z0-9])[\"']?[A-Za-z0-9_.-]*" + _KEY_WORDS + r"[A-Za-z0-9_.-]*[\"'\]]?"
-        r"(?:\s+(?:string|str|String|const|final|char\*?|&str))?\s*(?:\.=|:{1,3}=|=>|\?=|\+=|:|=|(?<=[\"']),)\s*"
+        r"(?:\s+(?:string|str|String|const|final|char\*?|&str))?\s*(?:===?|!==?|\.=|:{1,3}=|=>|\?=|\+=|:|=|(?<=[\"']),)\s*"
         r"(?:([\"'`])([^\s\"'`]{5,4096})\1|([^\s\"'`,;)}\]]{4,4095}[^\s\"'`,;)}\].:]))"), group=(2, 3),
         validate=_assigned_secret, family="keywords", anchored="name"),
     Detector(D.SECRET_ASSIGNMENT, re.compile(   # <apiToken>value</apiToken> (XML, Maven, .NET configs)

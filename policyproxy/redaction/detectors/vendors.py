@@ -71,6 +71,10 @@ VENDORS: tuple[Detector, ...] = (
         r"(?:webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/[^\s\"'<>]{40,400}")),
     Detector(D.VENDOR_TOKEN, prefixes=("sig=",), regex=re.compile(r"sig=([A-Za-z0-9%+/_=-]{20,200})"),
              group=1, validate=_random),
+    Detector(D.VENDOR_TOKEN, re.compile(r"(?<![\w:])\d{8,10}:AA[A-Za-z0-9_-]{32,33}(?![\w-])"),
+             context=(":AA",), exact=True, window=(12, 40)),   # Telegram bot token: the bot's id, then its secret
+    Detector(D.VENDOR_TOKEN, context=("-us",), window=(40, 10), regex=re.compile(
+        r"(?<![0-9a-f])[0-9a-f]{32}-us\d{1,2}(?![\w-])"), validate=_hex_token),   # Mailchimp
     # context-gated: the vendor's name must be near
     Detector(D.VENDOR_TOKEN, context=("discord",), regex=re.compile(
         r"(?<![\w.-])[MN][A-Za-z0-9]{23,25}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38}(?![\w-])"), validate=_random),

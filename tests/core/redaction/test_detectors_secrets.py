@@ -109,6 +109,12 @@ class TestVendorFormats:
          "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"),
         ("1Password secret key", "Emergency kit: A3-ASWWYB-798JRY-LJVD4-23DC2-86TVM-H43EB",
          "A3-ASWWYB-798JRY-LJVD4-23DC2-86TVM-H43EB"),
+        ("Telegram bot token", 'bot = Bot("7213808860:AAH1bjqpKKW3maRSPAxzIU-0v6xNuq2-NjM")',
+         "7213808860:AAH1bjqpKKW3maRSPAxzIU-0v6xNuq2-NjM"),
+        ("Mailchimp", "MAILCHIMP=343ea45721923ed956e2b38c31db76aa-us30", "343ea45721923ed956e2b38c31db76aa-us30"),
+        ("unsigned JWT", "token eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.eyJuYW1lIjoiSm9lIiwic3RhdHVzIjoiZW1wbG95ZWUifQ",
+         "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.eyJuYW1lIjoiSm9lIiwic3RhdHVzIjoiZW1wbG95ZWUifQ"),
+        ("password compared in code", 'if (password == "Tr0ub4dor&3xyz") { login() }', "Tr0ub4dor&3xyz"),
         ("Slack refresh token", "refresh: xoxe-1-My0xLTMxNzcwMjQ0MTcxMy01MTU4MTUyNjkxNzE0LTUxODE4NDI0MDY3MzY",
          "xoxe-1-My0xLTMxNzcwMjQ0MTcxMy01MTU4MTUyNjkxNzE0LTUxODE4NDI0MDY3MzY"),
     )
