@@ -61,6 +61,20 @@ def _aadhaar(value: str) -> bool:
     return in_aadhaar.is_valid(value) and len(set(re.sub(r"\D", "", value))) > 2
 
 
+_DISTINCTIVE = (
+    (re.compile(r"\d{3}\.\d{3}\.\d{3}-\d{2}"), br_cpf.is_valid),                      # CPF 123.456.789-09
+    (re.compile(r"[2-9]\d{3}([ -])\d{4}\1\d{4}"), in_aadhaar.is_valid),                  # Aadhaar 2345 6789 0124
+    (re.compile(r"[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}"), fr_nir.is_valid),  # FR NIR
+    (re.compile(r"\d{6}[-+A]\d{3}[0-9A-Y]"), fi_hetu.is_valid),                           # FI HETU
+)
+
+
+def _distinctive(value: str) -> bool:
+    if len(set(re.sub(r"\D", "", value))) <= 2:
+        return False
+    return any(shape.fullmatch(value) and is_valid(value) for shape, is_valid in _DISTINCTIVE)
+
+
 def _bare_eu(value: str) -> bool:
     if len(value) == 9:
         return nl_bsn.is_valid(value) or pt_nif.is_valid(value)
@@ -70,6 +84,21 @@ def _bare_eu(value: str) -> bool:
 _SIN_WORDS = r"sin|s\.i\.n\.?|social\s+insurance(?:\s+number)?|nas|num[ée]ro\s+d'assurance\s+sociale"
 _AADHAAR_WORDS = r"aadhaa?r|uidai|uid"
 _CPF_WORDS = r"cpf"
+
+# Context words as written (exact): short ones like SIN or NIE are common inside lower-case words.
+_ES_CONTEXT = ("DNI", "dni", "NIE", "NIF", "nif", "documento", "Documento")
+_CPF_CONTEXT = ("CPF", "cpf", "Cpf")
+_AADHAAR_CONTEXT = ("Aadhaar", "aadhaar", "AADHAAR", "Aadhar", "aadhar", "UIDAI", "UID")
+_SE_DK_CONTEXT = ("personnummer", "Personnummer", "person nr", "CPR", "cpr")
+_BE_CONTEXT = (
+    "rijksregisternummer", "Rijksregisternummer", "numéro national", "Numéro national", "national number",
+    "National number", "NN"
+)
+_EU_CONTEXT = (
+    "BSN", "bsn", "burgerservicenummer", "Burgerservicenummer", "NIF", "nif", "contribuinte", "Steuer-ID",
+    "Steuer-Id", "SteuerID", "steuer-id", "IdNr", "idnr", "Identifikationsnummer", "identifikationsnummer",
+    "PESEL", "pesel"
+)
 
 NATIONAL_IDS: tuple[Detector, ...] = (
     # shapes with letters: found by their own regex, never inside a longer token
@@ -86,32 +115,32 @@ NATIONAL_IDS: tuple[Detector, ...] = (
              context=("fiscale", "c.f.", "cf:", "cf ", "cf=", "tax code", "codice")),
     Detector(D.NATIONAL_ID, re.compile(r"(?<![A-Za-z0-9])(?:\d{8}-?[A-Z]|[XYZ]-?\d{7}-?[A-Z])(?![A-Za-z0-9])"),
              validate=_checked(lambda v: es_dni.is_valid(v) or es_nie.is_valid(v), r"dni|nie|nif|documento"),
-             secret=False, family="digits"),
-    # digit shapes: inside the digit-run windows
-    Detector(D.NATIONAL_ID, re.compile(r"(?<![\d.-])\d{3}\.\d{3}\.\d{3}-\d{2}(?![\d.-])"),
-             validate=_checked(br_cpf.is_valid), secret=False, family="digits"),
+             secret=False, context=_ES_CONTEXT, exact=True, window=(0, 90)),
+    # digit shapes distinctive by themselves: one pass over the digit-run windows for all of them
+    Detector(D.NATIONAL_ID, re.compile(
+        r"(?<![\d.-])(?:\d{3}\.\d{3}\.\d{3}-\d{2}|[2-9]\d{3}([ -])\d{4}\1\d{4}|"
+        r"[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}|\d{6}[-+A]\d{3}[0-9A-Y])(?![\w-]|\.\d)"),
+        validate=_checked(_distinctive), secret=False, family="digits"),
+    # bare runs: only after their context word
     Detector(D.NATIONAL_ID, re.compile(r"(?<![\d.-])\d{11}(?![\d.-])"),
-             validate=_checked(br_cpf.is_valid, _CPF_WORDS), secret=False, family="digits"),
+             validate=_checked(br_cpf.is_valid, _CPF_WORDS), secret=False, context=_CPF_CONTEXT, exact=True,
+             window=(0, 90)),
     Detector(D.NATIONAL_ID, re.compile(r"(?<![\d-])\d{3}([- ]?)\d{3}\1\d{3}(?![\d-])"),
              validate=_checked(lambda v: ca_sin.is_valid(v) and stdnum_luhn.is_valid(re.sub(r"\D", "", v)), _SIN_WORDS),
-             secret=False, family="digits"),
-    Detector(D.NATIONAL_ID, re.compile(r"(?<![\d-])[2-9]\d{3}([ -])\d{4}\1\d{4}(?![\d-])"),
-             validate=_checked(_aadhaar), secret=False, family="digits"),
+             secret=False, context=("SIN", "S.I.N", "sin:", "sin ", "Sin:", "social insurance", "Social Insurance",
+                                    "Social insurance", "NAS", "assurance sociale"), exact=True, window=(0, 90)),
     Detector(D.NATIONAL_ID, re.compile(r"(?<![\d-])[2-9]\d{11}(?![\d-])"),
-             validate=_checked(_aadhaar, _AADHAAR_WORDS), secret=False, family="digits"),
-    Detector(D.NATIONAL_ID, re.compile(r"(?<![\d-])[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?![\d-])"),
-             validate=_checked(fr_nir.is_valid), secret=False, family="digits"),
-    Detector(D.NATIONAL_ID, re.compile(r"(?<![\d-])\d{6}[-+A]\d{3}[0-9A-Y](?![\w-])"),
-             validate=_checked(fi_hetu.is_valid), secret=False, family="digits"),
+             validate=_checked(_aadhaar, _AADHAAR_WORDS), secret=False,
+             context=_AADHAAR_CONTEXT, exact=True, window=(0, 90)),
     Detector(D.NATIONAL_ID, re.compile(r"(?<![\d-])\d{6}-\d{4}(?![\d-])"),
              validate=_checked(lambda v: se_pn.is_valid(v) or dk_cpr.is_valid(v),
                                r"personnummer|person\s*nr|cpr(?:-nr|-nummer)?|cpr\s+number"),
-             secret=False, family="digits"),
+             secret=False, context=_SE_DK_CONTEXT, exact=True, window=(0, 90)),
     Detector(D.NATIONAL_ID, re.compile(r"(?<![\d.-])\d{2}\.?\d{2}\.?\d{2}-?\d{3}\.?\d{2}(?![\d.-])"),
              validate=_checked(be_nn.is_valid, r"rijksregisternummer|num[ée]ro\s+national|national\s+number|nn"),
-             secret=False, family="digits"),
+             secret=False, context=_BE_CONTEXT, exact=True, window=(0, 90)),
     Detector(D.NATIONAL_ID, re.compile(r"(?<![\d.-])\d{9,11}(?![\d.-])"),
              validate=_checked(_bare_eu, r"bsn|burgerservicenummer|nif|contribuinte|steuer-?id|idnr|"
                                          r"steuerliche\s+identifikationsnummer|identifikationsnummer|pesel"),
-             secret=False, family="digits"),
+             secret=False, context=_EU_CONTEXT, exact=True, window=(0, 90)),
 )

@@ -112,7 +112,9 @@ PII: tuple[Detector, ...] = (
              validate=_ssn, secret=False, family="digits"),
     # undashed, spaced, or in the 9xx area (ITINs): only next to the words that say so
     Detector(D.US_SSN, re.compile(r"(?<![\d-])\d{3}([- ]?)\d{2}\1\d{4}(?![\d-])"),
-             validate=_ssn_in_context, secret=False, family="digits"),
+             validate=_ssn_in_context, secret=False, window=(0, 90), exact=True,
+             context=("SSN", "ssn", "Ssn", "SS#", "social security", "Social Security", "Social security",
+                      "SOCIAL SECURITY", "ITIN", "itin", "TIN", "taxpayer", "Taxpayer")),
     Detector(D.CREDIT_CARD, re.compile(r"(?<![\dA-Za-z-])(?:\d[ -]?){11,18}\d(?![\dA-Za-z-])"), validate=_card,
              secret=False, family="digits"),
     Detector(D.IBAN, re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,

@@ -97,11 +97,11 @@ _AWS_ID = re.compile(r"(?:AKIA|ASIA)[A-Z2-7]{16}")
 
 def _aws_pair(value: str, text: str, start: int) -> bool:
     """A bare 40-character secret next to an access key id: credential scanners pair them the same way."""
-    if looks_benign(value) or entropy(value) < 4.0:
+    if len(value) != 40 or looks_benign(value) or entropy(value) < 4.0:
         return False
     if not (any(c.isupper() for c in value) and any(c.islower() for c in value) and any(c.isdigit() for c in value)):
         return False
-    return _AWS_ID.search(text, max(0, start - 3000), start + 3040) is not None
+    return _AWS_ID.search(text, max(0, start - 500), start + 540) is not None   # a few lines either side
 
 
 def _aws_id(value: str, text: str, start: int) -> bool:
@@ -137,7 +137,7 @@ SECRETS: tuple[Detector, ...] = (
         r"(?i)aws[\w.-]{0,20}(?:secret|sk)[\w.-]{0,20}['\"]?\s*(?:[:=]|=>)\s*['\"]?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
         group=1, validate=_aws_secret, family="keywords"),
     Detector(D.AWS_SECRET_KEY, re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
-             validate=_aws_pair, context=("AKIA", "ASIA"), window=(3000, 3000)),
+             validate=_aws_pair, context=("AKIA", "ASIA"), exact=True, window=(500, 500)),
     Detector(D.GITHUB_TOKEN, prefixes=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), regex=re.compile(
         r"gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}")),
     Detector(D.GITLAB_TOKEN, prefixes=("glpat-", "gldt-", "glptt-", "glrt-", "glsoat-", "glft-", "glimt-",
