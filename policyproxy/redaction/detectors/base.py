@@ -288,6 +288,7 @@ _REFERENCE = re.compile(r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_.\-]*\}?|\{\{.*\}\}|<[^>]
                         r"(?:process\.env|os\.environ|env)[.\[(].*|\*+|x+|X+|\.\.\.)$")
 _WORDY = re.compile(r"^[a-z]+(?:[_-][a-z]+)*$|^[A-Z][a-z]+(?:[A-Z][a-z]+)+$|^[A-Z]+(?:_[A-Z]+)+$")
 _CODE = re.compile(r"[()\[\]{}]")
+_VERSION = re.compile(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?")
 _IDENTIFIER_CHAIN = re.compile(r"[A-Za-z_]+(?:\.[A-Za-z_][A-Za-z0-9_]*)*")   # letters only, maybe dotted
 _BENIGN_WORDS = frozenset({"true", "false", "null", "none", "undefined", "changeme", "password", "secret", "token",
                            "required", "optional", "string", "example", "redacted", "hidden", "empty"})
@@ -309,7 +310,7 @@ def looks_like_reference(value: str, quoted: bool = False) -> bool:
     if (_CODE.search(stripped) and not quoted) or \
             (_IDENTIFIER_CHAIN.fullmatch(stripped) and not any(_random_segment(p) for p in stripped.split("."))):
         return True   # code: a call, an index, a type, or an attribute chain (self.auth, config.token)
-    if re.fullmatch(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?", stripped):
+    if _VERSION.fullmatch(stripped):
         return True   # a version
     if stripped.startswith("arn:") and ":secret" in stripped:
         return True   # an AWS Secrets Manager ARN names a secret, it is not one
@@ -328,6 +329,9 @@ _PLACEHOLDER_SHAPES = re.compile(r"(?i)x{6,}|\*{4,}|\.{3}|…|0{12,}|(?:^|[-_])(
                                  r"<[^>]*>|placeholder|redacted|dummy|changeme|\{\{")
 
 
+_VENDOR_HEAD = re.compile(r"^[A-Za-z]{2,6}[_-]|^(?:AKIA|ASIA)")
+
+
 def looks_placeholder(value: str) -> bool:
     """An obvious stand-in (``sk-ant-xxxx...``, ``ghp_xxxxxxxx``, ``xoxb-your-bot-token``,
     ``AKIAXXXXXXXXXXXXXXXX``, ``<token>``): masking it protects nothing and confuses the model.
@@ -335,7 +339,7 @@ def looks_placeholder(value: str) -> bool:
     NOT placeholders here: they are real-looking, so they are masked like any value."""
     if _PLACEHOLDER_SHAPES.search(value):
         return True
-    body = re.sub(r"^[A-Za-z]{2,6}[_-]|^(?:AKIA|ASIA)", "", value)   # a vendor prefix: judge what follows
+    body = _VENDOR_HEAD.sub("", value)   # a vendor prefix: judge what follows
     return len(body) >= 8 and len(set(body.lower())) <= 3
 
 
@@ -364,7 +368,7 @@ def looks_benign(value: str) -> bool:
         return True   # UUIDs, git SHAs (short and full), md5/sha1/sha2 digests
     if looks_like_path(stripped):
         return True   # paths and plain URLs
-    if re.fullmatch(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?", stripped):
+    if _VERSION.fullmatch(stripped):
         return True   # versions
     if re.fullmatch(r"(?:sha(?:1|256|384|512)-)[A-Za-z0-9+/]+={0,2}", stripped):
         return True   # package integrity hashes
