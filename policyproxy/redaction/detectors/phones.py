@@ -29,6 +29,9 @@ _PHONE_WORDS = re.compile(
     r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil)\b")
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2})")
 _COMPACT_DATE = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
+_RANGE = re.compile(r"\d+-\d+")
+_DECIMAL = re.compile(r"\d+\.\d+")
+_LATE_BRACKET = re.compile(r"^(?!\+\d{1,3}[ .-]?\().*\d[ .-]?\(")   # a bracket not opening the area code
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?\s?)\d{1,6}$")
 
 
@@ -79,8 +82,13 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
         digits = re.sub(r"\D", "", number)
         if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.fullmatch(number):
             return False
-        if re.fullmatch(r"\d+-\d+", number) and 0 < int(number.split("-")[1]) - int(number.split("-")[0]) < 1000:
-            return False   # a range: RFCs 2045-2047, pages 1200-1210
+        if _RANGE.fullmatch(number):
+            low, high = number.split("-")
+            if not low.startswith("0") and int(high) > int(low) and (
+                    len(low) >= 4 or (len(low) == len(high) and int(high) - int(low) < 1000)):
+                return False   # a range: RFCs 2045-2047, slots 5462-10922
+        if _DECIMAL.fullmatch(number) or number.count("(") != number.count(")") or _LATE_BRACKET.search(number):
+            return False   # 0.6666259765625, "(2455024", "5233 (2019)": a decimal, a tuple, a year
         if re.search(r"\d{1,3}(?:\.\d{1,3}){3}", number) and not re.fullmatch(r"\d\d(?:\.\d\d){3,5}", number):
             return False   # an IPv4 address (FR's 06.12.34.56.78 is a phone)
         if not (_stands_alone(text, start, start + len(value)) and not_a_reference_number(text, start)):

@@ -115,7 +115,7 @@ PII: tuple[Detector, ...] = (
              validate=_ssn_in_context, secret=False, window=(0, 90), exact=True,
              context=("SSN", "ssn", "Ssn", "SS#", "social security", "Social Security", "Social security",
                       "SOCIAL SECURITY", "ITIN", "itin", "TIN", "taxpayer", "Taxpayer")),
-    Detector(D.CREDIT_CARD, re.compile(r"(?<![\dA-Za-z-])(?:\d[ -]?){11,18}\d(?![\dA-Za-z-])"), validate=_card,
+    Detector(D.CREDIT_CARD, re.compile(r"(?<![\dA-Za-z.-])(?:\d[ -]?){11,18}\d(?![\dA-Za-z-]|\.\d)"), validate=_card,
              secret=False, family="digits"),
     Detector(D.IBAN, re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])"), validate=_iban,
              secret=False, family="digits"),

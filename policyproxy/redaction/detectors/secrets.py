@@ -166,7 +166,8 @@ SECRETS: tuple[Detector, ...] = (
     # KEY = value in any config or code syntax, the key naming a secret (PHP's .= and Go's := too).
     Detector(D.SECRET_ASSIGNMENT, re.compile(
         r"(?i)(?<![A-Za-z0-9])[\"']?[A-Za-z0-9_.-]*" + _KEY_WORDS + r"[A-Za-z0-9_.-]*[\"'\]]?"
-        r"(?:\s+(?:string|str|String|const|final|char\*?|&str))?\s*(?:===?|!==?|\.=|:{1,3}=|=>|\?=|\+=|:|=|(?<=[\"']),)\s*"
+        r"(?:\s+(?:string|str|String|const|final|char\*?|&str))?[ \t]*"
+        r"(?:===?|!==?|\.=|:{1,3}=|=>|\?=|\+=|:|=|(?<=[\"']),)[ \t]*"
         r"(?:([\"'`])([^\s\"'`]{5,4096})\1|([^\s\"'`,;)}\]]{4,4095}[^\s\"'`,;)}\].:]))"), group=(2, 3),
         validate=_assigned_secret, family="keywords", anchored="name"),
     Detector(D.SECRET_ASSIGNMENT, re.compile(   # <apiToken>value</apiToken> (XML, Maven, .NET configs)

@@ -58,7 +58,14 @@ class TestNotPhones:
         "elapsed 1234567 ms, 2592000000 bytes, 1048576 entries",
         "request 09411513-9764-edef-00e5-80f504cfb8fc failed",
         "XOxE-RROAmw, Home and Garden, 5:24, 20120323",
+        "    smooth_relations = [\n        (2455024, 637, 8),",
+        "            mpf('0.6666259765625') and nint_distance(mpf(5.00000001))",
+        '"Slots": "5462-10922", Sci Rep 9, 5233 (2019). https://doi.org/10.1038',
     ])
+
+    def test_local_numbers_are_not_ranges(self, redactor):
+        assert ("phone", "555-1234") in found(redactor, "Call 555-1234 now")
+        assert ("phone", "0961-7596216") in found(redactor, "my registered 0961-7596216. Could you")
     def test_left(self, redactor, text):
         assert [d for d, _ in found(redactor, text) if d == "phone"] == []
 
@@ -76,6 +83,9 @@ class TestOtherDigitSpellings:
 
 
 class TestNotCards:
+    def test_decimals_are_not_cards(self, redactor):
+        assert found(redactor, "0.437620923709297 and lgamma 1e-309 -> 711.49879373516012") == []
+
     def test_digits_inside_a_hex_token_are_not_a_card(self, redactor):
         text = '<img src="./assets/vipul-f0eb1acf0da84c06a50c5b2c59932001997786b176dec02bd16128ee9ea83">'
         assert found(redactor, text) == []
@@ -166,7 +176,13 @@ class TestPersonNames:
         "Hi team, thanks for the review. Dear Sir or Madam,",
         "Author: dependabot[bot]",
         "class HttpClient:\n    def __init__(self, name: str) -> None:\n        self.name = name",
+        "    name = 'Typographic Number Theory'\n    \"name\": \"Wind Farm\",",
+        "preserving_proto_field_name: If True, use the original",
+        "#    print _('Hello World')",
     ])
+
+    def test_a_plain_name_key_holds_a_person_when_it_starts_with_a_given_name(self, redactor):
+        assert ("person_name", "Maria Lopez") in found(redactor, '{"name": "Maria Lopez", "role": "admin"}')
     def test_left(self, redactor, text):
         assert [d for d, _ in found(redactor, text) if d == "person_name"] == []
 

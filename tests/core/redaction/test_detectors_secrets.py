@@ -210,6 +210,9 @@ class TestSecretNamesCountsAndReferences:
         '<add key="ClearTextPassword" value="%TestSourcePassword%" />',
         "    def _api_org_96726c78_4ae3_402f_b08b_7a78c6903d2a(self, method, url):",
         "https://indieweb.org/images/3/35/2018-250-xoxo-indieweb-1.jpg and xoxb-abcdef-abcdef",
+        '        path="/organization/api_keys.retrieve",\n        span_route="/v1/organization/api_keys/{key_id}",',
+        "    'APPSERVER-PASSWORD',\n    'APPSERVER-USERID',",
+        '  "/properties/ClientToken",\n  "/properties/PreserveClientIp",',
     ])
     def test_left(self, redactor, text):
         assert found(redactor, text) == []
