@@ -303,7 +303,7 @@ def looks_like_reference(value: str, quoted: bool = False) -> bool:
     stripped = value.strip("'\"`")
     if len(stripped) < 6 or stripped.lower() in _BENIGN_WORDS or PLACEHOLDER.search(stripped):
         return True
-    if _REFERENCE.match(stripped) or _WORDY.match(stripped) or len(set(stripped)) <= 2:
+    if _REFERENCE.match(stripped) or _WORDY.match(stripped.lstrip("#@:")) or len(set(stripped)) <= 2:
         return True   # a variable reference, template, a plain identifier, or a mask like xxxx
     if looks_placeholder(stripped):
         return True
@@ -312,8 +312,8 @@ def looks_like_reference(value: str, quoted: bool = False) -> bool:
         return True   # code: a call, an index, a type, or an attribute chain (self.auth, config.token)
     if _VERSION.fullmatch(stripped):
         return True   # a version
-    if stripped.startswith("arn:") and ":secret" in stripped:
-        return True   # an AWS Secrets Manager ARN names a secret, it is not one
+    if stripped.startswith("arn:"):
+        return True   # an ARN names a resource (a Secrets Manager secret, a KMS key), it is not one
     return looks_like_path(stripped)
 
 

@@ -87,6 +87,8 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
             if not low.startswith("0") and int(high) > int(low) and (
                     len(low) >= 4 or (len(low) == len(high) and int(high) - int(low) < 1000)):
                 return False   # a range: RFCs 2045-2047, slots 5462-10922
+        if "." in number and ("-" in number or " " in number):
+            return False   # 2.20-2014.11, "RFC 2373 2.5.2": versions and section numbers mix dots with others
         if _DECIMAL.fullmatch(number) or number.count("(") != number.count(")") or _LATE_BRACKET.search(number):
             return False   # 0.6666259765625, "(2455024", "5233 (2019)": a decimal, a tuple, a year
         if re.search(r"\d{1,3}(?:\.\d{1,3}){3}", number) and not re.fullmatch(r"\d\d(?:\.\d\d){3,5}", number):
@@ -100,8 +102,8 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
             return False   # a bare run (an id, a timestamp, 20120323) with nothing saying it is a phone
         candidate = "+" + number[2:] if number.startswith("00") else number
         valid, possible = _parses(candidate, regions)
-        if valid:
-            return True
+        if valid and (len(digits) >= 8 or context):
+            return True   # 7-digit local numbers are valid in some region: they need a phone word
         return possible and (context or (number[0] in "+0" and len(digits) >= 10 and not digits.startswith("00")))
     return validate
 

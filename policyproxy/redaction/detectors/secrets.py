@@ -37,6 +37,10 @@ _NOT_SECRET_KEY = re.compile(
     r"interval|age|tokens|budget|window|retries|enabled|required|usage|index)$")
 _KEY_BEFORE = re.compile(r"([A-Za-z0-9_.\-]+)[\"'\]]?\s*(?:\s(?:string|str|String|const|final|char\*?|&str))?\s*"
                          r"(===?|!==?|\.=|:{1,3}=|=>|\?=|\+=|[:=,])\s*[\"'`]?$")
+# Tokens that are not credentials: pagination cursors, idempotency and lock tokens.
+_OPAQUE_TOKEN_KEY = re.compile(r"(?i)(?:next|prev|previous|page|paging|pagination|continuation|cursor|lock|sync|"
+                               r"forward|backward|change|resume|idempotency|client|request|csrf_?form)[_-]?token$")
+_TYPE_NAME_BEFORE = re.compile(r"::[A-Za-z]+[\"']?\s*[:=]\s*[\"']?$")   # "AWS::IAM::AccessKey": "72c2..."
 _PASSWORD_KEY = re.compile(r"(?i)passw(?:or)?d|passwd|pwd")
 
 
@@ -58,7 +62,7 @@ def _assigned_secret(value: str, text: str, start: int) -> bool:
     """A value under a secret-naming key: kept unless the key names something about a secret
     (``secretName``, ``max_tokens``, ``TOKEN_TTL_MS``) or the value is a reference or a placeholder."""
     key = _assignment_key(text, start)
-    if key == "?":
+    if key == "?" or _OPAQUE_TOKEN_KEY.search(key) or _TYPE_NAME_BEFORE.search(text, max(0, start - 80), start):
         return False
     words = re.split(r"[_.\-]|(?<=[a-z])(?=[A-Z])", key)
     if key and words and _NOT_SECRET_KEY.search(words[-1]):

@@ -213,6 +213,10 @@ class TestSecretNamesCountsAndReferences:
         '        path="/organization/api_keys.retrieve",\n        span_route="/v1/organization/api_keys/{key_id}",',
         "    'APPSERVER-PASSWORD',\n    'APPSERVER-USERID',",
         '  "/properties/ClientToken",\n  "/properties/PreserveClientIp",',
+        '{"NextToken": "3/PblzkiGhzjER3KHuQt2fmbPLF7cDYafjFMEoGn44ON", "ClientToken": "a1b2c3d4e5f6a7b8c9d0"}',
+        '"AwsKmsKey": "arn:aws:kms:us-east-1:123456789012:key/12345678-1234-1234-1234-123456789012"',
+        '    "AWS::IAM::AccessKey": "72c2d9dd90025459",',
+        '        elif token == "#bygroup":',
     ])
     def test_left(self, redactor, text):
         assert found(redactor, text) == []
