@@ -25,7 +25,7 @@ _REFERENCE_BEFORE = re.compile(   # "Order #", "Tracking number: 1Z 999 AA1", "i
     r"build|pid|serial|sku|isbn|ean|upc|shipment|parcel|awb|confirmation|booking|po|id|no|nr)\b)|#)"
     r"[\s.:#=_-]*(?i:(?:no|number|nr|id)\b\.?)?[\s.:#=_-]*(?:[A-Z0-9]{1,4}\s+){0,3}$")
 _PHONE_WORDS = re.compile(
-    r"(?i)(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|contact|dial|ring|reach|office|desk|"
+    r"(?i)\b(?:phone|tel|mobile|mob|cell|call|fax|whatsapp|sms|contact|dial|ring|reach|office|desk|answer\w*|"
     r"celular|telefone|t[ée]l[ée]phone|portable|handy|telefon|móvil|movil)\b")
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2})")
 _COMPACT_DATE = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
