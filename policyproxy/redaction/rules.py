@@ -54,6 +54,8 @@ class RedactionRules:
         candidates: list[tuple[int, int, int, int, str]] = []
         windows = Windows(text, self.prefix_index)
         for rank, detector in enumerate(self.detectors):
+            if not detector.may_match(windows):
+                continue
             for start, end in set(detector.scan(text, windows)):
                 if start < 0 or end <= start:
                     continue
