@@ -300,6 +300,7 @@ _REFERENCE = re.compile(r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_.\-]*\}?|\{\{.*\}\}|<[^>]
                         r"(?:process\.env|os\.environ|env)[.\[(].*|\*+|x+|X+|\.\.\.)$")
 _WORDY = re.compile(r"^[a-z]+(?:[_-][a-z]+)*$|^[A-Z][a-z]+(?:[A-Z][a-z]+)+$|^[A-Z]+(?:_[A-Z]+)+$")
 _CODE = re.compile(r"[()\[\]{}]")
+_INTEGRITY = re.compile(r"sha(?:1|256|384|512)-[A-Za-z0-9+/]+={0,2}")
 _VERSION = re.compile(r"v?\d+(?:\.\d+){1,3}(?:[-+][\w.]+)?")
 _IDENTIFIER_CHAIN = re.compile(r"[A-Za-z_]+(?:\.[A-Za-z_][A-Za-z0-9_]*)*")   # letters only, maybe dotted
 _BENIGN_WORDS = frozenset({"true", "false", "null", "none", "undefined", "changeme", "password", "secret", "token",
@@ -375,16 +376,10 @@ def looks_benign(value: str) -> bool:
     """Values that look random but are not secrets, for detectors without a secret-naming context."""
     stripped = value.strip("'\"`")
     if looks_like_reference(stripped):
-        return True
+        return True   # references, templates, words, code, versions, paths, placeholders
     if _UUID.fullmatch(stripped) or (_HEX.fullmatch(stripped) and len(stripped) in (7, 8, 12, 32, 40, 56, 64, 96, 128)):
         return True   # UUIDs, git SHAs (short and full), md5/sha1/sha2 digests
-    if looks_like_path(stripped):
-        return True   # paths and plain URLs
-    if _VERSION.fullmatch(stripped):
-        return True   # versions
-    if re.fullmatch(r"(?:sha(?:1|256|384|512)-)[A-Za-z0-9+/]+={0,2}", stripped):
-        return True   # package integrity hashes
-    return len(set(stripped)) <= 2
+    return _INTEGRITY.fullmatch(stripped) is not None   # package integrity hashes
 
 
 def not_benign(value: str, text: str, start: int) -> bool:
