@@ -80,7 +80,7 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
     def validate(value: str, text: str, start: int) -> bool:
         number = _EXTENSION.sub("", value)
         digits = re.sub(r"\D", "", number)
-        if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.fullmatch(number):
+        if not 7 <= len(digits) <= 15 or len(set(digits)) < 3 or _DATE_SHAPE.fullmatch(number.strip("()")):
             return False
         if _RANGE.fullmatch(number):
             low, high = number.split("-")

@@ -46,14 +46,17 @@ def _iban(value: str, text: str, start: int) -> bool:
     return iban_valid(value)
 
 
+_VERSION_SIGNS = ("v", "V", ".", "-", "#", "==", ">=", "<=", "~=", "!=", ">", "<", "~", "^", "@")
 _VERSION_BEFORE = re.compile(r"(?i)(?:version|ver|v)\W{0,6}$")
 
 
 def _ipv4(value: str, text: str, start: int) -> bool:
     before = text[max(0, start - 40):start]
-    after = text[start + len(value):start + len(value) + 1]
-    if after == "." or _VERSION_BEFORE.search(before) or before.endswith(("v", "V", ".", "-", "#")):
-        return False   # a longer dotted number, or a version: AssemblyVersion("10.0.0.1"), "version": "4.12.0.1"
+    after = text[start + len(value):start + len(value) + 2]
+    if after[:1] == "." or _VERSION_BEFORE.search(before) or before.rstrip(" ").endswith(_VERSION_SIGNS) or \
+            re.match(r"[-+~]\d|[a-z]", after):
+        return False   # a longer dotted number, or a version: AssemblyVersion("10.0.0.1"), "version": "4.12.0.1",
+        # brotlicffi>=1.2.0.0, a Debian revision (1.2.5.1-2), a pre-release (1.0.0.1rc1)
     address = ipaddress.ip_address(value)
     return not (address.is_loopback or address.is_unspecified or str(address) == "255.255.255.255")
 

@@ -63,6 +63,7 @@ class TestNotPhones:
         '"Slots": "5462-10922", Sci Rep 9, 5233 (2019). https://doi.org/10.1038',
         'uses version strings like "2.20-2014.11"; RFC 2373 2.5.2. and array([[0.70710678-0.j',
         'print(numlist.parse_string("0 123 321"))',
+        "0.5.4\n=====\n\n*(2026-09-15)*\n\nPackaging updates",
     ])
     def test_left(self, redactor, text):
         assert [d for d, _ in found(redactor, text) if d == "phone"] == []
@@ -218,9 +219,12 @@ class TestVersionsInIpShape:
         '{"name": "my-lib", "version": "4.12.0.1"}',
         "<Version>10.0.19041.1</Version> FileVersion: 6.1.7601.2",
         "see https://datatracker.ietf.org/doc/html/rfc7231#section-7.1.1.1",
+        "Requires-Dist: brotlicffi>=1.2.0.0; pkg==1.2.3.4",
+        "status unpacked alsa-topology-conf:all 1.2.5.1-2",
     ])
     def test_left(self, redactor, text):
         assert [d for d, _ in found(redactor, text) if d == "ip_address"] == []
 
     def test_an_address_is_still_found(self, redactor):
         assert ("ip_address", "203.0.113.77") in found(redactor, "connect to 203.0.113.77 failed")
+        assert ("ip_address", "10.1.2.3") in found(redactor, "retrying host=10.1.2.3 port=5432")
