@@ -108,6 +108,7 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "allow_patterns": list(red.allow_patterns),
             "allow_sha256": list(red.allow_sha256),
             "mapping_ttl_seconds": red.mapping_ttl_seconds,
+            "phone_regions": list(red.phone_regions),
         }
         if red.mapping_store:
             network["redaction"]["mapping_store"] = red.mapping_store
