@@ -126,6 +126,27 @@ def _docker_auth(value: str, text: str, start: int) -> bool:
     return ":" in decoded and decoded.isprintable()
 
 
+_SECRET_KIND = re.compile(r"(?im)^[ \t]*kind:[ \t]*[\"']?secret[\"']?[ \t]*$")
+
+
+def _k8s_secret_data(value: str, text: str, start: int) -> bool:
+    """A value in the ``data:``/``stringData:`` block of a Kubernetes ``kind: Secret`` manifest."""
+    line_start = text.rfind("\n", 0, start) + 1
+    indent = len(text[line_start:start]) - len(text[line_start:start].lstrip(" \t"))
+    cursor = line_start - 1
+    while cursor > 0:
+        previous = text.rfind("\n", 0, cursor) + 1
+        line = text[previous:cursor]
+        stripped = line.lstrip(" \t")
+        if stripped and not stripped.startswith("#") and len(line) - len(stripped) < indent:
+            if stripped.rstrip() not in ("data:", "stringData:"):
+                return False
+            document = text[max(0, previous - 2000):start + 2000]
+            return _SECRET_KIND.search(document) is not None and len(set(value)) > 3
+        cursor = previous - 1
+    return False
+
+
 def _bearer(value: str, text: str, start: int) -> bool:
     """After ``Authorization:``/``Bearer``/``x-api-key:`` the value is a credential, UUID-shaped or not."""
     return not looks_like_reference(value) and (any(c.isdigit() for c in value) or random_letters(value))
@@ -193,6 +214,13 @@ SECRETS: tuple[Detector, ...] = (
     Detector(D.SECRET_ASSIGNMENT, context=("curl",), window=(0, 400), regex=re.compile(   # curl -u user:pass
         r"\s(?:-u|--user)[ =]?[\"']?[^\s:\"'<>]{0,64}:([^\s\"'<>]{3,256})(?![^\s\"'])"), group=1,
         validate=not_reference),
+    Detector(D.SECRET_ASSIGNMENT, context=("kind: Secret", "kind: secret", "kind:Secret", "kind: 'Secret'",
+                                           'kind: "Secret"', "kind: 'secret'", 'kind: "secret"'), exact=True,
+             window=(2000, 2000),
+             regex=re.compile(   # Kubernetes Secret manifests: every data:/stringData: value
+                 r"(?m)^[ \t]+[A-Za-z0-9_.-]+:[ \t]+[\"']?([A-Za-z0-9+/]{4,}={0,2}|[^\s\"'#][^\n\"']{3,})"
+                 r"[\"']?[ \t]*$"),
+             group=1, validate=_k8s_secret_data),
     Detector(D.GENERIC_SECRET, re.compile(
         r"(?i)(?:\bbearer|x-api-key:|api-key:|authorization:(?:\s+(?:bearer|token))?)\s+([A-Za-z0-9._~+/=-]{16,512})"),
         group=1, validate=_bearer, family="keywords", anchored="keyword"),

@@ -78,6 +78,22 @@ class TestSecretsNamedByTheirKey:
         assert value in values
 
 
+class TestKubernetesSecrets:
+    MANIFEST = ("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db-user-pass\n  namespace: default\ntype: Opaque\n"
+                "data:\n  # echo -n 'S!B*d$zDsb=' | base64\n  password: UyFCXCpkJHpEc2I9\n  username: YWRtaW4=\n"
+                "stringData:\n  token: plain-text-value-7\n")
+
+    def test_every_data_value_is_masked(self, redactor):
+        values = [v for _, v in found(redactor, self.MANIFEST)]
+        assert values == ["UyFCXCpkJHpEc2I9", "YWRtaW4=", "plain-text-value-7"]
+
+    def test_a_configmap_is_left(self, redactor):
+        configmap = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  log_level: debug\n"
+                     "  greeting: aGVsbG8gd29ybGQ=\n  replicas: '3'\n")
+        assert found(redactor, configmap) == []
+        assert found(redactor, configmap.replace("ConfigMap", "Secret")) != []
+
+
 class TestVendorFormats:
     """Formats from gitleaks' rule set that no rule covered (issue 10: SendGrid, Mailgun, Twilio, Discord,
     Teams/Power Automate, Stripe whsec_)."""
