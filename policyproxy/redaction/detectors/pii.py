@@ -111,6 +111,9 @@ def _passport(value: str, text: str, start: int) -> bool:
 PII: tuple[Detector, ...] = (
     Detector(D.EMAIL, re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}"
                                  r"(?![A-Za-z0-9-])"), validate=_email, secret=False, family="at"),
+    Detector(D.EMAIL, re.compile(   # percent-encoded in a URL or a log line: jane.doe%40example.com
+        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._+-][A-Za-z0-9._%+-]{0,63}%40(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}"
+        r"(?![A-Za-z0-9-])"), secret=False, context=("%40",), exact=True, window=(66, 260)),
     Detector(D.US_SSN, re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?!\d)"),
              validate=_ssn, secret=False, family="digits"),
     # undashed, spaced, or in the 9xx area (ITINs): only next to the words that say so

@@ -73,6 +73,12 @@ class TestNotPhones:
         assert ("phone", "0961-7596216") in found(redactor, "my registered 0961-7596216. Could you")
 
 
+class TestPercentEncoding:
+    def test_an_encoded_email_in_a_url_is_found(self, redactor):
+        text = '127.0.0.1 - - "GET /api/users?email=jane.doe%40example.com&page=2 HTTP/1.1" 200'
+        assert ("email", "jane.doe%40example.com") in found(redactor, text)
+
+
 class TestOtherDigitSpellings:
     """Full-width and Arabic-Indic digits are digits to the model: the checks must read them too."""
 
