@@ -112,6 +112,8 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
         }
         if red.mapping_store:
             network["redaction"]["mapping_store"] = red.mapping_store
+        if red.ner_model:
+            network["redaction"]["ner_model"] = red.ner_model
     doc: dict[str, Any] = {
         "default_permissions": settings.profile,
         "permissions": {settings.profile: {"network": network}},

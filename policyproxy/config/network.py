@@ -6,6 +6,7 @@ Every rule of DESIGN.md section 3 that concerns one table is checked here; cross
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -51,7 +52,7 @@ ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
 INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
-                            "mapping_ttl_seconds", "mapping_store", "phone_regions"})
+                            "mapping_ttl_seconds", "mapping_store", "phone_regions", "ner_model"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -319,6 +320,9 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     for i, region in enumerate(phone_regions):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             r.error((*path, "phone_regions", i), f'is not a region libphonenumber knows (like "GB"), got {region!r}')
+    ner_model = r.get(table, "ner_model", path, str, None)
+    if ner_model is not None and importlib.util.find_spec("spacy") is None:
+        r.error((*path, "ner_model"), "needs spaCy: install the [ner] extra (pip install 'policyproxy[ner]')")
     return RedactionSpec(
         enabled=r.get(table, "enabled", path, bool, True),
         endpoints=tuple(endpoints),
@@ -332,6 +336,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         mapping_ttl_seconds=ttl,
         mapping_store=store,
         phone_regions=tuple(phone_regions),
+        ner_model=ner_model,
     )
 
 

@@ -97,6 +97,7 @@ class RedactionSpec:
     mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
     mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS   # libphonenumber regions for national forms; () = off
+    ner_model: str | None = None             # a spaCy pipeline (package name or path) for names; [ner] extra
 
 
 @dataclass(frozen=True)

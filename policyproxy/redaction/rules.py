@@ -31,7 +31,7 @@ class RedactionRules:
         overrides = {DetectorName(name).value: action for name, action in spec.detectors}
         actions: dict[str, RedactionAction] = {}
         detectors: list[Detector] = []
-        for detector in builtin_detectors(tuple(spec.phone_regions)):
+        for detector in builtin_detectors(tuple(spec.phone_regions)) + _ner(spec):
             action = overrides.get(detector.name, spec.default_action)
             if action is not RedactionAction.OFF:
                 detectors.append(detector)
@@ -87,3 +87,15 @@ class RedactionRules:
             return True
         return any(r.fullmatch(value) for r in self.allow_regexes)
 
+
+def _ner(spec: RedactionSpec) -> tuple[Detector, ...]:
+    """The spaCy detectors when ``ner_model`` is set and one of their names is on (the pipeline loads once)."""
+    if not spec.ner_model:
+        return ()
+    overrides = {DetectorName(name).value: action for name, action in spec.detectors}
+    names = (DetectorName.PERSON_NAME.value, DetectorName.STREET_ADDRESS.value)
+    if all(overrides.get(name, spec.default_action) is RedactionAction.OFF for name in names):
+        return ()
+    from policyproxy.redaction.detectors.ner import ner_detectors
+
+    return ner_detectors(spec.ner_model)
