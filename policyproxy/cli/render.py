@@ -112,9 +112,12 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "mapping_ttl_seconds": red.mapping_ttl_seconds,
             "responses": red.responses.value,
             "explain_placeholders": red.explain_placeholders,
+            "phone_regions": list(red.phone_regions),
         }
         if red.mapping_store:
             network["redaction"]["mapping_store"] = red.mapping_store
+        if red.ner_model:
+            network["redaction"]["ner_model"] = red.ner_model
     doc: dict[str, Any] = {
         "default_permissions": settings.profile,
         "permissions": {settings.profile: {"network": network}},

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
+from policyproxy.reasons import DetectorName, Mode, RedactionAction, Source, Verdict
 
 DEFAULT_PROXY_URL = "http://127.0.0.1:3128"
 DEFAULT_SOCKS_URL = "socks5://127.0.0.1:8081"
@@ -95,6 +95,8 @@ class ResponseScanning(Enum):
     OFF = "off"      # not looked for
     AUDIT = "audit"  # counted by detector in the decision event (never the values)
     MASK = "mask"    # counted, and replaced by [REDACTED:<detector>] before the client sees them
+# Regions whose national phone formats are recognised (ISO 3166 alpha-2); "+CC" numbers are always.
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "MX")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class RedactionSpec:
     enabled: bool = True
     endpoints: tuple[str, ...] = DEFAULT_REDACTION_ENDPOINTS
     default_action: RedactionAction = RedactionAction.MASK
-    detectors: tuple[tuple[str, RedactionAction], ...] = ()
+    detectors: tuple[tuple[DetectorName, RedactionAction], ...] = ()   # str-valued: "email" works too
     patterns: tuple[CustomPattern, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_values: tuple[str, ...] = ()       # exact values never redacted
@@ -112,6 +114,8 @@ class RedactionSpec:
     mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
     responses: ResponseScanning = ResponseScanning.AUDIT
     explain_placeholders: bool = False       # add a system note: placeholders are opaque, echo them verbatim
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS   # libphonenumber regions for national forms; () = off
+    ner_model: str | None = None             # a spaCy pipeline (package name or path) for names; [ner] extra
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@ re-sends the whole conversation every turn, so a turn costs what is new, not the
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import json
 import math
 import re
@@ -17,8 +15,9 @@ from typing import Any
 
 from policyproxy.config.schema import RedactionSpec
 from policyproxy.reasons import RedactionAction
-from policyproxy.redaction.detectors import DETECTORS, Detector, PrefixIndex, Span, Windows
-from policyproxy.redaction.placeholders import PLACEHOLDER, Vault
+from policyproxy.redaction.detectors import Span
+from policyproxy.redaction.placeholders import Vault
+from policyproxy.redaction.rules import RedactionRules
 
 IDENTIFIER = "identifier"   # cache keys of identifier-mode results are (IDENTIFIER, text)
 IDENTIFIER_PII = frozenset({"email", "credit_card", "us_ssn", "iban"})   # checksummed or unmistakable shapes
@@ -41,63 +40,20 @@ class BodyResult:
 
 class Redactor:
     def __init__(self, spec: RedactionSpec) -> None:
-        overrides = dict(spec.detectors)
-        self.actions: dict[str, RedactionAction] = {}
-        detectors: list[Detector] = []
-        for detector in DETECTORS:
-            action = overrides.get(detector.name, spec.default_action)
-            if action is not RedactionAction.OFF:
-                detectors.append(detector)
-                self.actions[detector.name] = action
-        for pattern in spec.patterns:
-            if pattern.action is not RedactionAction.OFF:
-                detectors.append(Detector(pattern.name, re.compile(pattern.regex)))
-                self.actions[pattern.name] = pattern.action
-        self.detectors = tuple(detectors)
-        self.prefix_index = PrefixIndex(p for d in self.detectors for p in d.prefixes)
-        self.allow_values = frozenset(spec.allow_values)
-        self.allow_hashes = frozenset(h.lower() for h in spec.allow_sha256)
-        self.allow_regexes = tuple(re.compile(r) for r in spec.allow_patterns)
+        self.rules = RedactionRules.compile(spec)
+        self.actions: dict[str, RedactionAction] = dict(self.rules.actions)
         # In identifiers (model, ids, role...) only what cannot be part of a name is looked for: secrets
         # and values with an unambiguous shape; phone-, address- or date-shaped parts are left alone.
-        self.identifier_detectors = frozenset(d.name for d in self.detectors if d.secret) | IDENTIFIER_PII
+        self.identifier_detectors = frozenset(d.name for d in self.rules.detectors if d.secret) | IDENTIFIER_PII
         self.explain_placeholders = spec.explain_placeholders
         self.rules_id = object()   # names these compiled rules: a vault's text cache is valid for one
 
     # ---- text ----------------------------------------------------------------------------------
     def find(self, text: str) -> list[Span]:
-        candidates: list[tuple[int, int, int, int, str]] = []
-        windows = Windows(text, self.prefix_index)
-        for rank, detector in enumerate(self.detectors):
-            for start, end in set(detector.scan(text, windows)):
-                if start < 0 or end <= start:
-                    continue
-                value = text[start:end]
-                if detector.validate is not None and not detector.validate(value, text, start):
-                    continue
-                if self._allowed(value):
-                    continue
-                candidates.append((0 if detector.secret else 1, start - end, rank, start, detector.name))
-        # Secrets first, then longer spans, then the more specific detector (declaration order);
-        # a candidate overlapping one already taken is dropped.
-        candidates.sort()
-        taken: list[tuple[int, int, str]] = []
-        starts: list[int] = []
-        for _, negative_length, _, start, name in candidates:
-            end = start - negative_length
-            i = bisect.bisect_left(starts, start)
-            if (i > 0 and taken[i - 1][1] > start) or (i < len(taken) and taken[i][0] < end):
-                continue
-            taken.insert(i, (start, end, name))
-            starts.insert(i, start)
-        return [Span(start, end, name) for start, end, name in taken]
+        return self.rules.find(text)
 
     def _allowed(self, value: str) -> bool:
-        if value in self.allow_values or PLACEHOLDER.fullmatch(value):
-            return True
-        if self.allow_hashes and hashlib.sha256(value.encode()).hexdigest() in self.allow_hashes:
-            return True
-        return any(r.fullmatch(value) for r in self.allow_regexes)
+        return self.rules.allowed(value)
 
     def redact_text(self, text: str, vault: Vault, spans: Mapping[str, list[Span]] | None = None,
                     identifier: bool = False) -> TextResult:

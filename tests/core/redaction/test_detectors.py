@@ -27,7 +27,7 @@ POSITIVES = [
     ("github_token", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRS", None),
     ("gitlab_token", "glpat-xJ9kLm2nPq4rSt6vWy8z", None),
     ("slack_token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", None),
-    ("slack_token", "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX", None),
+    ("slack_token", "https://hooks.slack.com/services/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", None),
     ("stripe_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", None),
     ("anthropic_key", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCD-EFG", None),
     ("openai_key", "sk-proj-abc123DEF456ghi789JKL012mno345", None),
@@ -113,3 +113,66 @@ def test_vendor_tokens_are_found_without_a_secret_named_key(redactor, token):
                                   "t1.start() and pat.match(x)"])
 def test_vendor_prefixes_in_ordinary_code_are_not_tokens(redactor, text):
     assert found(redactor, text) == []
+
+
+def test_every_detector_name_has_a_detector_and_a_readme_row():
+    """The vocabulary is closed: each DetectorName is built, each built detector is named by it, and the
+    README's detector table lists exactly these names."""
+    import re
+    from pathlib import Path
+
+    from policyproxy.reasons import DetectorName
+    from policyproxy.redaction.detectors import builtin_detectors
+
+    built = {d.name for d in builtin_detectors()}
+    assert built == {d.value for d in DetectorName}
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    table = readme.split("### Detectors", 1)[1].split("\n\n`python bench", 1)[0]
+    rows = set(re.findall(r"^\| `([a-z_0-9]+)` \|", table, re.M))
+    assert rows == built
+
+
+def test_config_names_detectors_by_the_enum_and_does_not_import_redaction(tmp_path):
+    """config validates detector names from reasons.DetectorName; no config module imports redaction."""
+    import ast
+    from pathlib import Path
+
+    from policyproxy.config import load_settings
+    from policyproxy.errors import ConfigErrors
+    from policyproxy.reasons import DetectorName
+
+    package = Path(__file__).resolve().parents[3] / "policyproxy" / "config"
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("policyproxy.redaction"), module.name
+    config = tmp_path / "c.toml"
+    config.write_text('[permissions.p.network.redaction.detectors]\nperson_name = "off"\nnational_id = "block"\n')
+    spec = load_settings(config, env={"POLICYPROXY_HOME": str(tmp_path)}).network.redaction
+    assert dict(spec.detectors) == {DetectorName.PERSON_NAME: RedactionAction.OFF,
+                                    DetectorName.NATIONAL_ID: RedactionAction.BLOCK}
+    assert all(type(name) is DetectorName for name, _ in spec.detectors)
+    config.write_text('[permissions.p.network.redaction]\nphone_regions = ["GB", "XX"]\n')
+    with pytest.raises(ConfigErrors, match=r"redaction.phone_regions\[1\] is not a region"):
+        load_settings(config, env={"POLICYPROXY_HOME": str(tmp_path)})
+
+
+def test_rules_compile_actions_and_drop_off_detectors():
+    from policyproxy.redaction.rules import RedactionRules
+
+    rules = RedactionRules.compile(RedactionSpec(detectors=(("email", RedactionAction.OFF),
+                                                            ("person_name", RedactionAction.BLOCK))))
+    assert "email" not in rules.actions and rules.actions["person_name"] is RedactionAction.BLOCK
+    assert all(d.name != "email" for d in rules.detectors)
+    text = "mail jane@x.io, from Jane Doe <jane@x.io>"
+    assert [(s.detector, text[s.start:s.end]) for s in rules.find(text)] == [("person_name", "Jane Doe")]
+
+
+@pytest.mark.parametrize("text", ["ssn 123-45-6789", "my id is 123-45-6789", "SSN: 078-05-1120"])
+def test_the_ssn_shape_is_never_a_phone_even_with_us_ssn_off(text):
+    from policyproxy.config.schema import RedactionSpec
+    from policyproxy.reasons import RedactionAction
+    from policyproxy.redaction.engine import Redactor
+
+    lax = Redactor(RedactionSpec(detectors=(("us_ssn", RedactionAction.OFF),)))
+    assert [span.detector for span in lax.find(text)] == []
