@@ -13,6 +13,7 @@ from pathlib import Path
 from policyproxy import __version__
 from policyproxy.cli import audit, commands
 from policyproxy.errors import ConfigErrors
+from policyproxy.safe_text import printable
 
 EXIT_CONFIG = 2
 
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return command(args)
             except (network.ServeError, network.CAError, OSError) as exc:
-                print(f"policyproxy: {exc}", file=sys.stderr)
+                print(f"policyproxy: {printable(exc)}", file=sys.stderr)
                 return EXIT_CONFIG
         if args.command == "audit":
             return audit.run(args)
@@ -95,10 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"policyproxy: configuration is invalid ({len(exc.errors)} "
               f"problem{'s' if len(exc.errors) != 1 else ''}):", file=sys.stderr)
         for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
+            print(f"  {printable(error)}", file=sys.stderr)
         return EXIT_CONFIG
     except commands.UsageError as exc:
-        print(f"policyproxy: {exc}", file=sys.stderr)
+        print(f"policyproxy: {printable(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     raise AssertionError(args.command)  # argparse guarantees a known command
 

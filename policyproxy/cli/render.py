@@ -5,11 +5,15 @@ Secrets appear only as their source (``env:NAME`` / ``file:/path``); OTLP header
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import tomli_w
 
 from policyproxy.config.schema import HookSpec, RedactionSpec, Settings
 from policyproxy.policy.decide import Policy
 from policyproxy.reasons import Verdict
+from policyproxy.safe_text import printable
 
 
 def render_policy(settings: Settings, policy: Policy) -> str:
@@ -51,7 +55,7 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     if settings.ignored_keys:
         lines.append("ignored (not policyproxy's): " + ", ".join(settings.ignored_keys))
     lines.append("OK")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _hook_line(hook: HookSpec) -> str:
@@ -70,6 +74,22 @@ def _redaction_line(spec: RedactionSpec | None) -> str:
     return (f"redaction:    on, default {spec.default_action.value}; endpoints {', '.join(spec.endpoints)}"
             + (f"; detectors {overrides}" if overrides else "")
             + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else ""))
+
+
+def toml_text(settings: Settings) -> str:
+    """``config show``'s document: still TOML (tomli_w writes only basic strings, where ``\\uXXXX`` is an
+    escape), with every character a terminal would act on (C1, bidi, zero-width...) written as such an escape."""
+    text = tomli_w.dumps(settings_to_toml(settings))
+    if text.replace("\n", "").isprintable():
+        return text
+    return "".join(c if c == "\n" or c.isprintable() else
+                   (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}") for c in text)
+
+
+def config_digest(settings: Settings) -> str:
+    """sha256 of the effective config as ``config show`` renders it (secrets by source only): the one
+    digest shown by /api/status, reload events and checked by ``run`` before reusing a proxy."""
+    return "sha256:" + hashlib.sha256(tomli_w.dumps(settings_to_toml(settings)).encode()).hexdigest()
 
 
 def settings_to_toml(settings: Settings) -> dict[str, Any]:
