@@ -8,7 +8,6 @@ import ipaddress
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from policyproxy.policy.hosts import IPAddress
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink
-from policyproxy.tls.ca_store import CAError, load, load_or_create
+from policyproxy.tls.ca_store import CAError, load, load_or_create, trust_bundle
 
 
 class ServeError(Exception):
@@ -73,23 +72,6 @@ def parse_pins(entries: list[str]) -> dict[tuple[str, int], IPAddress]:
 
 def ca_dir(args: argparse.Namespace) -> Path:
     return Path(getattr(args, "ca_dir", None) or home_dir() / "ca")
-
-
-def trust_bundle(directory: Path, ca_pem: bytes) -> Path:
-    """System roots plus the CA, for tools whose CA variable replaces the system store."""
-    roots = b""
-    for candidate in (ssl.get_default_verify_paths().cafile, "/etc/ssl/certs/ca-certificates.crt",
-                      "/etc/pki/tls/certs/ca-bundle.crt"):
-        if candidate and Path(candidate).is_file():
-            roots = Path(candidate).read_bytes()
-            break
-    bundle = directory / "bundle.pem"
-    content = roots.rstrip(b"\n") + b"\n" + ca_pem if roots else ca_pem
-    if not bundle.exists() or bundle.read_bytes() != content:
-        tmp = directory / "bundle.pem.tmp"
-        tmp.write_bytes(content)
-        tmp.replace(bundle)
-    return bundle
 
 
 def env_lines(http: tuple[str, int], socks: tuple[str, int] | None, ca_path: Path, bundle: Path,
