@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra CA file trusted for upstream servers (repeatable)")
     serve.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
                        help="pin HOST:PORT to ADDR (operator-trusted; repeatable)")
+    serve.add_argument("--admin-listen", metavar="ADDR", help="admin listener (/healthz, /readyz, /api/status): "
+                       "HOST:PORT or off (default: [admin] listen, else 127.0.0.1:9090)")
     ca = sub.add_parser("ca", help="the interception CA")
     ca.add_argument("ca_command", choices=["init", "path", "export"])
     ca.add_argument("--ca-dir", type=Path, help="CA directory (default: $POLICYPROXY_HOME/ca)")
@@ -73,13 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("serve", "ca", "env", "run"):
+            from policyproxy.admin import AdminError
             from policyproxy.cli import serve as network
 
             command = {"serve": network.serve, "ca": network.ca_command, "env": network.env_command,
                        "run": network.run_command}[args.command]
             try:
                 return command(args)
-            except (network.ServeError, network.CAError, OSError) as exc:
+            except (network.ServeError, network.CAError, AdminError, OSError) as exc:
                 print(f"policyproxy: {printable(exc)}", file=sys.stderr)
                 return EXIT_CONFIG
         if args.command == "audit":

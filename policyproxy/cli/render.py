@@ -52,6 +52,9 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     audit = settings.audit
     lines.append(f"audit log:    {'off' if not audit.enabled else (audit.path or '$POLICYPROXY_HOME/audit.jsonl')}"
                  f" (rotates at {audit.max_bytes // (1024 * 1024)} MiB, keeps {audit.backups})")
+    admin = settings.admin
+    lines.append(f"admin:        {'off' if admin.listen == 'off' else 'http://' + admin.listen + '/'}"
+                 + (f" (bearer token from {admin.token.describe()})" if admin.token else ""))
     if settings.ignored_keys:
         lines.append("ignored (not policyproxy's): " + ", ".join(settings.ignored_keys))
     lines.append("OK")
@@ -140,6 +143,11 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
     audit = settings.audit
     doc["audit"] = {"enabled": audit.enabled, "max_bytes": audit.max_bytes, "backups": audit.backups,
                     **({"path": audit.path} if audit.path else {})}
+    admin = settings.admin
+    doc["admin"] = {"listen": admin.listen}
+    if admin.token is not None:
+        doc["admin"].update({"token_env_var": admin.token.env_var} if admin.token.env_var else
+                            {"token_file": admin.token.file})
     if otel.exporter != "none" or otel.environment or otel.metrics_exporter != "none":
         table: dict[str, Any] = {"exporter": otel.exporter, "max_queue_size": otel.max_queue_size}
         if otel.endpoint:

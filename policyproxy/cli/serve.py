@@ -136,6 +136,17 @@ def serve(args: argparse.Namespace) -> int:
 
             sink.metrics = Metrics(settings.otel, settings.profile, app.open_connections)
         await app.start()
+        # --- admin listener (files): /healthz, /readyz, /api/status; AdminState follows reloads ---
+        from policyproxy.admin import AdminState, start_admin
+
+        admin_state = AdminState(__version__, lambda: app.settings, ca.cert_path.parent)
+        admin_state.bound(app.addresses)
+        try:
+            admin = await start_admin(settings.admin, getattr(args, "admin_listen", None), admin_state)
+        except BaseException:
+            await app.stop()
+            raise
+        # --- end admin listener ---
         # Signals first: a supervisor may stop the proxy as soon as it has announced itself.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -151,12 +162,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"CA certificate: {ca.cert_path}")
         print(f"audit log: {sink.audit.path if sink.audit else 'off'}; OpenTelemetry: "
               f"{'on' if sink.otel else 'off'}")
+        print(f"admin: {admin.url if admin else 'off'}")
         bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
         for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False):
             print(f"export {name}={value}")
         sys.stdout.flush()
         await stop.wait()
         print("policyproxy: stopping, draining in-flight requests", file=sys.stderr, flush=True)
+        if admin is not None:
+            await admin.stop()
         await app.stop()
         sink.close(timeout=3.0)
 
