@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from policyproxy import __version__
+from policyproxy.cli.clientenv import configured_listeners as _listeners
+from policyproxy.cli.clientenv import env_lines, render
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigErrors
@@ -74,40 +72,6 @@ def ca_dir(args: argparse.Namespace) -> Path:
     return Path(getattr(args, "ca_dir", None) or home_dir() / "ca")
 
 
-def env_lines(http: tuple[str, int], socks: tuple[str, int] | None, ca_path: Path, bundle: Path,
-              settings: Settings | None = None, reveal: bool = True) -> list[tuple[str, str]]:
-    """The client environment; listener passwords are shown only when ``reveal`` (never in a banner)."""
-
-    def show(host: str) -> str:
-        return f"[{host}]" if ":" in host else host
-
-    def userinfo(url: str | None) -> str:
-        credentials = listener_credentials(url) if url else None
-        if credentials is None:
-            return ""
-        password = quote(credentials[1], safe="") if reveal else "***"
-        return f"{quote(credentials[0], safe='')}:{password}@"
-
-    net = settings.network if settings is not None else None
-    proxy = f"http://{userinfo(net.proxy_url if net else None)}{show(http[0])}:{http[1]}"
-    lines = [("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("http_proxy", proxy), ("https_proxy", proxy)]
-    if socks is not None:
-        lines.append(("ALL_PROXY", f"socks5h://{userinfo(net.socks_url if net else None)}{show(socks[0])}:{socks[1]}"))
-    lines.append(("NO_PROXY", "localhost,127.0.0.1,::1"))
-    lines += [(name, str(bundle)) for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-                                              "CODEX_CA_CERTIFICATE", "GIT_SSL_CAINFO", "PIP_CERT",
-                                              "NPM_CONFIG_CAFILE", "CARGO_HTTP_CAINFO")]
-    lines.append(("NODE_EXTRA_CA_CERTS", str(ca_path)))
-    return lines
-
-
-def _listeners(args: argparse.Namespace, settings: Settings) -> tuple[tuple[str, int], tuple[str, int] | None]:
-    net = settings.network
-    http = parse_address(getattr(args, "listen", None) or net.proxy_url, 3128)
-    socks = parse_address(getattr(args, "socks_listen", None) or net.socks_url, 8081) if net.enable_socks5 else None
-    return http, socks
-
-
 def serve(args: argparse.Namespace) -> int:
     from policyproxy.proxy.app import ProxyApp, ProxyOptions
 
@@ -164,8 +128,7 @@ def serve(args: argparse.Namespace) -> int:
               f"{'on' if sink.otel else 'off'}")
         print(f"admin: {admin.url if admin else 'off'}")
         bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-        for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False):
-            print(f"export {name}={value}")
+        sys.stdout.write(render(env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False), "sh"))
         sys.stdout.flush()
         await stop.wait()
         print("policyproxy: stopping, draining in-flight requests", file=sys.stderr, flush=True)
@@ -212,57 +175,4 @@ def ca_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def env_command(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, args.requirements, args.profile)
-    http, socks = _listeners(args, settings)
-    ca = load_or_create(ca_dir(args))
-    bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-    for name, value in env_lines(http, socks, ca.cert_path, bundle, settings):
-        print(f"export {name}={value}")
-    return 0
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Start the proxy unless one already listens, run CMD with its environment, stop what we started."""
-    if not args.cmd:
-        raise ServeError("run needs a command: policyproxy run -- CMD [ARGS...]")
-    command = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
-    settings = load_settings(args.config, args.requirements, args.profile)
-    http, socks = _listeners(args, settings)
-    ca = load_or_create(ca_dir(args))
-    child = None
-    if not _listening(http):
-        serve_args = [sys.executable, "-m", "policyproxy", "serve", "--listen", f"{http[0]}:{http[1]}"]
-        for flag in ("config", "requirements", "profile"):
-            if getattr(args, flag):
-                serve_args += [f"--{flag}", str(getattr(args, flag))]
-        if socks is not None:
-            serve_args += ["--socks-listen", f"{socks[0]}:{socks[1]}"]
-        serve_args += ["--ca-dir", str(ca.cert_path.parent)]
-        child = subprocess.Popen(serve_args, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while not _listening(http):
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise ServeError("the proxy did not start; run `policyproxy serve` to see why")
-            time.sleep(0.05)
-    bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-    env = {**os.environ, **dict(env_lines(http, socks, ca.cert_path, bundle, settings))}
-    try:
-        return subprocess.call(command, env=env)
-    except FileNotFoundError:
-        raise ServeError(f"command not found: {command[0]}") from None
-    finally:
-        if child is not None:
-            child.terminate()
-            child.wait(timeout=15)
-
-
-def _listening(address: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(address, timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-__all__ = ["CAError", "ServeError", "ca_command", "env_command", "run_command", "serve"]
+__all__ = ["CAError", "ServeError", "ca_command", "serve"]
