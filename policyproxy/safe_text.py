@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["SafeFormatter", "printable"]
+__all__ = ["SafeFormatter", "install_console", "printable"]
 
 
 def _escape(char: str) -> str:
@@ -42,3 +42,22 @@ class SafeFormatter(logging.Formatter):
 
     def formatException(self, ei: object) -> str:
         return "\n".join(printable(line) for line in super().formatException(ei).split("\n"))  # type: ignore[arg-type]
+
+
+def install_console(logger_name: str = "policyproxy", level: int = logging.WARNING) -> logging.Handler:
+    """Send ``logger_name``'s records to stderr through ``SafeFormatter`` (once; returns the handler).
+
+    Without it, Python's last-resort handler prints WARNING records raw. ``serve -v`` lowers the
+    handler's level to show per-decision lines, which carry hosts and paths from the wire.
+    """
+    logger = logging.getLogger(logger_name)
+    for handler in logger.handlers:
+        if isinstance(handler.formatter, SafeFormatter):
+            return handler
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(message)s"))
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)
+    return handler

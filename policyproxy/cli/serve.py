@@ -18,6 +18,7 @@ from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigErrors
 from policyproxy.policy.compile import compile_policy
 from policyproxy.policy.hosts import IPAddress
+from policyproxy.safe_text import install_console
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink
@@ -91,6 +92,7 @@ def serve(args: argparse.Namespace) -> int:
                            proxy_credentials=listener_credentials(settings.network.proxy_url))
 
     sink = telemetry_sink(settings, args.audit_log)
+    install_console()   # (files, 9.19) console log lines escaped: hosts and paths never drive the terminal
 
     async def main() -> None:
         app = ProxyApp(settings, policy, ca, options)

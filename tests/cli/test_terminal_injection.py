@@ -157,3 +157,18 @@ def test_audit_tail_after_a_hostile_connect_through_a_real_proxy(start_proxy, ta
     assert_inert(result.stdout + result.stderr)
     stats = cli(proxy.home, "audit", "stats", "--since", "all", "--file", str(log))
     assert_inert(stats.stdout + stats.stderr)
+
+
+def test_the_serve_console_handler_escapes_what_the_proxy_logs(capsys):
+    import logging
+
+    from policyproxy.safe_text import install_console
+
+    handler = install_console("policyproxy.test_console")
+    try:
+        logging.getLogger("policyproxy.test_console").warning("deny %s from %s", HOSTILE, "127.0.0.1")
+        err = capsys.readouterr().err
+    finally:
+        logging.getLogger("policyproxy.test_console").removeHandler(handler)
+    assert "pwned" in err
+    assert_inert(err)
