@@ -27,6 +27,7 @@ from pathlib import Path
 from policyproxy.admin.server import AdminError, resolve_token
 from policyproxy.admin.state import format_address
 from policyproxy.cli.clientenv import IGNORES_PROXY_VARIABLES, configured_listeners, env_lines, show_host
+from policyproxy.cli.harden import make_undumpable
 from policyproxy.cli.render import config_digest
 from policyproxy.cli.serve import ServeError, ca_dir
 from policyproxy.config import load_settings
@@ -36,6 +37,7 @@ from policyproxy.policy.compile import read_secret_file
 from policyproxy.tls.ca_store import load_or_create, trust_bundle
 
 Address = tuple[str, int]
+# Anchored at the line start: a profile name or config path on the banner's first line cannot pose as one.
 _LISTENING = re.compile(r"(HTTP|SOCKS5) proxy listening on \w+://\[?([^\s\]]+?)\]?:(\d+)\s*$")
 _START_TIMEOUT = 20.0
 
@@ -135,7 +137,7 @@ class StartedProxy:
         timer.start()
         try:
             for line in self.process.stdout:
-                match = _LISTENING.search(line)
+                match = _LISTENING.match(line)
                 if match:
                     address = (match.group(2), int(match.group(3)))
                     if match.group(1) == "HTTP":
@@ -171,6 +173,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.cmd:
         raise ServeError("run needs a command: policyproxy run -- CMD [ARGS...]")
     command = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
+    make_undumpable()   # CMD must not read the withheld secrets from /proc/<this pid>/environ
     settings = load_settings(args.config, args.requirements, args.profile)
     http, socks = configured_listeners(args, settings)
     if args.socks and socks is None:

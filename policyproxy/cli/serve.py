@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from policyproxy import __version__
 from policyproxy.cli.clientenv import configured_listeners as _listeners
 from policyproxy.cli.clientenv import env_lines, render
+from policyproxy.cli.harden import make_undumpable
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigErrors
@@ -93,6 +94,7 @@ def serve(args: argparse.Namespace) -> int:
 
     sink = telemetry_sink(settings, args.audit_log)
     install_console()   # (files, 9.19) console log lines escaped: hosts and paths never drive the terminal
+    make_undumpable()   # (files, 9.7) same-uid processes cannot read our environ (secrets) or ptrace us
 
     async def main() -> None:
         app = ProxyApp(settings, policy, ca, options)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +240,63 @@ def test_an_admin_that_does_not_prove_both_digest_and_listeners_is_not_trusted(t
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "403 blocked-by-denylist"
     assert re.search(rf"not reusing the proxy on 127.0.0.1:{http}: .+; starting a private one", result.stderr)
+
+
+def _unprivileged_python() -> list[str] | None:
+    """A command prefix that runs this checkout's policyproxy as uid 65534 with no capabilities."""
+    setpriv, python = shutil.which("setpriv"), "/usr/bin/python3"
+    if os.geteuid() != 0 or setpriv is None or not os.path.exists(python):
+        return None
+    site = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+              "--bounding-set=-all", "env", f"PYTHONPATH={os.pathsep.join([REPO, *site])}", python]
+    probe = subprocess.run([*prefix, "-c", "import policyproxy.cli.main, aiohttp, cryptography"],
+                           capture_output=True, timeout=60)
+    return prefix if probe.returncode == 0 else None
+
+
+REPO = str(Path(__file__).resolve().parents[2])
+
+
+def test_the_command_cannot_read_withheld_secrets_from_proc_environ(tmp_path):
+    """Same-user processes: the agent scans every /proc/<pid>/environ it can read for the token."""
+    prefix = _unprivileged_python()
+    if prefix is None:
+        pytest.skip("needs root, setpriv and a system python3 that can import the checkout")
+    work = Path(tempfile.mkdtemp(prefix="pp-run-"))
+    try:
+        os.chmod(work, 0o777)
+        http = free_port()
+        config = work / "c.toml"
+        config.write_text(textwrap.dedent(f"""
+            [permissions.p.network]
+            proxy_url = "http://127.0.0.1:{http}"
+            enable_socks5 = false
+            [permissions.p.network.domains]
+            "api.github.com" = "allow"
+            [permissions.p.network.mitm.hooks.h]
+            host = "api.github.com"
+            methods = ["GET"]
+            path_prefixes = ["/"]
+            action = ["inject"]
+            [permissions.p.network.mitm.actions.inject]
+            [[permissions.p.network.mitm.actions.inject.inject_request_headers]]
+            name = "authorization"
+            secret_env_var = "RUN_TEST_TOKEN"
+            [admin]
+            listen = "off"
+        """))
+        os.chmod(config, 0o644)
+        scan = ("import os, glob\nfound = []\n"
+                "for path in glob.glob('/proc/[0-9]*/environ'):\n"
+                "    try:\n        data = open(path, 'rb').read()\n    except OSError:\n        continue\n"
+                f"    if b'{TOKEN}' in data:\n        found.append(path)\n"
+                "print('FOUND' if found else 'CLEAN', found)\n")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "POLICYPROXY_HOME": str(work / "home"),
+               "RUN_TEST_TOKEN": TOKEN}
+        result = subprocess.run([*prefix, "-m", "policyproxy", "run", "--config", str(config), "--",
+                                 "/usr/bin/python3", "-c", scan], capture_output=True, text=True, timeout=90, env=env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("CLEAN"), result.stdout
