@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--socks-listen")
     run.add_argument("--ca-dir", type=Path)
     run.add_argument("--socks", action="store_true", help="also give CMD ALL_PROXY=socks5h://")
+    run.add_argument("--upstream-ca", type=Path, action="append", default=[],
+                     help="for a proxy run starts: extra CA trusted for upstream servers (repeatable)")
+    run.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
+                     help="for a proxy run starts: pin HOST:PORT to ADDR (repeatable)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
     audit.add_parsers(sub)
     with_config(sub.add_parser("check", help="validate the configuration and print the compiled policy"))

@@ -123,6 +123,10 @@ class StartedProxy:
                 command += [f"--{flag}", str(getattr(args, flag))]
         if socks is not None:
             command += ["--socks-listen", f"{show_host(socks[0])}:{socks[1]}"]
+        for path in getattr(args, "upstream_ca", None) or []:
+            command += ["--upstream-ca", str(path)]
+        for pin in getattr(args, "resolve", None) or []:
+            command += ["--resolve", pin]
         # The proxy keeps the whole environment: it is the one that injects the secrets.
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
         self.http: Address | None = None

@@ -300,3 +300,41 @@ def test_the_command_cannot_read_withheld_secrets_from_proc_environ(tmp_path):
         shutil.rmtree(work, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("CLEAN"), result.stdout
+
+
+def test_the_openai_and_anthropic_sdks_work_under_run(tmp_path, pki, upstream):
+    """httpx (under both SDKs) fails on ALL_PROXY=socks5h:// without socksio: run must not hand it one,
+    and the SDKs must trust the interception CA through the exported bundle."""
+    port = upstream.tls_port
+    config = tmp_path / "c.toml"
+    config.write_text(textwrap.dedent(f"""
+        [permissions.p.network]
+        proxy_url = "http://127.0.0.1:{free_port()}"
+        socks_url = "socks5://127.0.0.1:{free_port()}"
+        [permissions.p.network.domains]
+        "api.openai.com" = "allow"
+        "api.anthropic.com" = "allow"
+        [permissions.p.network.redaction]
+        default_action = "mask"
+        [admin]
+        listen = "off"
+    """))
+    child = textwrap.dedent(f"""
+        import anthropic, openai
+        o = openai.OpenAI(api_key="k", base_url="https://api.openai.com:{port}/v1", max_retries=0)
+        r = o.chat.completions.create(model="m", messages=[{{"role": "user", "content": "mail alice@example.com"}}])
+        print(r.choices[0].message.content)
+        a = anthropic.Anthropic(api_key="k", base_url="https://api.anthropic.com:{port}", max_retries=0)
+        m = a.messages.create(model="m", max_tokens=50, messages=[{{"role": "user", "content": "mail bob@example.com"}}])
+        print(m.content[0].text)
+    """)
+    before = len(upstream.requests)
+    result = run(tmp_path, "--config", str(config), "--upstream-ca", str(pki[0]),
+                 "--resolve", f"api.openai.com:{port}:127.0.0.1", "--resolve", f"api.anthropic.com:{port}:127.0.0.1",
+                 "--", sys.executable, "-c", child,
+                 env={"ALL_PROXY": "socks5h://127.0.0.1:1", "all_proxy": "socks5h://127.0.0.1:1"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "alice@example.com" in lines[0] and "bob@example.com" in lines[1]   # restored for the client
+    sent = "".join(r["body"] for r in upstream.requests[before:])
+    assert "alice@example.com" not in sent and "bob@example.com" not in sent   # masked upstream
