@@ -31,6 +31,7 @@ class AdminState:
     version: str
     settings: Callable[[], Settings]
     ca_dir: Path
+    ca_sha256: str = ""     # fingerprint of the CA certificate clients must trust (public, not the key)
     listeners: dict[str, tuple[str, int]] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
@@ -56,6 +57,7 @@ class AdminState:
             "profile": settings.profile,
             "config_digest": self.digest(),
             "listeners": {kind: format_address(address) for kind, address in self.listeners.items()},
+            "ca_sha256": self.ca_sha256,
             "started_at": dt.datetime.fromtimestamp(self.started_at, dt.timezone.utc)
             .isoformat(timespec="seconds").replace("+00:00", "Z"),
             "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),

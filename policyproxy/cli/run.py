@@ -79,8 +79,9 @@ def _status(admin: Address, token: str | None) -> dict[str, object] | None:
     return body if isinstance(body, dict) else None
 
 
-def reusable(settings: Settings, http: Address, socks: Address | None) -> tuple[bool, str]:
-    """Whether the proxy listening on ``http`` proves it serves ``settings``; the reason when it does not."""
+def reusable(settings: Settings, http: Address, socks: Address | None, ca_sha256: str) -> tuple[bool, str]:
+    """Whether the proxy listening on ``http`` proves it serves ``settings`` with the CA the command will
+    trust (``ca_sha256``); the reason when it does not."""
     if settings.admin.listen == "off":
         return False, "[admin] listen is off, so it cannot prove which config it serves"
     admin = parse_listen(settings.admin.listen)
@@ -101,6 +102,8 @@ def reusable(settings: Settings, http: Address, socks: Address | None) -> tuple[
     if status.get("config_digest") != config_digest(settings):
         return False, (f"it serves another config (profile {str(status.get('profile'))!r}, "
                        f"digest {str(status.get('config_digest'))[:19]}...)")
+    if status.get("ca_sha256") != ca_sha256:
+        return False, "it intercepts with another CA than the one the command would trust"
     return True, ""
 
 
@@ -185,7 +188,7 @@ def run_command(args: argparse.Namespace) -> int:
     ca = load_or_create(ca_dir(args))
     started: StartedProxy | None = None
     if _listening(http):
-        proven, why = reusable(settings, http, socks)
+        proven, why = reusable(settings, http, socks, ca.fingerprint)
         if proven:
             print(f"policyproxy: reusing the proxy on {format_address(http)} (same config digest)", file=sys.stderr)
         else:

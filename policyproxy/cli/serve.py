@@ -107,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
         # --- admin listener (files): /healthz, /readyz, /api/status; AdminState follows reloads ---
         from policyproxy.admin import AdminState, start_admin
 
-        admin_state = AdminState(__version__, lambda: app.settings, ca.cert_path.parent)
+        admin_state = AdminState(__version__, lambda: app.settings, ca.cert_path.parent, ca.fingerprint)
         admin_state.bound(app.addresses)
         try:
             admin = await start_admin(settings.admin, getattr(args, "admin_listen", None), admin_state)

@@ -57,6 +57,11 @@ class CertificateAuthority:
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the certificate (DER), hex: what ``run`` compares before reusing a proxy."""
+        return self.cert.fingerprint(hashes.SHA256()).hex()
+
 
 def load_or_create(directory: Path) -> CertificateAuthority:
     """Load the CA in ``directory``, creating it (and the directory, 0700) only when neither file exists."""

@@ -17,6 +17,7 @@ import pytest
 
 from policyproxy.cli.render import config_digest
 from policyproxy.config import load_settings
+from policyproxy.tls.ca_store import load
 
 CONFIG = """
 [permissions.p.network.domains]
@@ -67,6 +68,7 @@ def test_status_reports_version_profile_digest_listeners_and_pid(start_proxy):
     assert body["listeners"]["socks5"] == f"127.0.0.1:{proxy.socks_port}"
     assert url == f"http://{body['listeners']['admin']}/"
     assert body["uptime_seconds"] >= 0 and re.fullmatch(r"\d+\.\d+\.\d+.*", body["version"])
+    assert body["ca_sha256"] == load(proxy.home / "ca").fingerprint
     assert SECRET not in json.dumps(body)
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from policyproxy.cli.render import config_digest
 from policyproxy.config import load_settings
+from policyproxy.tls.ca_store import load_or_create
 from tests.shell.proxy_process import ProxyProcess
 
 TOKEN = "tok-run-canary-1111111111"
@@ -178,7 +179,8 @@ def test_a_proxy_serving_the_same_config_is_reused(tmp_path, pki):
     text = profile("ci", http, socks, admin, deny="denied.test")
     shared = serve_on(tmp_path / "shared", text, http, socks, pki)
     try:
-        result = run(tmp_path, "--config", str(shared.config), "--", sys.executable, "-c", CHILD_DENIED)
+        result = run(tmp_path, "--config", str(shared.config), "--ca-dir", str(shared.home / "ca"), "--",
+                     sys.executable, "-c", CHILD_DENIED)
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == ["403 blocked-by-denylist", f"http://127.0.0.1:{http}"]
         assert f"reusing the proxy on 127.0.0.1:{http} (same config digest)" in result.stderr
@@ -186,6 +188,19 @@ def test_a_proxy_serving_the_same_config_is_reused(tmp_path, pki):
         assert "denied.test" in (shared.home / "audit.jsonl").read_text()
     finally:
         shared.stop()
+
+
+def test_the_same_config_with_another_ca_is_not_reused(tmp_path, pki):
+    """The command would trust its own CA; a proxy intercepting with another one would fail its TLS."""
+    http, socks, admin = free_port(), free_port(), free_port()
+    shared = serve_on(tmp_path / "shared", profile("ci", http, socks, admin, deny="denied.test"), http, socks, pki)
+    try:
+        result = run(tmp_path, "--config", str(shared.config), "--", sys.executable, "-c", CHILD_DENIED)
+    finally:
+        shared.stop()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "403 blocked-by-denylist"
+    assert "it intercepts with another CA than the one the command would trust" in result.stderr
 
 
 def test_a_stranger_on_the_port_without_an_admin_is_not_reused(tmp_path):
@@ -214,18 +229,21 @@ class _FakeAdmin(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("lie", ["other_listeners", "other_digest", "not_json"])
+@pytest.mark.parametrize("lie", ["other_listeners", "other_digest", "other_ca", "not_json"])
 def test_an_admin_that_does_not_prove_both_digest_and_listeners_is_not_trusted(tmp_path, lie):
     http, socks, admin = free_port(), free_port(), free_port()
     config = tmp_path / "c.toml"
     config.write_text(profile("ci", http, socks, admin, deny="denied.test"))
     digest = config_digest(load_settings(config, None, None, env={"POLICYPROXY_HOME": str(tmp_path)}))
-    status = {"config_digest": digest, "profile": "ci",
+    ca = load_or_create(tmp_path / "ca")
+    status = {"config_digest": digest, "profile": "ci", "ca_sha256": ca.fingerprint,
               "listeners": {"http": f"127.0.0.1:{http}", "socks5": f"127.0.0.1:{socks}"}}
     if lie == "other_listeners":
         status["listeners"]["http"] = "127.0.0.1:1"
     elif lie == "other_digest":
         status["config_digest"] = "sha256:" + "0" * 64
+    elif lie == "other_ca":
+        status["ca_sha256"] = "0" * 64
     handler = type("Fake", (_FakeAdmin,), {"body": b"<html>" if lie == "not_json" else json.dumps(status).encode()})
     server = ThreadingHTTPServer(("127.0.0.1", admin), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
