@@ -66,11 +66,17 @@ def withheld_variables(settings: Settings, environ: Mapping[str, str]) -> list[s
     return sorted(name for name in names if name in environ)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
 def _status(admin: Address, token: str | None) -> dict[str, object] | None:
     """The admin status at ``admin``, or None when nothing there answers it as a policyproxy would."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(f"http://{format_address(admin)}/api/status", headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never through HTTP_PROXY
+    # Never through HTTP_PROXY, never following a redirect (urllib would carry the token to its target).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
     try:
         with opener.open(request, timeout=2) as response:
             body = json.loads(response.read(1024 * 1024))

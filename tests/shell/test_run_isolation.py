@@ -356,3 +356,44 @@ def test_the_openai_and_anthropic_sdks_work_under_run(tmp_path, pki, upstream):
     assert "alice@example.com" in lines[0] and "bob@example.com" in lines[1]   # restored for the client
     sent = "".join(r["body"] for r in upstream.requests[before:])
     assert "alice@example.com" not in sent and "bob@example.com" not in sent   # masked upstream
+
+
+def test_a_redirecting_admin_does_not_get_the_token_carried_elsewhere(tmp_path):
+    """A stranger on the admin port answers 302 to a server it controls: run must not follow it with
+    the admin bearer token (urllib forwards Authorization on redirects)."""
+    seen: list[str | None] = []
+
+    class Catch(_FakeAdmin):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            super().do_GET()
+
+    catcher = ThreadingHTTPServer(("127.0.0.1", 0), Catch)
+    target = f"http://127.0.0.1:{catcher.server_address[1]}/steal"
+
+    class Redirect(_FakeAdmin):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+
+    http, socks, admin = free_port(), free_port(), free_port()
+    redirector = ThreadingHTTPServer(("127.0.0.1", admin), Redirect)
+    for server in (catcher, redirector):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path / "c.toml"
+    config.write_text(profile("ci", http, socks, admin, deny="denied.test")
+                      + 'token_env_var = "RUN_TEST_ADMIN_TOKEN"\n')
+    try:
+        with socket.socket() as stranger:
+            stranger.bind(("127.0.0.1", http))
+            stranger.listen()
+            result = run(tmp_path, "--config", str(config), "--", sys.executable, "-c", CHILD_DENIED,
+                         env={"RUN_TEST_ADMIN_TOKEN": ADMIN_TOKEN})
+    finally:
+        for server in (catcher, redirector):
+            server.shutdown()
+            server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert seen == []
+    assert "starting a private one" in result.stderr
