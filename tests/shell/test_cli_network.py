@@ -219,3 +219,28 @@ def test_run_socks_gives_all_proxy_and_drops_an_inherited_one_otherwise(tmp_path
     with_socks = cli(tmp_path, "run", "--socks", "--listen", f"127.0.0.1:{http}", "--socks-listen",
                      f"127.0.0.1:{socks}", "--", sys.executable, "-c", child, env=inherited)
     assert with_socks.stdout.split() == [f"socks5h://127.0.0.1:{socks}"] * 2, with_socks.stderr
+
+
+def test_listener_credentials_with_shell_metacharacters_survive_eval(tmp_path, pki, upstream):
+    """A listener password holding ', $, " and a space: eval must not break or expand it, and curl must
+    authenticate with it (407 otherwise)."""
+    config = """
+    [permissions.p.network]
+    proxy_url = "http://agent:p$a's\\"w rd@127.0.0.1:3128"
+    socks_url = "socks5://agent:p$a's\\"w rd@127.0.0.1:8081"
+    [permissions.p.network.domains]
+    "upstream.test" = "allow"
+    """
+    home = tmp_path / "home"
+    proxy = ProxyProcess(home, config, pki[0], [f"upstream.test:{upstream.plain_port}:127.0.0.1"],
+                         extra=["--admin-listen", "off"])
+    try:
+        env_args = ["--config", str(proxy.config), "--listen", f"127.0.0.1:{proxy.http_port}"]
+        script = (f'eval "$({shlex.quote(sys.executable)} -m policyproxy env {" ".join(map(shlex.quote, env_args))})" '
+                  f'&& curl -sS --max-time 20 -o /dev/null -w "%{{http_code}}" http://upstream.test:{upstream.plain_port}/creds')
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                                env={**without_proxy_variables(), "POLICYPROXY_HOME": str(home)})
+    finally:
+        proxy.stop()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "200"
