@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 class AuditFile:
@@ -21,7 +21,7 @@ class AuditFile:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._file = self._open()
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> TextIO:
         # O_NOFOLLOW: a link planted at the log's name must not make the proxy append to another file.
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         try:
