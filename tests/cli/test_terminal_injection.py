@@ -124,12 +124,23 @@ def test_check_and_config_show_escape_hostile_values(tmp_path):
     assert_inert(check.stdout + check.stderr)
     assert "pwned" in check.stdout + check.stderr
     show = cli(tmp_path, "config", "show", "--config", str(config))
+    assert show.returncode == 2 and "pwned" in show.stderr
     assert_inert(show.stdout + show.stderr)
-    if show.returncode == 0:   # still TOML that loads back to the same value
-        import tomllib
 
-        hook = tomllib.loads(show.stdout)["permissions"]["p"]["network"]["mitm"]["hooks"]["h"]
-        assert hook["path_prefixes"] == [f"/x{HOSTILE}"]
+
+def test_config_show_escapes_a_hostile_value_and_stays_toml(tmp_path):
+    import tomllib
+
+    config = tmp_path / "c.toml"
+    escaped = HOSTILE.encode("unicode_escape").decode().replace("\\x", "\\u00")
+    config.write_text('[permissions.p.network.domains]\n"*" = "allow"\n'
+                      f'[permissions.p.network.redaction.patterns.emp]\nregex = "EMP{escaped}[0-9]+"\naction = "mask"\n')
+    show = cli(tmp_path, "config", "show", "--config", str(config))
+    assert show.returncode == 0, show.stderr
+    assert_inert(show.stdout)
+    assert "\\u202e" in show.stdout and "\\u009b" in show.stdout
+    pattern = tomllib.loads(show.stdout)["permissions"]["p"]["network"]["redaction"]["patterns"]["emp"]
+    assert pattern["regex"] == f"EMP{HOSTILE}[0-9]+"   # the escapes are TOML's: it loads back to the value
 
 
 def test_explain_json_is_inert(tmp_path):
