@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -180,6 +181,10 @@ class StartedProxy:
                 self.process.wait()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Reuse a proxy that proves this config, else start one; run CMD with the proxy's environment
     minus the withheld secrets; stop what was started; exit with CMD's code."""
@@ -187,6 +192,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise ServeError("run needs a command: policyproxy run -- CMD [ARGS...]")
     command = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
     make_undumpable()   # CMD must not read the withheld secrets from /proc/<this pid>/environ
+    for sig in (signal.SIGTERM, signal.SIGHUP):   # stopping run stops CMD and the proxy it started (no orphans)
+        signal.signal(sig, _exit_on_signal)
     settings = load_settings(args.config, args.requirements, args.profile)
     http, socks = configured_listeners(args, settings)
     if args.socks and socks is None:

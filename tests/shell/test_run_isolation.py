@@ -8,12 +8,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -397,3 +399,31 @@ def test_a_redirecting_admin_does_not_get_the_token_carried_elsewhere(tmp_path):
     assert result.returncode == 0, result.stderr
     assert seen == []
     assert "starting a private one" in result.stderr
+
+
+def test_terminating_run_stops_the_command_and_the_proxy_it_started(tmp_path):
+    """Attack class: a vanished parent. SIGTERM to run must not leave the proxy (holding the secrets
+    and the port) or the command behind."""
+    http = free_port()
+    marker = tmp_path / "child.pid"
+    child = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    base = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    process = subprocess.Popen([sys.executable, "-m", "policyproxy", "run", "--listen", f"127.0.0.1:{http}",
+                                "--socks-listen", f"127.0.0.1:{free_port()}", "--", sys.executable, "-c", child],
+                               env={**base, "POLICYPROXY_HOME": str(tmp_path)}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    child_pid = int(marker.read_text())
+    socket.create_connection(("127.0.0.1", http), 2).close()   # the proxy it started is up
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 128 + signal.SIGTERM
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", http), 0.5).close()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child_pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stat_path = Path(f"/proc/{child_pid}/stat")
+    stat_line = stat_path.read_text() if stat_path.exists() else ""
+    assert not stat_line or stat_line.split(") ")[1].startswith("Z"), "the command outlived run"
