@@ -5,11 +5,15 @@ Secrets appear only as their source (``env:NAME`` / ``file:/path``); OTLP header
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import tomli_w
 
 from policyproxy.config.schema import HookSpec, RedactionSpec, Settings
 from policyproxy.policy.decide import Policy
 from policyproxy.reasons import Verdict
+from policyproxy.safe_text import printable
 
 
 def render_policy(settings: Settings, policy: Policy) -> str:
@@ -48,10 +52,13 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     audit = settings.audit
     lines.append(f"audit log:    {'off' if not audit.enabled else (audit.path or '$POLICYPROXY_HOME/audit.jsonl')}"
                  f" (rotates at {audit.max_bytes // (1024 * 1024)} MiB, keeps {audit.backups})")
+    admin = settings.admin
+    lines.append(f"admin:        {'off' if admin.listen == 'off' else 'http://' + admin.listen + '/'}"
+                 + (f" (bearer token from {admin.token.describe()})" if admin.token else ""))
     if settings.ignored_keys:
         lines.append("ignored (not policyproxy's): " + ", ".join(settings.ignored_keys))
     lines.append("OK")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _hook_line(hook: HookSpec) -> str:
@@ -72,6 +79,22 @@ def _redaction_line(spec: RedactionSpec | None) -> str:
             + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else "")
             + f"; responses {spec.responses.value}"
             + ("; placeholder explainer on" if spec.explain_placeholders else ""))
+
+
+def toml_text(settings: Settings) -> str:
+    """``config show``'s document: still TOML (tomli_w writes only basic strings, where ``\\uXXXX`` is an
+    escape), with every character a terminal would act on (C1, bidi, zero-width...) written as such an escape."""
+    text = tomli_w.dumps(settings_to_toml(settings))
+    if text.replace("\n", "").isprintable():
+        return text
+    return "".join(c if c == "\n" or c.isprintable() else
+                   (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}") for c in text)
+
+
+def config_digest(settings: Settings) -> str:
+    """sha256 of the effective config as ``config show`` renders it (secrets by source only): the one
+    digest shown by /api/status, reload events and checked by ``run`` before reusing a proxy."""
+    return "sha256:" + hashlib.sha256(tomli_w.dumps(settings_to_toml(settings)).encode()).hexdigest()
 
 
 def settings_to_toml(settings: Settings) -> dict[str, Any]:
@@ -127,6 +150,11 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
     audit = settings.audit
     doc["audit"] = {"enabled": audit.enabled, "max_bytes": audit.max_bytes, "backups": audit.backups,
                     **({"path": audit.path} if audit.path else {})}
+    admin = settings.admin
+    doc["admin"] = {"listen": admin.listen}
+    if admin.token is not None:
+        doc["admin"].update({"token_env_var": admin.token.env_var} if admin.token.env_var else
+                            {"token_file": admin.token.file})
     if otel.exporter != "none" or otel.environment or otel.metrics_exporter != "none":
         table: dict[str, Any] = {"exporter": otel.exporter, "max_queue_size": otel.max_queue_size}
         if otel.endpoint:

@@ -160,6 +160,12 @@ class AuditSpec:
 
 
 @dataclass(frozen=True)
+class AdminSpec:
+    listen: str = "127.0.0.1:9090"       # "off" disables the admin listener
+    token: SecretRef | None = None       # bearer token source (required off loopback); never the value
+
+
+@dataclass(frozen=True)
 class Settings:
     """One effective profile with everything around it, ready to compile."""
 
@@ -168,6 +174,7 @@ class Settings:
     otel: OtelSpec = OtelSpec()
     gateway_routes: tuple[tuple[str, str], ...] = DEFAULT_GATEWAY_ROUTES
     audit: AuditSpec = AuditSpec()
+    admin: AdminSpec = AdminSpec()
     config_file: Path | None = None
     requirements_file: Path | None = None
     ignored_keys: tuple[str, ...] = ()

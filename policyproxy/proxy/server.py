@@ -69,6 +69,11 @@ class ProxyServer:
     def policy(self) -> Policy:
         return self.context.live.snapshot.policy
 
+    @property
+    def settings(self) -> Settings:
+        """The settings in force (after the last applied reload)."""
+        return self.context.live.snapshot.settings
+
     async def start(self) -> None:
         ctx = self.context
         await self.upstream.start()
