@@ -108,6 +108,142 @@ def secrets_and_pii(rng: random.Random) -> list[tuple[str, str, str]]:
     ]
 
 
+B64 = string.ascii_letters + string.digits + "+/"
+STREETS = ["Maple", "Oak", "Cedar", "Elm", "Pine", "Lake", "Hill", "Park"]
+CITIES = [("Springfield", "IL"), ("Portland", "OR"), ("Austin", "TX"), ("Denver", "CO")]
+DE_STREETS = ["Haupt", "Bahnhof", "Garten", "Schiller", "Goethe"]
+DE_CITIES = [("10115", "Berlin"), ("80331", "München"), ("50667", "Köln")]
+FR_STREETS = ["de la Paix", "Victor Hugo", "des Lilas", "du Moulin"]
+
+
+def _b64(rng: random.Random, n: int) -> str:
+    return base64.b64encode(rng.randbytes(n)).decode()
+
+
+def _cpf(rng: random.Random) -> str:
+    def check(digits: str) -> str:
+        total = sum(int(d) * w for d, w in zip(digits, range(len(digits) + 1, 1, -1), strict=True))
+        return str(total * 10 % 11 % 10)
+
+    base = str(rng.randint(1, 9)) + _rand(rng, string.digits, 8)
+    full = base + check(base)
+    full += check(full)
+    return f"{full[:3]}.{full[3:6]}.{full[6:9]}-{full[9:]}"
+
+
+def _sin(rng: random.Random) -> str:
+    from stdnum import luhn
+
+    base = str(rng.randint(1, 7)) + _rand(rng, string.digits, 7)
+    full = base + luhn.calc_check_digit(base)
+    return f"{full[:3]} {full[3:6]} {full[6:]}"
+
+
+def _aadhaar(rng: random.Random) -> str:
+    from stdnum import verhoeff
+
+    base = str(rng.randint(2, 9)) + _rand(rng, string.digits, 10)
+    full = base + verhoeff.calc_check_digit(base)
+    return f"{full[:4]} {full[4:8]} {full[8:]}"
+
+
+def coverage_classes(rng: random.Random, email: str) -> list[tuple[str, str, str]]:
+    """Issue 10 section 2: what real pastes carry, as the files and outputs they come in."""
+    first, last = rng.choice(FIRST).capitalize(), rng.choice(LAST).capitalize()
+    person = f"{first} {last}"
+    app_key = "base64:" + _b64(rng, 32)
+    master = _rand(rng, "0123456789abcdef", 32)
+    dd_key = _rand(rng, "0123456789abcdef", 40)
+    docker = base64.b64encode(f"ci-{_rand(rng, string.ascii_lowercase, 5)}:{_rand(rng, ALNUM, 16)}".encode()).decode()
+    netrc = _rand(rng, ALNUM, 20)
+    curl_pass = _rand(rng, ALNUM, 10) + "#" + _rand(rng, string.digits, 2)
+    client_key = _b64(rng, 90)
+    account_key = _b64(rng, 64)
+    django = "django-insecure-" + _rand(rng, string.ascii_lowercase + string.digits + "!@#$%^&*(-_=+)", 50)
+    session = "IQoJb3JpZ2luX2Vj" + _rand(rng, ALNUM + "/+", 420)
+    sendgrid = f"SG.{_rand(rng, ALNUM + '_-', 22)}.{_rand(rng, ALNUM + '_-', 43)}"
+    mailgun = "key-" + _rand(rng, string.ascii_lowercase + string.digits, 32)
+    sid = "AC" + _rand(rng, "0123456789abcdef", 32)
+    twilio = _rand(rng, "0123456789abcdef", 32)
+    discord = f"discord.com/api/webhooks/{rng.randint(10**17, 10**18)}/{_rand(rng, ALNUM + '_-', 68)}"
+    sig = _rand(rng, ALNUM + "_-", 43)
+    whsec = "whsec_" + _rand(rng, ALNUM, 32)
+    pair_id = "AKIA" + _rand(rng, string.ascii_uppercase + "234567", 16)
+    pair_secret = _rand(rng, ALNUM + "/+", 40)
+    uk = f"07700 9{rng.randint(10000, 99999)}"
+    de = f"+49 15{rng.randint(1, 9)} {rng.randint(1000000, 99999999)}"
+    fr = f"+33 6 {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)}"
+    br = f"(11) 9{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}"
+    ssn = f"{rng.randint(100, 665):03d}{rng.randint(10, 99):02d}{rng.randint(1000, 9999):04d}"
+    itin = f"9{rng.randint(0, 99):02d}-{rng.choice([70, 75, 80, 88, 92])}-{rng.randint(1000, 9999)}"
+    dob = f"{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}/{rng.randint(1940, 2005)}"
+    passport = rng.choice("ACEKLX") + str(rng.randint(10**7, 10**8 - 1))
+    cpf, sin, aadhaar = _cpf(rng), _sin(rng), _aadhaar(rng)
+    city, state = rng.choice(CITIES)
+    us_addr = f"{rng.randint(10, 9999)} {rng.choice(STREETS)} Street, {city}, {state} {rng.randint(10000, 99999)}"
+    zip_de, city_de = rng.choice(DE_CITIES)
+    de_addr = f"{rng.choice(DE_STREETS)}straße {rng.randint(1, 150)}, {zip_de} {city_de}"
+    fr_addr = f"{rng.randint(1, 120)} rue {rng.choice(FR_STREETS)}, 750{rng.randint(10, 20)} Paris"
+    return [
+        ("secret_assignment", app_key, f"APP_NAME=Laravel\nAPP_ENV=production\nAPP_KEY={app_key}"),
+        ("secret_assignment", master, f"RAILS_MASTER_KEY={master}"),
+        ("secret_assignment", dd_key, f"export DD_APP_KEY={dd_key}"),
+        ("secret_assignment", docker, f'{{"auths": {{"registry.corp.example": {{"auth": "{docker}"}}}}}}'),
+        ("secret_assignment", netrc, f"machine api.github.com\n  login ci-bot\n  password {netrc}"),
+        ("secret_assignment", curl_pass, f"$ curl -u admin:{curl_pass} https://jenkins.corp.example/api/json"),
+        ("secret_assignment", client_key, f"users:\n- name: admin\n  user:\n    client-key-data: {client_key}"),
+        ("secret_assignment", account_key, f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={account_key};"
+                                           "EndpointSuffix=core.windows.net"),
+        ("secret_assignment", django, f"SECRET_KEY = '{django}'"),
+        ("secret_assignment", session, f"aws_session_token = {session}"),
+        ("vendor_token", sendgrid, f'sg = SendGridAPIClient("{sendgrid}")'),
+        ("vendor_token", mailgun, f'auth=("api", "{mailgun}")'),
+        ("vendor_token", twilio, f'client = Client("{sid}", "{twilio}")'),
+        ("vendor_token", discord, f"webhook_url: https://{discord}"),
+        ("vendor_token", sig, "POST https://prod-27.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/"
+                              f"invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={sig}"),
+        ("stripe_key", whsec, f"> Ready! Your webhook signing secret is {whsec} (^C to quit)"),
+        ("aws_secret_key", pair_secret, f"User name,Access key ID,Secret access key\ndeploy,{pair_id},{pair_secret}"),
+        ("aws_access_key", pair_id, ""),   # planted on the line above
+        ("phone", uk, f"Ticket #4471: customer rang from {uk} about the refund"),
+        ("phone", de, f"Mit freundlichen Grüßen\nMobil: {de}"),
+        ("phone", fr, f"BEGIN:VCARD\nFN:{person}\nTEL;TYPE=CELL:{fr}\nEND:VCARD"),
+        ("phone", br, f"Cliente pediu retorno no celular {br}"),
+        ("us_ssn", ssn, f"Applicant SSN: {ssn} (verified)"),
+        ("us_ssn", itin, f"W-7 approved, ITIN {itin}"),
+        ("date_of_birth", dob, f"Patient DOB: {dob}; allergies: none"),
+        ("passport", passport, f"Passport No: {passport}, nationality: US"),
+        ("national_id", cpf, f"Cliente: CPF {cpf}"),
+        ("national_id", sin, f"Employee SIN: {sin}"),
+        ("national_id", aadhaar, f"KYC: Aadhaar {aadhaar} verified"),
+        ("person_name", person, f"commit {_rand(rng, '0123456789abcdef', 40)}\nAuthor: {person} <{email}>"),
+        ("person_name", person, f'{{"customer": {{"full_name": "{person}", "plan": "pro"}}}}'),
+        ("street_address", us_addr, f"Ship to: {us_addr}"),
+        ("street_address", de_addr, f"Lieferadresse: {de_addr}"),
+        ("street_address", fr_addr, f"Adresse : {fr_addr}"),
+    ]
+
+
+def hard_negative_classes(rng: random.Random) -> list[str]:
+    """Every false-positive class issue 10 lists, as real pastes show them: none may be touched."""
+    return [
+        f'[assembly: AssemblyVersion("{rng.randint(1, 12)}.0.0.{rng.randint(1, 9)}")]',
+        f'"version": "4.{rng.randint(0, 20)}.0.{rng.randint(1, 9)}"',
+        f'"max_tokens": {rng.choice([4096, 32000, 64000, 128000])}',
+        f"JWT_REFRESH_TOKEN_TTL_MS = {rng.choice([2592000000, 604800000, 86400000])}",
+        f"secretName: web-tls-{_rand(rng, string.ascii_lowercase + string.digits, 5)}",
+        f"arn:aws:secretsmanager:us-east-1:{rng.randint(10**11, 10**12 - 1)}:secret:prod/db-{_rand(rng, ALNUM, 6)}",
+        f"SecretId=prod/api/stripe-{_rand(rng, ALNUM, 6)}",
+        f"npm_package_version={rng.randint(1, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 9)}",
+        f"Order #{rng.randint(10**9, 10**10 - 1)} shipped, tracking number 1Z 999 AA1 {rng.randint(10**9, 10**10 - 1)}",
+        "ANTHROPIC_API_KEY=sk-ant-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "SLACK_BOT_TOKEN=xoxb-your-bot-token",
+        "AWS_ACCESS_KEY_ID=AKIAXXXXXXXXXXXXXXXX",
+        f"ts={rng.randint(1700000000000, 1800000000000)} pid={rng.randint(1000, 99999)}",
+    ]
+
+
 def hard_negatives(rng: random.Random) -> list[str]:
     sha = hashlib.sha1(str(rng.random()).encode()).hexdigest()
     sha256 = hashlib.sha256(str(rng.random()).encode()).hexdigest()
@@ -168,9 +304,11 @@ def generate(count: int = 200, seed: int = 7) -> list[Sample]:
     samples = []
     for i in range(count):
         planted = secrets_and_pii(rng)
+        email = next(v for d, v, _ in planted if d == "email")
+        planted += coverage_classes(rng, email)
         rng.shuffle(planted)
-        lines = [line for _, _, line in planted]
-        negatives = hard_negatives(rng)
+        lines = [line for _, _, line in planted if line]
+        negatives = hard_negatives(rng) + hard_negative_classes(rng)
         body = (_claude_code if i % 2 == 0 else _codex)(rng, lines, negatives)
         samples.append(Sample(body, [(d, v) for d, v, _ in planted], negatives))
     return samples

@@ -101,4 +101,55 @@ _ACTION_RANK = {
     RedactionAction.BLOCK: 3,
 }
 
+class DetectorName(str, enum.Enum):
+    """The built-in redaction detectors: stable names in config, placeholders, events and block answers.
+
+    A ``str`` mix-in so a member equals its name (``DetectorName.EMAIL == "email"``); write ``.value``
+    where text is produced. Adding a member needs a detector in ``redaction/detectors/`` (a test walks
+    the enum) and a row in the README's detector table.
+    """
+
+    PRIVATE_KEY = "private_key"
+    AWS_ACCESS_KEY = "aws_access_key"
+    AWS_SECRET_KEY = "aws_secret_key"
+    GITHUB_TOKEN = "github_token"
+    GITLAB_TOKEN = "gitlab_token"
+    SLACK_TOKEN = "slack_token"
+    STRIPE_KEY = "stripe_key"
+    OPENAI_KEY = "openai_key"
+    ANTHROPIC_KEY = "anthropic_key"
+    GOOGLE_API_KEY = "google_api_key"
+    JWT = "jwt"
+    URL_CREDENTIALS = "url_credentials"
+    SECRET_ASSIGNMENT = "secret_assignment"
+    GENERIC_SECRET = "generic_secret"
+    VENDOR_TOKEN = "vendor_token"
+    EMAIL = "email"
+    PHONE = "phone"
+    US_SSN = "us_ssn"
+    NATIONAL_ID = "national_id"
+    DATE_OF_BIRTH = "date_of_birth"
+    PASSPORT = "passport"
+    CREDIT_CARD = "credit_card"
+    IBAN = "iban"
+    IP_ADDRESS = "ip_address"
+    PERSON_NAME = "person_name"
+    STREET_ADDRESS = "street_address"
+
+    @property
+    def secret(self) -> bool:
+        """Secrets win over PII where spans overlap (a key inside an email-shaped URL is a key)."""
+        return self not in _PII
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_PII = frozenset({
+    DetectorName.EMAIL, DetectorName.PHONE, DetectorName.US_SSN, DetectorName.NATIONAL_ID,
+    DetectorName.DATE_OF_BIRTH, DetectorName.PASSPORT, DetectorName.CREDIT_CARD, DetectorName.IBAN,
+    DetectorName.IP_ADDRESS, DetectorName.PERSON_NAME, DetectorName.STREET_ADDRESS,
+})
+
+
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

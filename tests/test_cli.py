@@ -183,3 +183,30 @@ def test_config_show_keeps_audit_telemetry_and_redaction_settings(tmp_path, caps
     for fragment in ('path = "/var/log/pp.jsonl"', "backups = 2", "max_queue_size = 100", 'metrics_exporter',
                      "mapping_ttl_seconds = 60"):
         assert fragment in shown
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('listen = "127.0.0.1"', 'admin.listen must be "HOST:PORT", "[IPv6]:PORT" or "off"'),
+    ('listen = "10.0.0.5:9090"', "admin.listen '10.0.0.5:9090' is not loopback: set token_env_var or token_file"),
+    ('token_env_var = "A"\ntoken_file = "/x"', "admin.token_file set only one of token_env_var and token_file"),
+    ('token_file = "relative/token"', "admin.token_file must be an absolute path"),
+    ('token_env_var = "NOT-A-NAME"', "admin.token_env_var 'NOT-A-NAME' is not a valid environment variable name"),
+    ('listen = "127.0.0.1:9090"\nport = 1', "admin.port is not a known key"),
+])
+def test_admin_table_errors_name_file_line_and_key(tmp_path, table, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[permissions.p.network.domains]\n"*" = "allow"\n[admin]\n{table}\n')
+    result = run("check", "--config", str(cfg))
+    assert result.returncode == 2
+    assert f"{cfg}:" in result.stderr and message in result.stderr
+
+
+def test_admin_table_round_trips_through_config_show_with_the_token_by_source_only(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[permissions.p.network.domains]\n"*" = "allow"\n'
+                   '[admin]\nlisten = "0.0.0.0:9191"\ntoken_env_var = "PP_ADMIN_TOKEN"\n')
+    assert main(["config", "show", "--config", str(cfg)]) == 0
+    shown = capsys.readouterr().out
+    assert '[admin]\nlisten = "0.0.0.0:9191"\ntoken_env_var = "PP_ADMIN_TOKEN"' in shown
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert "admin:        http://0.0.0.0:9191/ (bearer token from env:PP_ADMIN_TOKEN)" in capsys.readouterr().out

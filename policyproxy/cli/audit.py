@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from policyproxy.config import home_dir
+from policyproxy.safe_text import printable
 from policyproxy.telemetry.audit import read_records
 from policyproxy.telemetry.event import EVENT_NAME
 
@@ -56,19 +57,20 @@ def _matches(record: dict[str, Any], args: argparse.Namespace) -> bool:
 
 
 def _line(record: dict[str, Any], as_json: bool) -> str:
-    if as_json:
-        return json.dumps(record, ensure_ascii=False)
+    if as_json:   # ASCII-only JSON: a control or bidi character in a host stays an escape, not a terminal command
+        return json.dumps(record, ensure_ascii=True)
     if record.get("event.name", EVENT_NAME) != EVENT_NAME:   # a lifecycle event (policyproxy.reload, ...)
         details = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("ts", "event.name"))
-        return f"{record.get('ts')} {record.get('event.name')} {details}"
+        return printable(f"{record.get('ts')} {record.get('event.name')} {details}")
     where = f"{record.get('server.address')}:{record.get('server.port')}"
     path = record.get("url.path") or ""
     extra = f" hook={record['network.policy.hook']}" if record.get("network.policy.hook") else ""
     if record.get("redaction.count"):
         extra += f" redacted={record['redaction.count']}"
-    return (f"{record.get('ts')} {record.get('network.policy.decision'):5} {record.get('network.policy.reason'):18} "
-            f"{record.get('http.request.method', 'none'):7} {where}{path}{extra} "
-            f"[{record.get('network.transport.protocol')} from {record.get('client.address', '?')}]")
+    return printable(f"{record.get('ts')} {record.get('network.policy.decision'):5} "
+                     f"{record.get('network.policy.reason'):18} {record.get('http.request.method', 'none'):7} "
+                     f"{where}{path}{extra} "
+                     f"[{record.get('network.transport.protocol')} from {record.get('client.address', '?')}]")
 
 
 def _tail(args: argparse.Namespace, path: Path) -> int:
@@ -142,10 +144,10 @@ def count(records: Iterable[dict[str, Any]], since: datetime | None) -> dict[str
 def _stats(args: argparse.Namespace, path: Path) -> int:
     counters = count(read_records(path), _since(args.since))
     if args.json:
-        print(json.dumps({k: dict(v.most_common()) for k, v in counters.items()}, indent=2))
+        print(json.dumps({k: dict(v.most_common()) for k, v in counters.items()}, indent=2, ensure_ascii=True))
         return 0
     for name, counter in counters.items():
         print(f"{name}:")
         for key, n in counter.most_common(15):
-            print(f"  {n:8d}  {key}")
+            print(f"  {n:8d}  {printable(key)}")
     return 0

@@ -6,18 +6,18 @@ import argparse
 import ipaddress
 import json
 import sys
+from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlsplit
 
-import tomli_w
-
-from policyproxy.cli.render import render_policy, settings_to_toml, wildcard_warning
+from policyproxy.cli.render import render_policy, toml_text, wildcard_warning
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.policy.compile import compile_policy
 from policyproxy.policy.decide import Policy
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.reasons import Protocol
+from policyproxy.safe_text import printable
 from policyproxy.telemetry.event import audit_record, decision_attributes
 
 
@@ -35,13 +35,13 @@ def check(args: argparse.Namespace) -> int:
     print(render_policy(settings, policy))
     wildcard = wildcard_warning(settings)
     for warning in [*settings.warnings, *([wildcard] if wildcard else [])]:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     return 0
 
 
 def config_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    sys.stdout.write(tomli_w.dumps(settings_to_toml(settings)))
+    sys.stdout.write(toml_text(settings))
     return 0
 
 
@@ -63,7 +63,7 @@ def explain(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = compile_policy(settings)
     decision = explain_decision(policy, args.method, args.url, args.header, args.resolve, args.socks5)
-    record = audit_record(decision_attributes(decision))
+    record = audit_record(decision_attributes(decision), datetime.now(timezone.utc))
     if decision.intercept or decision.protocol is Protocol.HTTPS_MITM:
         record["policyproxy.intercepted"] = True
     if decision.message:
@@ -76,8 +76,12 @@ def explain(args: argparse.Namespace) -> int:
 def explain_decision(policy: Policy, method: str, url: str, headers: list[str], resolve: list[str],
                      socks5: bool = False) -> Decision:
     """What the proxy would decide for ``METHOD URL``: the connection first, then the request."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:   # e.g. an unbalanced '[' in the authority
+        raise UsageError(f"URL cannot be parsed: {url!r}") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise UsageError(f"URL must be http:// or https:// with a host, got {url!r}")
     if parts.username is not None or parts.password is not None:
         raise UsageError("URL must not carry user:password")

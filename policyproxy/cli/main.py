@@ -1,6 +1,7 @@
 """argparse front: parses arguments, calls one command, maps errors to exit codes.
 
-Exit codes: 0 success (for ``explain``: allowed), 1 ``explain`` denied, 2 configuration error.
+Exit codes: 0 success (for ``explain``: allowed; for ``scan``: nothing found), 1 ``explain`` denied or
+``scan`` found something, 2 configuration error or bad input.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from policyproxy import __version__
-from policyproxy.cli import audit, commands
+from policyproxy.cli import audit, commands, scan
+from policyproxy.cli.clientenv import FORMATS
 from policyproxy.errors import ConfigErrors
+from policyproxy.safe_text import printable
 
 EXIT_CONFIG = 2
 
@@ -39,17 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra CA file trusted for upstream servers (repeatable)")
     serve.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
                        help="pin HOST:PORT to ADDR (operator-trusted; repeatable)")
+    serve.add_argument("--admin-listen", metavar="ADDR", help="admin listener (/healthz, /readyz, /api/status): "
+                       "HOST:PORT or off (default: [admin] listen, else 127.0.0.1:9090)")
     ca = sub.add_parser("ca", help="the interception CA")
     ca.add_argument("ca_command", choices=["init", "path", "export"])
     ca.add_argument("--ca-dir", type=Path, help="CA directory (default: $POLICYPROXY_HOME/ca)")
-    env = with_config(sub.add_parser("env", help="print the export lines a client needs"))
+    env = with_config(sub.add_parser("env", help="print the environment a client needs, quoted for a shell"))
     env.add_argument("--listen")
     env.add_argument("--socks-listen")
     env.add_argument("--ca-dir", type=Path)
-    run = with_config(sub.add_parser("run", help="run CMD through the proxy (starting it if needed)"))
+    env.add_argument("--format", choices=FORMATS, default="sh",
+                     help="sh (default), fish, powershell, dotenv, or github (appends to $GITHUB_ENV)")
+    env.add_argument("--socks", action="store_true", help="also ALL_PROXY=socks5h:// (httpx needs socksio for it)")
+    run = with_config(sub.add_parser("run", help="run CMD through a proxy that serves this config, "
+                                     "without the secrets the proxy injects"))
     run.add_argument("--listen")
     run.add_argument("--socks-listen")
     run.add_argument("--ca-dir", type=Path)
+    run.add_argument("--socks", action="store_true", help="also give CMD ALL_PROXY=socks5h://")
+    run.add_argument("--upstream-ca", type=Path, action="append", default=[],
+                     help="for a proxy run starts: extra CA trusted for upstream servers (repeatable)")
+    run.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
+                     help="for a proxy run starts: pin HOST:PORT to ADDR (repeatable)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
     audit.add_parsers(sub)
     with_config(sub.add_parser("check", help="validate the configuration and print the compiled policy"))
@@ -58,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(config_sub.add_parser("show", help="the effective profile as TOML"))
     init = sub.add_parser("init", help="write a commented starter config.toml (never over an existing file)")
     init.add_argument("--config", type=Path, help="where to write (default: $POLICYPROXY_HOME/config.toml)")
+    scan.add_parser(sub, with_config)
     explain = with_config(sub.add_parser("explain", help="the decision a request would get, as its audit JSON"))
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("url", metavar="URL")
@@ -72,14 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("serve", "ca", "env", "run"):
+            from policyproxy.admin import AdminError
+            from policyproxy.cli import clientenv, run
             from policyproxy.cli import serve as network
 
-            command = {"serve": network.serve, "ca": network.ca_command, "env": network.env_command,
-                       "run": network.run_command}[args.command]
+            command = {"serve": network.serve, "ca": network.ca_command, "env": clientenv.env_command,
+                       "run": run.run_command}[args.command]
             try:
                 return command(args)
-            except (network.ServeError, network.CAError, OSError) as exc:
-                print(f"policyproxy: {exc}", file=sys.stderr)
+            except (network.ServeError, network.CAError, AdminError, clientenv.EnvError, OSError) as exc:
+                print(f"policyproxy: {printable(exc)}", file=sys.stderr)
                 return EXIT_CONFIG
         if args.command == "audit":
             return audit.run(args)
@@ -91,14 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.init(args)
         if args.command == "explain":
             return commands.explain(args)
+        if args.command == "scan":
+            return scan.run(args)
     except ConfigErrors as exc:
         print(f"policyproxy: configuration is invalid ({len(exc.errors)} "
               f"problem{'s' if len(exc.errors) != 1 else ''}):", file=sys.stderr)
         for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
+            print(f"  {printable(error)}", file=sys.stderr)
         return EXIT_CONFIG
     except commands.UsageError as exc:
-        print(f"policyproxy: {exc}", file=sys.stderr)
+        print(f"policyproxy: {printable(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     raise AssertionError(args.command)  # argparse guarantees a known command
 

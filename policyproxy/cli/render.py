@@ -14,6 +14,7 @@ import tomli_w
 from policyproxy.config.schema import HookSpec, NetworkSpec, RedactionSpec, Settings
 from policyproxy.policy.decide import Policy
 from policyproxy.reasons import Verdict
+from policyproxy.safe_text import printable
 
 
 def listener_credentials(url: str) -> tuple[str, str] | None:
@@ -95,10 +96,13 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     audit = settings.audit
     lines.append(f"audit log:    {'off' if not audit.enabled else (audit.path or '$POLICYPROXY_HOME/audit.jsonl')}"
                  f" (rotates at {audit.max_bytes // (1024 * 1024)} MiB, keeps {audit.backups})")
+    admin = settings.admin
+    lines.append(f"admin:        {'off' if admin.listen == 'off' else 'http://' + admin.listen + '/'}"
+                 + (f" (bearer token from {admin.token.describe()})" if admin.token else ""))
     if settings.ignored_keys:
         lines.append("ignored (not policyproxy's): " + ", ".join(settings.ignored_keys))
     lines.append("OK")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def wildcard_warning(settings: Settings) -> str | None:
@@ -130,7 +134,25 @@ def _redaction_line(spec: RedactionSpec | None) -> str:
     overrides = ", ".join(f"{name}={action.value}" for name, action in spec.detectors)
     return (f"redaction:    on, default {spec.default_action.value}; endpoints {', '.join(spec.endpoints)}"
             + (f"; detectors {overrides}" if overrides else "")
-            + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else ""))
+            + (f"; patterns {', '.join(p.name for p in spec.patterns)}" if spec.patterns else "")
+            + f"; responses {spec.responses.value}"
+            + ("; placeholder explainer on" if spec.explain_placeholders else ""))
+
+
+def toml_text(settings: Settings) -> str:
+    """``config show``'s document: still TOML (tomli_w writes only basic strings, where ``\\uXXXX`` is an
+    escape), with every character a terminal would act on (C1, bidi, zero-width...) written as such an escape."""
+    text = tomli_w.dumps(settings_to_toml(settings))
+    if text.replace("\n", "").isprintable():
+        return text
+    return "".join(c if c == "\n" or c.isprintable() else
+                   (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}") for c in text)
+
+
+def config_digest(settings: Settings) -> str:
+    """sha256 of the effective config as ``config show`` renders it (secrets by source only): the one
+    digest shown by /api/status, reload events and checked by ``run`` before reusing a proxy."""
+    return "sha256:" + hashlib.sha256(tomli_w.dumps(settings_to_toml(settings)).encode()).hexdigest()
 
 
 def settings_to_toml(settings: Settings) -> dict[str, Any]:
@@ -169,9 +191,14 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "allow_patterns": list(red.allow_patterns),
             "allow_sha256": list(red.allow_sha256),
             "mapping_ttl_seconds": red.mapping_ttl_seconds,
+            "responses": red.responses.value,
+            "explain_placeholders": red.explain_placeholders,
+            "phone_regions": list(red.phone_regions),
         }
         if red.mapping_store:
             network["redaction"]["mapping_store"] = red.mapping_store
+        if red.ner_model:
+            network["redaction"]["ner_model"] = red.ner_model
     doc: dict[str, Any] = {
         "default_permissions": settings.profile,
         "permissions": {settings.profile: {"network": network}},
@@ -181,6 +208,11 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
     audit = settings.audit
     doc["audit"] = {"enabled": audit.enabled, "max_bytes": audit.max_bytes, "backups": audit.backups,
                     **({"path": audit.path} if audit.path else {})}
+    admin = settings.admin
+    doc["admin"] = {"listen": admin.listen}
+    if admin.token is not None:
+        doc["admin"].update({"token_env_var": admin.token.env_var} if admin.token.env_var else
+                            {"token_file": admin.token.file})
     if otel.exporter != "none" or otel.environment or otel.metrics_exporter != "none":
         table: dict[str, Any] = {"exporter": otel.exporter, "max_queue_size": otel.max_queue_size}
         if otel.endpoint:
@@ -198,12 +230,6 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
                                          if otel.metrics_endpoint else otel.metrics_exporter)
         doc["otel"] = table
     return doc
-
-
-def config_digest(settings: Settings) -> str:
-    """sha256 of the effective config as ``config show`` renders it (secrets by source only): the one
-    digest shown by /api/status, reload events and checked by ``run`` before reusing a proxy."""
-    return "sha256:" + hashlib.sha256(tomli_w.dumps(settings_to_toml(settings)).encode()).hexdigest()
 
 
 def _hook_table(hook: HookSpec) -> dict[str, Any]:

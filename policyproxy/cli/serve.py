@@ -5,29 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
 import signal
-import socket
-import ssl
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from policyproxy import __version__
+from policyproxy.cli.clientenv import configured_listeners as _listeners
+from policyproxy.cli.clientenv import env_lines, render
+from policyproxy.cli.harden import make_undumpable
 from policyproxy.cli.render import config_digest, listener_auth, listener_auth_summary, settings_to_toml
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.grammar.hosts import IPAddress
 from policyproxy.policy.compile import compile_policy
+from policyproxy.safe_text import install_console
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.event import RELOAD_EVENT, reload_attributes
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink
-from policyproxy.tls.ca_store import CAError, load, load_or_create
+from policyproxy.tls.ca_store import CAError, load, load_or_create, trust_bundle
 
 if TYPE_CHECKING:
     from policyproxy.proxy.server import ProxyServer
@@ -73,57 +72,6 @@ def ca_dir(args: argparse.Namespace) -> Path:
     return Path(getattr(args, "ca_dir", None) or home_dir() / "ca")
 
 
-def trust_bundle(directory: Path, ca_pem: bytes) -> Path:
-    """System roots plus the CA, for tools whose CA variable replaces the system store."""
-    roots = b""
-    for candidate in (ssl.get_default_verify_paths().cafile, "/etc/ssl/certs/ca-certificates.crt",
-                      "/etc/pki/tls/certs/ca-bundle.crt"):
-        if candidate and Path(candidate).is_file():
-            roots = Path(candidate).read_bytes()
-            break
-    bundle = directory / "bundle.pem"
-    content = roots.rstrip(b"\n") + b"\n" + ca_pem if roots else ca_pem
-    if not bundle.exists() or bundle.read_bytes() != content:
-        tmp = directory / "bundle.pem.tmp"
-        tmp.write_bytes(content)
-        tmp.replace(bundle)
-    return bundle
-
-
-def env_lines(http: tuple[str, int], socks: tuple[str, int] | None, ca_path: Path, bundle: Path,
-              settings: Settings | None = None, reveal: bool = True) -> list[tuple[str, str]]:
-    """The client environment; listener passwords are shown only when ``reveal`` (never in a banner)."""
-
-    def show(host: str) -> str:
-        return f"[{host}]" if ":" in host else host
-
-    http_credentials, socks_credentials = listener_auth(settings.network) if settings is not None else (None, None)
-
-    def userinfo(credentials: tuple[str, str] | None) -> str:
-        if credentials is None:
-            return ""
-        password = quote(credentials[1], safe="") if reveal else "***"
-        return f"{quote(credentials[0], safe='')}:{password}@"
-
-    proxy = f"http://{userinfo(http_credentials)}{show(http[0])}:{http[1]}"
-    lines = [("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("http_proxy", proxy), ("https_proxy", proxy)]
-    if socks is not None:
-        lines.append(("ALL_PROXY", f"socks5h://{userinfo(socks_credentials)}{show(socks[0])}:{socks[1]}"))
-    lines.append(("NO_PROXY", "localhost,127.0.0.1,::1"))
-    lines += [(name, str(bundle)) for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-                                              "CODEX_CA_CERTIFICATE", "GIT_SSL_CAINFO", "PIP_CERT",
-                                              "NPM_CONFIG_CAFILE", "CARGO_HTTP_CAINFO")]
-    lines.append(("NODE_EXTRA_CA_CERTS", str(ca_path)))
-    return lines
-
-
-def _listeners(args: argparse.Namespace, settings: Settings) -> tuple[tuple[str, int], tuple[str, int] | None]:
-    net = settings.network
-    http = parse_address(getattr(args, "listen", None) or net.proxy_url, 3128)
-    socks = parse_address(getattr(args, "socks_listen", None) or net.socks_url, 8081) if net.enable_socks5 else None
-    return http, socks
-
-
 def serve(args: argparse.Namespace) -> int:
     from policyproxy.proxy.options import ProxyOptions
     from policyproxy.proxy.server import ProxyServer, tune_process
@@ -144,6 +92,8 @@ def serve(args: argparse.Namespace) -> int:
                            proxy_credentials=listener_auth(settings.network)[0])
 
     sink = telemetry_sink(settings, args.audit_log)
+    install_console()   # (files, 9.19) console log lines escaped: hosts and paths never drive the terminal
+    make_undumpable()   # (files, 9.7) same-uid processes cannot read our environ (secrets) or ptrace us
 
     tune_process()
 
@@ -155,6 +105,17 @@ def serve(args: argparse.Namespace) -> int:
 
             sink.metrics = Metrics(settings.otel, settings.profile, app.open_connections)
         await app.start()
+        # --- admin listener (files): /healthz, /readyz, /api/status; AdminState follows reloads ---
+        from policyproxy.admin import AdminState, start_admin
+
+        admin_state = AdminState(__version__, lambda: app.settings, ca.cert_path.parent, ca.fingerprint)
+        admin_state.bound(app.addresses)
+        try:
+            admin = await start_admin(settings.admin, getattr(args, "admin_listen", None), admin_state)
+        except BaseException:
+            await app.stop()
+            raise
+        # --- end admin listener ---
         # Signals first: a supervisor may stop the proxy as soon as it has announced itself.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -171,12 +132,14 @@ def serve(args: argparse.Namespace) -> int:
         print(f"CA certificate: {ca.cert_path}")
         print(f"audit log: {sink.audit.path if sink.audit else 'off'}; OpenTelemetry: "
               f"{'on' if sink.otel else 'off'}")
+        print(f"admin: {admin.url if admin else 'off'}")
         bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-        for name, value in env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False):
-            print(f"export {name}={value}")
+        sys.stdout.write(render(env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False), "sh"))
         sys.stdout.flush()
         await stop.wait()
         print("policyproxy: stopping, draining in-flight requests", file=sys.stderr, flush=True)
+        if admin is not None:
+            await admin.stop()
         await app.stop()
         sink.close(timeout=3.0)
 
@@ -273,57 +236,4 @@ def ca_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def env_command(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, args.requirements, args.profile)
-    http, socks = _listeners(args, settings)
-    ca = load_or_create(ca_dir(args))
-    bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-    for name, value in env_lines(http, socks, ca.cert_path, bundle, settings):
-        print(f"export {name}={value}")
-    return 0
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Start the proxy unless one already listens, run CMD with its environment, stop what we started."""
-    if not args.cmd:
-        raise ServeError("run needs a command: policyproxy run -- CMD [ARGS...]")
-    command = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
-    settings = load_settings(args.config, args.requirements, args.profile)
-    http, socks = _listeners(args, settings)
-    ca = load_or_create(ca_dir(args))
-    child = None
-    if not _listening(http):
-        serve_args = [sys.executable, "-m", "policyproxy", "serve", "--listen", f"{http[0]}:{http[1]}"]
-        for flag in ("config", "requirements", "profile"):
-            if getattr(args, flag):
-                serve_args += [f"--{flag}", str(getattr(args, flag))]
-        if socks is not None:
-            serve_args += ["--socks-listen", f"{socks[0]}:{socks[1]}"]
-        serve_args += ["--ca-dir", str(ca.cert_path.parent)]
-        child = subprocess.Popen(serve_args, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while not _listening(http):
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise ServeError("the proxy did not start; run `policyproxy serve` to see why")
-            time.sleep(0.05)
-    bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
-    env = {**os.environ, **dict(env_lines(http, socks, ca.cert_path, bundle, settings))}
-    try:
-        return subprocess.call(command, env=env)
-    except FileNotFoundError:
-        raise ServeError(f"command not found: {command[0]}") from None
-    finally:
-        if child is not None:
-            child.terminate()
-            child.wait(timeout=15)
-
-
-def _listening(address: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(address, timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-__all__ = ["CAError", "ServeError", "ca_command", "env_command", "run_command", "serve"]
+__all__ = ["CAError", "ServeError", "ca_command", "serve"]

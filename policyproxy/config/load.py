@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from policyproxy.config.admin import parse_admin
 from policyproxy.config.network import CODEX_ONLY_KEYS, parse_network
 from policyproxy.config.otel import parse_otel
 from policyproxy.config.reader import Reader
@@ -27,7 +28,7 @@ from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
 from policyproxy.grammar.hosts import url_host
 from policyproxy.reasons import Mode
 
-OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway", "audit"})
+OWNED_KEYS = frozenset({"default_permissions", "permissions", "otel", "gateway", "audit", "admin"})
 PROFILE_KEYS = frozenset({"network", "extends"})
 # Below these tables an entry is replaced whole by a child profile, never merged key by key.
 _REPLACED_WHOLE: frozenset[KeyPath] = frozenset({("mitm", "hooks"), ("mitm", "actions"), ("redaction", "patterns")})
@@ -120,6 +121,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
     otel = parse_otel(top, data["otel"]) if "otel" in data else OtelSpec()
     routes = _parse_gateway(top, data.get("gateway", {}))
     audit = _parse_audit(top, data.get("audit", {}))
+    admin = parse_admin(top, data.get("admin", {}))
     errors = top.errors + r.errors
     warnings: list[str] = []
     if not network.enabled:
@@ -158,6 +160,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
         otel=otel,
         gateway_routes=routes,
         audit=audit,
+        admin=admin,
         config_file=src.path,
         requirements_file=req_file,
         ignored_keys=tuple(ignored),

@@ -6,13 +6,17 @@ Every rule of DESIGN.md section 3 that concerns one table is checked here; cross
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from typing import Any
 
+import phonenumbers
+
 from policyproxy.config.reader import Reader
 from policyproxy.config.schema import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PHONE_REGIONS,
     DEFAULT_PROXY_URL,
     DEFAULT_REDACTION_ENDPOINTS,
     DEFAULT_SOCKS_URL,
@@ -23,6 +27,7 @@ from policyproxy.config.schema import (
     InjectHeader,
     NetworkSpec,
     RedactionSpec,
+    ResponseScanning,
     SecretRef,
 )
 from policyproxy.config.source import KeyPath
@@ -30,8 +35,9 @@ from policyproxy.grammar.headers import HOP_BY_HOP, is_upstream_name
 from policyproxy.grammar.hosts import HostSyntaxError, config_host, without_scheme
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import PATTERN_PREFIX, DomainKind, DomainPattern, PatternError, compile_matcher
-from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
-from policyproxy.redaction.names import DETECTOR_NAMES
+from policyproxy.reasons import DetectorName, Mode, RedactionAction, Source, Verdict
+
+DETECTOR_NAMES = tuple(d.value for d in DetectorName)   # for messages; the vocabulary is the enum
 
 NETWORK_KEYS = frozenset({
     "enabled", "proxy_url", "enable_socks5", "socks_url", "enable_socks5_udp", "mode",
@@ -48,7 +54,8 @@ ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
 INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
-                            "mapping_ttl_seconds", "mapping_store"})
+                            "mapping_ttl_seconds", "mapping_store", "responses", "explain_placeholders",
+                            "phone_regions", "ner_model"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -270,7 +277,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         problem = endpoint_problem(endpoint)
         if problem:
             r.error((*path, "endpoints", i), problem)
-    detectors: list[tuple[str, RedactionAction]] = []
+    detectors: list[tuple[DetectorName, RedactionAction]] = []
     for name, action in r.table(table.get("detectors", {}), (*path, "detectors")).items():
         where = (*path, "detectors", name)
         if name not in DETECTOR_NAMES:
@@ -278,7 +285,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         elif not isinstance(action, str) or action not in _ACTION_CHOICES:
             r.error(where, f'must be "off", "mask", "redact" or "block", got {action!r}')
         else:
-            detectors.append((name, RedactionAction(action)))
+            detectors.append((DetectorName(name), RedactionAction(action)))
     patterns: list[CustomPattern] = []
     for name, body in r.table(table.get("patterns", {}), (*path, "patterns")).items():
         where = (*path, "patterns", name)
@@ -316,6 +323,13 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     ttl = r.get(table, "mapping_ttl_seconds", path, int, 24 * 3600)
     if ttl <= 0:
         r.error((*path, "mapping_ttl_seconds"), "must be a positive number of seconds")
+    phone_regions = r.string_list(table, "phone_regions", path) if "phone_regions" in table else DEFAULT_PHONE_REGIONS
+    for i, region in enumerate(phone_regions):
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            r.error((*path, "phone_regions", i), f'is not a region libphonenumber knows (like "GB"), got {region!r}')
+    ner_model = r.get(table, "ner_model", path, str, None)
+    if ner_model is not None and importlib.util.find_spec("spacy") is None:
+        r.error((*path, "ner_model"), "needs spaCy: install the [ner] extra (pip install 'policyproxy[ner]')")
     return RedactionSpec(
         enabled=r.get(table, "enabled", path, bool, True),
         endpoints=tuple(endpoints),
@@ -328,6 +342,11 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         allow_sha256=allow_sha256,
         mapping_ttl_seconds=ttl,
         mapping_store=store,
+        responses=r.choice(table, "responses", path, ResponseScanning, tuple(m.value for m in ResponseScanning),
+                           ResponseScanning.AUDIT),
+        explain_placeholders=r.get(table, "explain_placeholders", path, bool, False),
+        phone_regions=tuple(phone_regions),
+        ner_model=ner_model,
     )
 
 

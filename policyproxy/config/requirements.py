@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policyproxy.config.network import endpoint_problem, parse_actions, parse_hooks
+from policyproxy.config.network import DETECTOR_NAMES, endpoint_problem, parse_actions, parse_hooks
 from policyproxy.config.otel import parse_otel
 from policyproxy.config.reader import Reader
 from policyproxy.config.schema import DomainRule, NetworkSpec, OtelSpec, RedactionSpec
 from policyproxy.config.source import KeyPath, TomlSource
 from policyproxy.errors import RequirementViolation
 from policyproxy.grammar.patterns import DomainKind, DomainPattern, PatternError
-from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
-from policyproxy.redaction.names import DETECTOR_NAMES
+from policyproxy.reasons import DetectorName, Mode, RedactionAction, Source, Verdict
 
 DEFAULT_REQUIREMENTS_PATH = Path("/etc/policyproxy/requirements.toml")
 TOP_KEYS = frozenset({"network", "redaction", "otel"})
@@ -43,7 +42,7 @@ class Requirements:
     managed_allowed_domains_only: bool = False
     network: NetworkSpec = field(default_factory=NetworkSpec)   # managed hooks and actions only
     redaction_required: bool = False
-    detector_floors: tuple[tuple[str, RedactionAction], ...] = ()
+    detector_floors: tuple[tuple[DetectorName, RedactionAction], ...] = ()
     default_action_floor: RedactionAction | None = None
     redaction_endpoints: tuple[str, ...] = ()
     otel: OtelSpec | None = None
@@ -72,7 +71,7 @@ def parse_requirements(src: TomlSource) -> tuple[Requirements, Reader]:
         elif value not in ("mask", "redact", "block"):
             r.error(("redaction", "detectors", name), f'must be "mask", "redact" or "block", got {value!r}')
         else:
-            floors.append((name, RedactionAction(value)))
+            floors.append((DetectorName(name), RedactionAction(value)))
     endpoints = r.string_list(red, "endpoints", ("redaction",))
     for i, endpoint in enumerate(endpoints):
         problem = endpoint_problem(endpoint)

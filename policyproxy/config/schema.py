@@ -8,16 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
-from policyproxy.reasons import Mode, RedactionAction, Source, Verdict
+from policyproxy.reasons import DetectorName, Mode, RedactionAction, Source, Verdict
 
 DEFAULT_PROXY_URL = "http://127.0.0.1:3128"
 DEFAULT_SOCKS_URL = "socks5://127.0.0.1:8081"
+# Every path that carries prompt text on the two providers (prefixes: /v1/complete also covers
+# /v1/completions; /v1/messages covers count_tokens and batches). /v1/realtime is a WebSocket: listed so
+# the upgrade is refused (426) instead of relayed uninspected.
 DEFAULT_REDACTION_ENDPOINTS = (
     "api.anthropic.com/v1/messages",
+    "api.anthropic.com/v1/complete",
     "api.openai.com/v1/chat/completions",
     "api.openai.com/v1/responses",
+    "api.openai.com/v1/completions",
+    "api.openai.com/v1/embeddings",
+    "api.openai.com/v1/realtime",
+    "api.openai.com/v1/assistants",
+    "api.openai.com/v1/threads",
 )
 DEFAULT_GATEWAY_ROUTES = (
     ("anthropic", "https://api.anthropic.com"),
@@ -79,12 +89,22 @@ class CustomPattern:
     action: RedactionAction
 
 
+class ResponseScanning(Enum):
+    """What happens to secrets and PII a model emits that the client never sent."""
+
+    OFF = "off"      # not looked for
+    AUDIT = "audit"  # counted by detector in the decision event (never the values)
+    MASK = "mask"    # counted, and replaced by [REDACTED:<detector>] before the client sees them
+# Regions whose national phone formats are recognised (ISO 3166 alpha-2); "+CC" numbers are always.
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "MX")
+
+
 @dataclass(frozen=True)
 class RedactionSpec:
     enabled: bool = True
     endpoints: tuple[str, ...] = DEFAULT_REDACTION_ENDPOINTS
     default_action: RedactionAction = RedactionAction.MASK
-    detectors: tuple[tuple[str, RedactionAction], ...] = ()
+    detectors: tuple[tuple[DetectorName, RedactionAction], ...] = ()   # str-valued: "email" works too
     patterns: tuple[CustomPattern, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_values: tuple[str, ...] = ()       # exact values never redacted
@@ -92,6 +112,10 @@ class RedactionSpec:
     allow_sha256: tuple[str, ...] = ()       # hex SHA-256 of values left alone (no plaintext in config)
     mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
     mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
+    responses: ResponseScanning = ResponseScanning.AUDIT
+    explain_placeholders: bool = False       # add a system note: placeholders are opaque, echo them verbatim
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS   # libphonenumber regions for national forms; () = off
+    ner_model: str | None = None             # a spaCy pipeline (package name or path) for names; [ner] extra
 
 
 @dataclass(frozen=True)
@@ -136,6 +160,12 @@ class AuditSpec:
 
 
 @dataclass(frozen=True)
+class AdminSpec:
+    listen: str = "127.0.0.1:9090"       # "off" disables the admin listener
+    token: SecretRef | None = None       # bearer token source (required off loopback); never the value
+
+
+@dataclass(frozen=True)
 class Settings:
     """One effective profile with everything around it, ready to compile."""
 
@@ -144,6 +174,7 @@ class Settings:
     otel: OtelSpec = OtelSpec()
     gateway_routes: tuple[tuple[str, str], ...] = DEFAULT_GATEWAY_ROUTES
     audit: AuditSpec = AuditSpec()
+    admin: AdminSpec = AdminSpec()
     config_file: Path | None = None
     requirements_file: Path | None = None
     ignored_keys: tuple[str, ...] = ()

@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
 
 from policyproxy.config.schema import Settings
+from policyproxy.offload import ParallelFinder
 from policyproxy.policy.model import Decision
 from policyproxy.reasons import Reason, Source, Verdict
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.inspect import Inspection, InspectionFailed, conclude, failed, inspect, parse_body
-from policyproxy.redaction.parallel import ParallelFinder
-from policyproxy.redaction.placeholders import MappingStore, Vault, Vaults
+from policyproxy.redaction.placeholders import Vault, Vaults
+from policyproxy.stores.sqlite import SqliteMappingStore
 
 # Bodies larger than this are redacted on a worker thread, so one big request cannot stall the loop.
 OFFLOAD_BYTES = 64 * 1024
@@ -46,8 +48,8 @@ class Inspector:
     def __init__(self, settings: Settings) -> None:
         spec = settings.network.redaction
         ttl = spec.mapping_ttl_seconds if spec else 24 * 3600
-        store = MappingStore(Path(spec.mapping_store)) if spec is not None and spec.mapping_store else None
-        self.vaults = Vaults(ttl=ttl, store=store)
+        store = SqliteMappingStore(Path(spec.mapping_store)) if spec is not None and spec.mapping_store else None
+        self.vaults = Vaults(ttl=ttl, store=store, clock=time.time)
         self.scanner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="policyproxy-scan")
         self.finder: ParallelFinder | None = None
         self._scopes: dict[str, _ScopeLock] = {}

@@ -17,6 +17,7 @@ class Outcome:
     connection_id: str | None = None
     status: int | None = None             # what the client got (None: closed without an answer)
     redactions: dict[str, int] = field(default_factory=dict)
+    emitted: dict[str, int] = field(default_factory=dict)   # found in the model's answer (redaction.responses)
     added_ms: float | None = None          # what the proxy added to the upstream's time
 
 

@@ -27,12 +27,13 @@ from policyproxy.proxy.headers import host_header, request_headers, response_hea
 from policyproxy.proxy.http_server import web_response
 from policyproxy.proxy.inspector import Inspector
 from policyproxy.proxy.outcome import Outcome
-from policyproxy.proxy.restoring import restorer
+from policyproxy.proxy.restoring import response_scan, restorer
 from policyproxy.proxy.target import DEFAULT_PORTS, Routed
 from policyproxy.proxy.upstream import upstream_proxy
 from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols, relay
 from policyproxy.reasons import Mode, Reason, Source, Verdict
 from policyproxy.redaction.placeholders import Vault
+from policyproxy.redaction.restore import ResponseScan
 
 
 def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
@@ -93,7 +94,12 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         proxy = upstream_proxy(snap.settings.network.allow_upstream_proxy, routed.scheme, routed.host)
         if upgrade:
             return await _websocket(ctx, request, headers, url, proxy, outcome)
-        return await _send(ctx, request, url, headers, proxy, body, vault, outcome, started)
+        scan = response_scan(snap.settings, snap.redactor, vault)
+        try:
+            return await _send(ctx, request, url, headers, proxy, body, vault, scan, outcome, started)
+        finally:
+            if scan is not None:
+                outcome.emitted = scan.counts
     finally:
         ctx.reporter.report(decision, outcome)
 
@@ -121,8 +127,8 @@ async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple
 
 
 async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[tuple[str, str]],
-                proxy: str | None, body: bytes | None, vault: Vault | None, outcome: Outcome,
-                started: float) -> web.StreamResponse:
+                proxy: str | None, body: bytes | None, vault: Vault | None, scan: ResponseScan | None,
+                outcome: Outcome, started: float) -> web.StreamResponse:
     data: Any = request.content if request.body_exists else None
     if vault is not None:
         # The body was read and maybe rewritten; the answer must come uncompressed to be restored.
@@ -138,7 +144,7 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
     answered = time.perf_counter()
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-        restore = None if vault is None or no_body else restorer(upstream, vault)
+        restore = None if vault is None or no_body else restorer(upstream, vault, scan)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):
@@ -170,7 +176,12 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
                     if tail:
                         await response.write(tail)
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError):
-                # The upstream broke mid-body: end the client's connection so it sees a truncation.
+                # The upstream broke mid-body: release what the restorer held back (restored), then end
+                # the client's connection so it sees a truncation.
+                if restore is not None and request.transport is not None and not request.transport.is_closing():
+                    tail = restore.close()
+                    if tail:
+                        await response.write(tail)
                 if request.transport is not None:
                     request.transport.close()
                 return response

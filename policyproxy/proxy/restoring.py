@@ -3,23 +3,24 @@ or a server-sent event stream restored as it flows."""
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any
 
 import aiohttp
 
-from policyproxy.redaction import jsontext
+from policyproxy.config.schema import ResponseScanning, Settings
+from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
-from policyproxy.redaction.restore import StreamRestorer, restore_json, restore_text
+from policyproxy.redaction.restore import ResponseScan, StreamRestorer, restore_body
 
 
 class Restore:
-    def __init__(self, vault: Vault, sse: bool, inflater: Any) -> None:
+    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None) -> None:
         self.vault = vault
         self.whole = not sse
         self.inflater = inflater
-        self.stream = StreamRestorer(vault) if sse else None
+        self.scan = scan
+        self.stream = StreamRestorer(vault, scan) if sse else None
 
     def _decode(self, data: bytes) -> bytes:
         return self.inflater.decompress(data) if self.inflater is not None else data
@@ -37,14 +38,18 @@ class Restore:
         data = self._decode(await upstream.read())
         if self.inflater is not None:
             data += self.inflater.flush()
-        try:
-            document = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return restore_text(data.decode("utf-8", "replace"), self.vault).encode("utf-8")
-        return jsontext.dumps(restore_json(document, self.vault))
+        return restore_body(data, self.vault, self.scan)
 
 
-def restorer(upstream: aiohttp.ClientResponse, vault: Vault) -> Restore | None:
+def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | None) -> ResponseScan | None:
+    """What the model emits is scanned on redaction endpoints unless ``redaction.responses = "off"``."""
+    spec = settings.network.redaction
+    if vault is None or redactor is None or spec is None or spec.responses is ResponseScanning.OFF:
+        return None
+    return ResponseScan(redactor.find, mask=spec.responses is ResponseScanning.MASK)
+
+
+def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None) -> Restore | None:
     """How to restore this answer, or None when it is passed through (placeholders stay)."""
     encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
@@ -55,7 +60,7 @@ def restorer(upstream: aiohttp.ClientResponse, vault: Vault) -> Restore | None:
         return None   # an encoding we cannot decode
     content_type = upstream.headers.get("Content-Type", "").lower()
     if "text/event-stream" in content_type:
-        return Restore(vault, True, inflater)
+        return Restore(vault, True, inflater, scan)
     if "json" in content_type or content_type.startswith("text/"):
-        return Restore(vault, False, inflater)
+        return Restore(vault, False, inflater, scan)
     return None

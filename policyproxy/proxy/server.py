@@ -70,6 +70,11 @@ class ProxyServer:
     def policy(self) -> Policy:
         return self.context.live.snapshot.policy
 
+    @property
+    def settings(self) -> Settings:
+        """The settings in force (after the last applied reload)."""
+        return self.context.live.snapshot.settings
+
     async def start(self) -> None:
         ctx = self.context
         await self.upstream.start()
@@ -128,10 +133,6 @@ class ProxyServer:
         while True:
             await asyncio.sleep(interval)
             self.close_idle_tunnels(loop.time())
-
-    @property
-    def settings(self) -> Settings:
-        return self.context.live.snapshot.settings
 
     def set_credentials(self, proxy: tuple[str, str] | None, socks: tuple[str, str] | None) -> None:
         """Listener credentials for the next connections (a reload applies them live)."""

@@ -6,19 +6,21 @@ re-sends the whole conversation every turn, so a turn costs what is new, not the
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import json
+import math
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from policyproxy.config.schema import RedactionSpec
 from policyproxy.reasons import RedactionAction
-from policyproxy.redaction.detectors import DETECTORS, Detector, PrefixIndex, Span, Windows
-from policyproxy.redaction.placeholders import PLACEHOLDER, Vault
+from policyproxy.redaction.detectors import Span
+from policyproxy.redaction.placeholders import Vault
+from policyproxy.redaction.rules import RedactionRules
+
+IDENTIFIER = "identifier"   # cache keys of identifier-mode results are (IDENTIFIER, text)
+IDENTIFIER_PII = frozenset({"email", "credit_card", "us_ssn", "iban"})   # checksummed or unmistakable shapes
 
 
 @dataclass
@@ -35,84 +37,55 @@ class BodyResult:
     counts: dict[str, int] = field(default_factory=dict)
     blocked: set[str] = field(default_factory=set)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.counts)
-
 
 class Redactor:
-    def __init__(self, spec: RedactionSpec, cache_size: int = 4096) -> None:
-        overrides = dict(spec.detectors)
-        self.actions: dict[str, RedactionAction] = {}
-        detectors: list[Detector] = []
-        for detector in DETECTORS:
-            action = overrides.get(detector.name, spec.default_action)
-            if action is not RedactionAction.OFF:
-                detectors.append(detector)
-                self.actions[detector.name] = action
-        for pattern in spec.patterns:
-            if pattern.action is not RedactionAction.OFF:
-                detectors.append(Detector(pattern.name, re.compile(pattern.regex)))
-                self.actions[pattern.name] = pattern.action
-        self.detectors = tuple(detectors)
-        self.prefix_index = PrefixIndex(p for d in self.detectors for p in d.prefixes)
-        self.allow_values = frozenset(spec.allow_values)
-        self.allow_hashes = frozenset(h.lower() for h in spec.allow_sha256)
-        self.allow_regexes = tuple(re.compile(r) for r in spec.allow_patterns)
-        self.cache_size = cache_size
+    def __init__(self, spec: RedactionSpec) -> None:
+        self.rules = RedactionRules.compile(spec)
+        self.actions: dict[str, RedactionAction] = dict(self.rules.actions)
+        # In identifiers (model, ids, role...) only what cannot be part of a name is looked for: secrets
+        # and values with an unambiguous shape; phone-, address- or date-shaped parts are left alone.
+        self.identifier_detectors = frozenset(d.name for d in self.rules.detectors if d.secret) | IDENTIFIER_PII
+        self.explain_placeholders = spec.explain_placeholders
+        self.rules_id = object()   # names these compiled rules: a vault's text cache is valid for one
 
     # ---- text ----------------------------------------------------------------------------------
     def find(self, text: str) -> list[Span]:
-        candidates: list[tuple[int, int, int, int, str]] = []
-        windows = Windows(text, self.prefix_index)
-        for rank, detector in enumerate(self.detectors):
-            for start, end in set(detector.scan(text, windows)):
-                if start < 0 or end <= start:
-                    continue
-                value = text[start:end]
-                if detector.validate is not None and not detector.validate(value, text, start):
-                    continue
-                if self._allowed(value):
-                    continue
-                candidates.append((0 if detector.secret else 1, start - end, rank, start, detector.name))
-        # Secrets first, then longer spans, then the more specific detector (declaration order);
-        # a candidate overlapping one already taken is dropped.
-        candidates.sort()
-        taken: list[tuple[int, int, str]] = []
-        starts: list[int] = []
-        for _, negative_length, _, start, name in candidates:
-            end = start - negative_length
-            i = bisect.bisect_left(starts, start)
-            if (i > 0 and taken[i - 1][1] > start) or (i < len(taken) and taken[i][0] < end):
-                continue
-            taken.insert(i, (start, end, name))
-            starts.insert(i, start)
-        return [Span(start, end, name) for start, end, name in taken]
+        return self.rules.find(text)
 
     def _allowed(self, value: str) -> bool:
-        if value in self.allow_values or PLACEHOLDER.fullmatch(value):
-            return True
-        if self.allow_hashes and hashlib.sha256(value.encode()).hexdigest() in self.allow_hashes:
-            return True
-        return any(r.fullmatch(value) for r in self.allow_regexes)
+        return self.rules.allowed(value)
 
-    def redact_text(self, text: str, vault: Vault, spans: Mapping[str, list[Span]] | None = None) -> TextResult:
-        """``text`` rewritten; ``spans`` may carry what ``find`` already returned for it elsewhere."""
-        cache: OrderedDict[str, TextResult] = vault.cache
-        hit = cache.get(text)
+    def redact_text(self, text: str, vault: Vault, spans: Mapping[str, list[Span]] | None = None,
+                    identifier: bool = False) -> TextResult:
+        """``text`` rewritten; ``spans`` may carry what ``find`` already returned for it elsewhere.
+
+        ``identifier``: the text is a name the provider reads (model, id, role): only secrets and
+        unmistakable PII in it count.
+        The cache belongs to these rules: after a reload the first use empties it, so text a client
+        already sent is judged again by the new rules (never left weaker than the config says).
+        """
+        vault.cache.claim(self.rules_id)
+        return self._cached(text, vault, spans, identifier)
+
+    def _cached(self, text: str, vault: Vault, spans: Mapping[str, list[Span]] | None,
+                identifier: bool) -> TextResult:
+        cache = vault.cache
+        key = (IDENTIFIER, text) if identifier else text
+        hit: TextResult | None = cache.get(key)
         if hit is not None:
-            cache.move_to_end(text)
             for token, value in hit.tokens:
                 vault.touch(token, value)
             return hit
-        result = self._redact_uncached(text, vault, spans.get(text) if spans is not None else None)
-        cache[text] = result
-        if len(cache) > self.cache_size:
-            cache.popitem(last=False)
+        found = spans.get(text) if spans is not None else None
+        if found is None:
+            found = self.find(text)
+        if identifier:
+            found = [span for span in found if span.detector in self.identifier_detectors]
+        result = self._rewrite(text, vault, found)
+        cache.put(key, result, len(text))
         return result
 
-    def _redact_uncached(self, text: str, vault: Vault, found: list[Span] | None = None) -> TextResult:
-        spans = self.find(text) if found is None else found
+    def _rewrite(self, text: str, vault: Vault, spans: list[Span]) -> TextResult:
         if not spans:
             return TextResult(text, {}, frozenset())
         out: list[str] = []
@@ -140,17 +113,31 @@ class Redactor:
 
     # ---- bodies ----------------------------------------------------------------------------------
     def unseen(self, body: Any, vault: Vault) -> list[str]:
-        """The strings of ``body`` this scope has not scanned yet (what a turn really costs)."""
-        return list(dict.fromkeys(s for s in strings(body) if s not in vault.cache))
+        """The strings of ``body`` this scope has not scanned yet (what a turn really costs).
+
+        A body that cannot be walked gives none: ``redact_body`` then says why."""
+        vault.cache.claim(self.rules_id)
+        try:
+            found = strings(body)
+        except BodyError:
+            return []
+        cache = vault.cache
+        return list(dict.fromkeys(text for text, identifier in found
+                                  if ((IDENTIFIER, text) if identifier else text) not in cache))
 
     def redact_body(self, body: Any, vault: Vault, spans: Mapping[str, list[Span]] | None = None) -> BodyResult:
+        """``body`` with every string rewritten; ``BodyError`` if it must not be forwarded at all."""
         result = BodyResult(body)
+        vault.cache.claim(self.rules_id)
+        cached = self._cached
 
-        def rewrite(text: str) -> str:
-            done = self.redact_text(text, vault, spans)
-            for name, count in done.counts.items():
-                result.counts[name] = result.counts.get(name, 0) + count
-            result.blocked |= done.blocked
+        def rewrite(text: str, identifier: bool) -> str:
+            done = cached(text, vault, spans, identifier)
+            if done.counts:
+                for name, count in done.counts.items():
+                    result.counts[name] = result.counts.get(name, 0) + count
+                if done.blocked:
+                    result.blocked |= done.blocked
             return done.text
 
         result.body = walk(body, rewrite)
@@ -159,57 +146,155 @@ class Redactor:
 
 # ---- walking provider JSON -----------------------------------------------------------------------
 
-# Keys whose values are identifiers, settings or tool schemas, never user content.
-SKIP_KEYS = frozenset({
-    "model", "type", "role", "id", "call_id", "tool_use_id", "tool_call_id", "item_id", "cache_control",
-    "tools", "tool_choice", "response_format", "text_format", "stream", "stream_options", "max_tokens",
-    "max_output_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop_sequences",
-    "reasoning_effort", "parallel_tool_calls", "store", "service_tier", "previous_response_id", "include",
-    "signature", "encrypted_content", "media_type", "status", "object", "index", "logprobs",
+class BodyError(ValueError):
+    """A body the proxy must not forward as read (duplicate keys, nesting too deep, a lone surrogate):
+    what the provider would read and what was scanned could differ. The message names the problem."""
+
+
+MAX_DEPTH = 128   # provider bodies nest a dozen levels; a thousand is an attack on the parser
+# Identifiers the provider reads as names, not text: only secrets and unmistakable PII (email, card,
+# SSN, IBAN) are looked for in them, so a phone- or date-shaped model name or id is never altered.
+IDENTIFIER_KEYS = frozenset({
+    "model", "role", "type", "object", "status", "id", "call_id", "tool_use_id", "tool_call_id", "item_id",
+    "previous_response_id", "media_type", "format", "detail",
 })
-# Blocks that are signed, encrypted or binary: altering them breaks them, so they are never touched.
-OPAQUE_TYPES = frozenset({"thinking", "redacted_thinking", "reasoning", "image", "input_image", "input_audio",
-                          "image_url", "base64", "file", "input_file"})
+# Values that are signed or encrypted (altering them breaks them): skipped only in their exact shape.
+OPAQUE_KEYS = frozenset({"signature", "encrypted_content"})
+_OPAQUE_VALUE = re.compile(r"[A-Za-z0-9+/=_\-]{100,}")
 # Strings that hold JSON text (function-call arguments): rewritten as JSON, values escaped as JSON.
 JSON_TEXT_KEYS = frozenset({"arguments", "partial_json"})
+# Binary media as base64: skipped only when the payload is valid base64 that starts like the file
+# format it claims (PNG, JPEG, GIF, RIFF/WebP/WAV, PDF, MP3 with ID3, Ogg, FLAC) and is not tiny.
+_DATA_URL = re.compile(r"data:(?:image|audio|video)/[A-Za-z0-9.+-]{1,40};base64,|data:application/pdf;base64,",
+                       re.IGNORECASE)
+_MAGIC = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR", "JVBERi0", "SUQz", "T2dnUw", "ZkxhQw")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+MIN_BINARY = 128
+NUMBER_DIGITS = 7   # integers this long are scanned as their digits (a card or SSN sent as a number)
+_NUMBER_MIN = 10 ** (NUMBER_DIGITS - 1)
+_PLAIN_KEY = re.compile(r"[a-z_]{1,24}")   # keys shown in errors: lowercase words, never a token
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+Rewrite = Callable[[str, bool], str]   # (text, identifier) -> text; identifier: look for secrets only
 
 
-def walk(node: Any, rewrite: Callable[[str], str], *, json_escape: bool = False) -> Any:
-    """Apply ``rewrite`` to every user-content string of a provider request or response."""
+def is_binary_base64(text: str) -> bool:
+    """A real image, audio or PDF payload in base64 (bare or as a data URL): nothing in it is text."""
+    if text.startswith(("data:", "DATA:", "Data:")):
+        head = _DATA_URL.match(text)
+        if head is None:
+            return False
+        text = text[head.end():]
+    return (len(text) >= MIN_BINARY and len(text) % 4 == 0 and text.startswith(_MAGIC)
+            and _BASE64.fullmatch(text) is not None)
+
+
+def walk(node: Any, rewrite: Rewrite, depth: int = 0) -> Any:
+    """Apply ``rewrite`` to every string the provider reads (object keys and large integers included),
+    except binary media payloads and signed/encrypted values in their exact shape."""
     if isinstance(node, str):
-        if node.startswith("data:") and ";base64," in node[:100]:
-            return node
-        return rewrite(node)
+        return node if is_binary_base64(node) else rewrite(node, False)
+    if depth >= MAX_DEPTH:
+        raise BodyError(f"the JSON is nested deeper than {MAX_DEPTH} levels")
     if isinstance(node, list):
-        return [walk(item, rewrite) for item in node]
+        return [walk(item, rewrite, depth + 1) for item in node]
     if isinstance(node, dict):
-        if node.get("type") in OPAQUE_TYPES:
-            return node
         out = {}
+        opaque_data = node.get("type") == "redacted_thinking"
         for key, value in node.items():
-            if key in SKIP_KEYS:
-                out[key] = value
-            elif key in JSON_TEXT_KEYS and isinstance(value, str):
-                out[key] = _walk_json_text(value, rewrite)
+            new_key = rewrite(key, False)
+            if isinstance(value, str):
+                if key in IDENTIFIER_KEYS:
+                    value = rewrite(value, True)
+                elif (key in OPAQUE_KEYS or (opaque_data and key == "data")) and _OPAQUE_VALUE.fullmatch(value):
+                    pass
+                elif key in JSON_TEXT_KEYS:
+                    value = _walk_json_text(value, rewrite, depth)
+                else:
+                    value = walk(value, rewrite, depth + 1)
             else:
-                out[key] = walk(value, rewrite)
+                value = walk(value, rewrite, depth + 1)
+            out[new_key] = value
         return out
-    return node
+    kind = type(node)
+    if kind is int and (node >= _NUMBER_MIN or node <= -_NUMBER_MIN):
+        digits = str(abs(node))   # the sign is not part of a card or an account number
+    elif kind is float and _NUMBER_MIN <= abs(node) < 2 ** 53 and node.is_integer():   # 4539148803436467.0
+        digits = str(int(abs(node)))
+    else:
+        return node
+    done = rewrite(digits, False)
+    return node if done == digits else done   # masked: the number becomes its placeholder string
 
 
-def _walk_json_text(text: str, rewrite: Callable[[str], str]) -> str:
+def _walk_json_text(text: str, rewrite: Rewrite, depth: int) -> str:
     try:
-        inner = json.loads(text)
+        inner = loads(text)
+    except BodyError as exc:
+        raise BodyError(f"function-call arguments: {exc}") from None
     except ValueError:
-        return rewrite(text)
-    changed = walk(inner, rewrite)
+        return rewrite(text, False)
+    changed = walk(inner, rewrite, depth + 1)
     if changed == inner:
         return text
     return json.dumps(changed, ensure_ascii=False, separators=(",", ":"))
 
 
-def strings(node: Any) -> Iterable[str]:
-    """Every string ``walk`` would rewrite (for measuring and tests)."""
-    found: list[str] = []
-    walk(node, lambda s: found.append(s) or s)
+def strings(node: Any) -> list[tuple[str, bool]]:
+    """Every (string, identifier) ``walk`` would rewrite, in order (for offloading, measuring, tests)."""
+    found: list[tuple[str, bool]] = []
+
+    def note(text: str, identifier: bool) -> str:
+        found.append((text, identifier))
+        return text
+
+    walk(node, note)
     return found
+
+
+# ---- reading JSON strictly ---------------------------------------------------------------------------
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise BodyError(f"duplicate key {_shown(duplicate)} in a JSON object (parsers disagree on which "
+                        "copy counts)")
+    return out
+
+
+def _shown(key: str) -> str:
+    """A key for an error message: short keys as written, others only by length (keys may be secret)."""
+    return repr(key) if _PLAIN_KEY.fullmatch(key) else f"of {len(key)} characters"
+
+
+def _constant(name: str) -> Any:
+    raise BodyError(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise BodyError(f"a number of {len(text)} characters is out of range")   # never its digits
+    return value
+
+
+def loads(text: str) -> Any:
+    """JSON as the provider would read it, refusing what parsers read differently: duplicate keys,
+    NaN/Infinity, numbers out of range, lone UTF-16 surrogates, nesting past ``MAX_DEPTH``.
+
+    ``BodyError`` names the problem; any other ``ValueError`` means the text is not JSON.
+    """
+    try:
+        document = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
+    except RecursionError:
+        raise BodyError(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BodyError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+        except RecursionError:
+            raise BodyError(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
+    return document

@@ -1,13 +1,14 @@
 """Step 7 for one request: decode, parse, redact, and decide (pure; the proxy only moves bytes).
 
-Fail closed: a body that is too large, compressed in a way we cannot decode, or not JSON is denied
-with ``inspection_failed``; nothing uninspected is forwarded.
+Fail closed: a body that is too large, compressed in a way we cannot decode, not UTF-8 or not JSON,
+or JSON that parsers read differently (duplicate keys, NaN, lone surrogates, nesting past the limit)
+is denied with ``inspection_failed`` and a message naming the problem; nothing uninspected is
+forwarded. A body where nothing was found goes out as received: every string in it was scanned.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from policyproxy.policy.model import Decision
 from policyproxy.reasons import Reason, Source, Verdict
 from policyproxy.redaction import jsontext
 from policyproxy.redaction.detectors import Span
-from policyproxy.redaction.engine import Redactor
+from policyproxy.redaction.engine import BodyError, Redactor, loads
+from policyproxy.redaction.explainer import add_explainer
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.responses import BlockAnswer, pii_blocked_answer
 
@@ -72,8 +74,14 @@ def parse_body(body: bytes, encoding: str | None, limit: int) -> tuple[bytes, An
         raise InspectionFailed(f"the body is over the {limit}-byte inspection limit")
     raw = decode_body(body, encoding, limit)
     try:
-        return raw, json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InspectionFailed("the body is not valid UTF-8") from None
+    try:   # a leading byte-order mark is allowed (RFC 8259 8.1) and forwarded as received
+        return raw, loads(text[1:] if text.startswith("\ufeff") else text)
+    except BodyError as exc:
+        raise InspectionFailed(str(exc)) from None
+    except ValueError:
         raise InspectionFailed("the body is not valid JSON") from None
 
 
@@ -93,11 +101,19 @@ def inspect(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, e
 def conclude(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, raw: bytes, document: Any,
              spans: Mapping[str, list[Span]] | None = None) -> Inspection:
     """Redact a parsed body (``spans``: what was already found for its new strings) and decide."""
-    result = redactor.redact_body(document, vault, spans)
+    try:
+        result = redactor.redact_body(document, vault, spans)
+    except BodyError as exc:
+        return failed(decision, InspectionFailed(str(exc)))
     if result.blocked:
         names = sorted(result.blocked)
         denied = _deny(decision, Reason.PII_BLOCKED, f"blocked by detectors: {', '.join(names)}", Source.PROFILE)
         return Inspection(denied, None, pii_blocked_answer(decision.path or "", names), result.counts)
+    if redactor.explain_placeholders:
+        explained = add_explainer(result.body, decision.path or "")
+        if explained is not result.body:
+            return Inspection(dataclasses.replace(decision, reason=Reason.REDACTED) if result.counts else decision,
+                              jsontext.dumps(explained), None, result.counts)
     if not result.counts:
         return Inspection(decision, raw)   # unchanged: the decoded bytes as received
     redacted = jsontext.dumps(result.body)

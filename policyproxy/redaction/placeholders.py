@@ -3,23 +3,20 @@
 The id is an HMAC of the value under a key of the scope (one client identity), so the same value gets
 the same placeholder on every turn of a conversation (provider prompt caching keeps working and no
 placeholder is ever renumbered), and a placeholder from one scope means nothing in another. The vault
-keeps placeholder -> value for restoring, with a TTL.
+keeps placeholder -> value for restoring, with a TTL and a size cap; persistence is behind the
+``MappingStore`` protocol (the SQLite store lives on the I/O side, ``policyproxy.stores.sqlite``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
-import sqlite3
-import threading
-import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 PLACEHOLDER = re.compile(r"\[\[([A-Z][A-Z0-9_]{1,30})_([0-9a-f]{8,16})\]\]")
 OPEN = "[["
@@ -44,27 +41,85 @@ def _could_become_placeholder(tail: str) -> bool:
     return _PARTIAL.fullmatch(tail) is not None and len(tail) < MAX_LENGTH
 
 
+class MappingStore(Protocol):
+    """Where mappings persist across restarts (``policyproxy.stores.sqlite`` is the I/O side)."""
+
+    def master(self) -> bytes: ...
+    def load(self, scope: str) -> dict[str, tuple[str, float]]: ...
+    def put(self, scope: str, token: str, value: str, expires: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class TextCache:
+    """The engine's per-scope cache of rewritten texts: least recently used first out, bounded by
+    entries and by characters (a few huge pastes must not pin gigabytes), valid for one set of rules."""
+
+    def __init__(self, max_entries: int = 4096, max_chars: int = 64 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_chars = max_chars
+        self.chars = 0
+        self.owner: object | None = None
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+
+    def claim(self, owner: object) -> None:
+        """Empty the cache if it was filled under other rules (a reload)."""
+        if self.owner is not owner:
+            self._items.clear()
+            self.chars = 0
+            self.owner = owner
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Any) -> Any:
+        held = self._items.get(key)
+        if held is None:
+            return None
+        self._items.move_to_end(key)
+        return held[0]
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self.chars -= previous[1]
+        if size > self.max_chars:
+            return
+        self._items[key] = (value, size)
+        self.chars += size
+        while len(self._items) > self.max_entries or self.chars > self.max_chars:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.chars -= dropped
+
+
 @dataclass
 class Vault:
-    """placeholder -> value for one scope, each entry living ``ttl`` seconds after its last use."""
+    """placeholder -> value for one scope, each entry living ``ttl`` seconds after its last use, at
+    most ``max_entries`` of them (the least recently used goes first)."""
 
     key: bytes
     ttl: float = 24 * 3600.0
     entries: dict[str, tuple[str, float]] = field(default_factory=dict)
-    cache: OrderedDict[str, Any] = field(default_factory=OrderedDict)   # the engine's per-scope text cache
+    cache: TextCache = field(default_factory=TextCache)
     scope: str = ""
     store: MappingStore | None = None
+    max_entries: int = 100_000
+    clock: Callable[[], float] = field(default=lambda: 0.0)   # the shell passes time.time
 
     def touch(self, token: str, value: str, now: float | None = None) -> None:
         """Keep ``token`` restorable for another TTL (a cached redaction was reused)."""
-        now = time.time() if now is None else now
-        previous = self.entries.get(token)
-        self.entries[token] = (value, now + self.ttl)
+        now = self.clock() if now is None else now
+        previous = self.entries.pop(token, None)
+        self.entries[token] = (value, now + self.ttl)   # re-inserted: dict order is least recent first
+        if len(self.entries) > self.max_entries:
+            del self.entries[next(iter(self.entries))]
         if self.store is not None and (previous is None or previous[1] < now + self.ttl * 0.9):
             self.store.put(self.scope, token, value, now + self.ttl)
 
     def placeholder(self, kind: str, value: str, now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         digest = hmac.new(self.key, f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
         label = kind.upper()
         for size in (8, 12, 16):
@@ -79,72 +134,45 @@ class Vault:
         held = self.entries.get(token)
         if held is None:
             return None
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         if held[1] < now:
             del self.entries[token]
             return None
         return held[0]
 
-    def expire(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        for token in [t for t, (_, until) in self.entries.items() if until < now]:
-            del self.entries[token]
-
-
-class MappingStore:
-    """Optional persistence (SQLite, file mode 0600): the master key and live mappings survive a restart,
-    so a conversation that spans one keeps its placeholders restorable."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(path, 0o600)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS mappings (scope TEXT, token TEXT, value TEXT, expires REAL, "
-                         "PRIMARY KEY (scope, token))")
-        self._db.execute("DELETE FROM mappings WHERE expires < ?", (time.time(),))
-
-    def master(self) -> bytes:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'master'").fetchone()
-            if row is not None:
-                return bytes(row[0])
-            master = secrets.token_bytes(32)
-            self._db.execute("INSERT INTO meta VALUES ('master', ?)", (master,))
-            return master
-
-    def load(self, scope: str) -> dict[str, tuple[str, float]]:
-        with self._lock:
-            rows = self._db.execute("SELECT token, value, expires FROM mappings WHERE scope = ? AND expires >= ?",
-                                    (scope, time.time())).fetchall()
-        return {token: (value, expires) for token, value, expires in rows}
-
-    def put(self, scope: str, token: str, value: str, expires: float) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO mappings VALUES (?, ?, ?, ?)", (scope, token, value, expires))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
 
 class Vaults:
-    """One vault per scope (client identity), keys derived from one master secret."""
+    """One vault per scope (client identity), keys derived from one master secret. Bounded: at most
+    ``max_scopes`` vaults, and the text caches of all of them together hold at most ``max_cache_chars``
+    (least recently used scopes are dropped first; with a store their mappings come back from it)."""
 
     def __init__(self, master: bytes | None = None, ttl: float = 24 * 3600.0,
-                 store: MappingStore | None = None) -> None:
+                 store: MappingStore | None = None, max_scopes: int = 1024,
+                 max_cache_chars: int = 256 * 1024 * 1024, clock: Callable[[], float] | None = None) -> None:
+        # The core reads no clock: the proxy passes ``time.time``; without one (tests, benches) time
+        # stands still at 0 and mappings live their full TTL.
+        self.clock: Callable[[], float] = clock if clock is not None else (lambda: 0.0)
         self.store = store
         self.master = master or (store.master() if store is not None else secrets.token_bytes(32))
         self.ttl = ttl
-        self._vaults: dict[str, Vault] = {}
+        self.max_scopes = max_scopes
+        self.max_cache_chars = max_cache_chars
+        self._vaults: OrderedDict[str, Vault] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._vaults)
 
     def for_scope(self, scope: str) -> Vault:
         vault = self._vaults.get(scope)
         if vault is None:
             key = hmac.new(self.master, scope.encode(), hashlib.sha256).digest()
             entries = self.store.load(scope) if self.store is not None else {}
-            vault = self._vaults[scope] = Vault(key, self.ttl, entries, scope=scope, store=self.store)
+            vault = self._vaults[scope] = Vault(key, self.ttl, entries, scope=scope, store=self.store,
+                                                clock=self.clock)
+        else:
+            self._vaults.move_to_end(scope)
+        total = sum(v.cache.chars for v in self._vaults.values())
+        while len(self._vaults) > 1 and (len(self._vaults) > self.max_scopes or total > self.max_cache_chars):
+            _, dropped = self._vaults.popitem(last=False)
+            total -= dropped.cache.chars
         return vault

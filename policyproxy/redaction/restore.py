@@ -1,10 +1,12 @@
 """Put the real values back into what the model answers: whole JSON bodies, and SSE streams.
 
 In a stream a placeholder can be split across two or more deltas. Each delta stream (an Anthropic
-content block, a Chat Completions choice or tool call, a Responses item) keeps a tail that could
+content block, a Chat Completions choice or tool call - recognised by shape, as any compatible server
+sends it - a Responses item) keeps a tail that could
 still grow into a placeholder - never more than a placeholder's length, and only a ``[`` that could
 begin one, so a literal ``[`` or ``<`` in code is never held longer than until the next delta - and
-releases it restored, exactly once. Values that land inside JSON text (tool-call arguments) are
+releases it restored, exactly once: when its block or choice ends, at ``[DONE]``, at the end of the
+stream, or when the upstream fails mid-stream (``close``). Values that land inside JSON text (tool-call arguments) are
 JSON-escaped. Unknown placeholders are left as they are.
 """
 
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from policyproxy.redaction import jsontext
+from policyproxy.redaction.detectors import Span
 from policyproxy.redaction.placeholders import PLACEHOLDER, Vault, placeholder_prefix_at_end
 from policyproxy.redaction.sse import Event, EventReader
 
@@ -25,7 +29,7 @@ def restore_text(text: str, vault: Vault, *, json_escape: bool = False) -> str:
     if "[[" not in text:
         return text
 
-    def value(match: Any) -> str:
+    def value(match: re.Match[str]) -> str:
         found = vault.value(match.group(0))
         if found is None:
             return match.group(0)
@@ -34,21 +38,69 @@ def restore_text(text: str, vault: Vault, *, json_escape: bool = False) -> str:
     return PLACEHOLDER.sub(value, text)
 
 
-def restore_json(node: Any, vault: Vault) -> Any:
-    """Every string of a response restored; function-call arguments (JSON text) with escaping."""
+@dataclass
+class ResponseScan:
+    """Secrets and PII the model emitted that the client never sent: found in the model's text before
+    placeholders are restored (what the client sent reaches the model only as placeholders, which
+    are never findings), counted by detector, and with ``mask`` replaced by ``[REDACTED:<detector>]``
+    (not a placeholder: nothing may restore it). Values are never kept."""
+
+    find: Callable[[str], list[Span]]
+    mask: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def text(self, text: str, *, json_text: bool = False, count: bool = True) -> str:
+        """``text`` with its findings counted (``count``) and, under ``mask``, replaced. In JSON text a
+        finding holding a quote or backslash is only counted (replacing it could break the JSON)."""
+        if not text or (not count and not self.mask):
+            return text
+        spans = self.find(text)
+        if not spans:
+            return text
+        if count:
+            for span in spans:
+                self.counts[span.detector] = self.counts.get(span.detector, 0) + 1
+        if not self.mask:
+            return text
+        out: list[str] = []
+        cursor = 0
+        for span in spans:
+            if json_text and any(c in text[span.start:span.end] for c in '"\\'):
+                continue
+            out += [text[cursor:span.start], f"[REDACTED:{span.detector}]"]
+            cursor = span.end
+        out.append(text[cursor:])
+        return "".join(out)
+
+
+def restore_json(node: Any, vault: Vault, scan: ResponseScan | None = None, count: bool = True) -> Any:
+    """Every string of a response restored, object keys included (they are masked too); function-call
+    arguments (JSON text) with escaping. ``scan`` looks at the model's strings first."""
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
             if key in ("arguments", "partial_json") and isinstance(value, str):
+                if scan is not None:
+                    value = scan.text(value, json_text=True, count=count)
                 out[key] = restore_text(value, vault, json_escape=True)
             else:
-                out[key] = restore_json(value, vault)
+                out[restore_text(key, vault)] = restore_json(value, vault, scan, count)
         return out
     if isinstance(node, list):
-        return [restore_json(item, vault) for item in node]
+        return [restore_json(item, vault, scan, count) for item in node]
     if isinstance(node, str):
-        return restore_text(node, vault)
+        return restore_text(scan.text(node, count=count) if scan is not None else node, vault)
     return node
+
+
+def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None) -> bytes:
+    """A whole response body restored: as JSON when it parses (values escaped where they land),
+    else as text; a body too deep to walk is restored as text too (never an exception)."""
+    try:
+        return jsontext.dumps(restore_json(json.loads(data), vault, scan))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        text = data.decode("utf-8", "replace")
+        return restore_text(scan.text(text) if scan is not None else text, vault).encode("utf-8")
 
 
 # ---- streams --------------------------------------------------------------------------------------
@@ -58,6 +110,12 @@ class _Held:
     text: str                                  # raw (unrestored) tail that may become a placeholder
     json_escape: bool
     make: Callable[[str], Event]               # builds a delta event carrying released text
+    pending: str = ""                          # under response masking: text not yet scanned
+
+
+AUDIT_WINDOW = 256 * 1024   # model text kept per delta stream for audit scanning (scanned in windows)
+MASK_HOLD = 2048            # under masking, text is released at line ends, or at a space past this size
+MASK_HOLD_PEM = 16 * 1024   # ... but a private key block is held whole up to this size
 
 
 @dataclass
@@ -65,14 +123,18 @@ class StreamRestorer:
     """Feed SSE bytes from the upstream, get SSE bytes for the client."""
 
     vault: Vault
+    scan: ResponseScan | None = None
     reader: EventReader = field(default_factory=EventReader)
     held: dict[tuple[Any, ...], _Held] = field(default_factory=dict)
+    seen: dict[tuple[Any, ...], tuple[list[str], int]] = field(default_factory=dict)   # audit: text, size
 
     def feed(self, data: bytes) -> bytes:
         return b"".join(e.encode() for event in self.reader.feed(data) for e in self._event(event))
 
     def close(self) -> bytes:
         out = b"".join(e.encode() for e in self._flush(lambda key: True))
+        for key in list(self.seen):
+            self._audit(key, "", final=True)
         return out + self.reader.rest()
 
     # -- one event -----------------------------------------------------------------------------
@@ -94,7 +156,8 @@ class StreamRestorer:
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
                     "response.refusal.delta"):
             return self._responses_delta(event, payload)
-        if payload.get("object") == "chat.completion.chunk":
+        choices = payload.get("choices")
+        if isinstance(choices, list) and any(isinstance(c, dict) and ("delta" in c or "text" in c) for c in choices):
             return self._chat_chunk(event, payload)
         before: list[Event] = []
         if kind == "content_block_stop":
@@ -105,13 +168,15 @@ class StreamRestorer:
         elif isinstance(kind, str) and kind.startswith("response.") and kind.endswith(".done"):
             item = payload.get("item_id") or (payload.get("item") or {}).get("id")
             before = self._flush(lambda key: key[0] == "responses" and key[1] == item)
-        restored = restore_json(payload, self.vault)
+        # Whole texts (message_start, *.done, response.completed) repeat what the deltas carried: masked
+        # the same way, counted only once (with the deltas).
+        restored = restore_json(payload, self.vault, self.scan, count=False)
         return [*before, event if restored == payload else _with_json(event, restored)]
 
     # -- the three delta shapes ----------------------------------------------------------------------
     def _anthropic_delta(self, event: Event, payload: dict[str, Any]) -> list[Event]:
         delta = payload.get("delta") or {}
-        field_name = {"text_delta": "text", "input_json_delta": "partial_json"}.get(delta.get("type"))
+        field_name = {"text_delta": "text", "input_json_delta": "partial_json"}.get(str(delta.get("type")))
         if field_name is None or not isinstance(delta.get(field_name), str):
             return [event]   # thinking and signature deltas are signed: never touched
         key = ("anthropic", payload.get("index"))
@@ -141,44 +206,114 @@ class StreamRestorer:
         return [event] if released == payload["delta"] else [make(released)]
 
     def _chat_chunk(self, event: Event, payload: dict[str, Any]) -> list[Event]:
+        """A Chat Completions (``delta``) or legacy Completions (``text``) chunk, recognised by shape:
+        ``object``, ``id``, ``index`` and ``finish_reason`` are all optional (a missing index is 0)."""
         clone = copy.deepcopy(payload)
         before: list[Event] = []
         changed = False
-        for choice in clone.get("choices") or []:
-            index = choice.get("index")
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                original = delta["content"]
-                delta["content"] = self._release(("chat", index, "content"), original, False,
-                                                 _chat_maker(event, payload, index, None))
-                changed |= delta["content"] != original
-            for call in delta.get("tool_calls") or []:
-                function = call.get("function") or {}
-                if isinstance(function.get("arguments"), str):
-                    original = function["arguments"]
-                    function["arguments"] = self._release(("chat", index, call.get("index")), original, True,
-                                                          _chat_maker(event, payload, index, call.get("index")))
-                    changed |= function["arguments"] != original
-            if choice.get("finish_reason") is not None:
-                before += self._flush(lambda key, index=index: key[0] == "chat" and key[1] == index)
+        for choice in clone["choices"]:
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index") or 0
+            final = choice.get("finish_reason") is not None
+            present: set[tuple[Any, ...]] = set()
+            delta = choice.get("delta")
+            key: tuple[Any, ...]
+            if isinstance(choice.get("text"), str):   # legacy Completions
+                key = ("chat", index, "text")
+                present.add(key)
+                original = choice["text"]
+                choice["text"] = self._release(key, original, False, _text_maker(event, payload, index), final)
+                changed |= choice["text"] != original
+            if isinstance(delta, dict):
+                if isinstance(delta.get("content"), str):
+                    key = ("chat", index, "content")
+                    present.add(key)
+                    original = delta["content"]
+                    delta["content"] = self._release(key, original, False, _chat_maker(event, payload, index, None),
+                                                     final)
+                    changed |= delta["content"] != original
+                for call in delta.get("tool_calls") or []:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                        key = ("chat", index, "call", call.get("index") or 0)
+                        present.add(key)
+                        original = function["arguments"]
+                        function["arguments"] = self._release(
+                            key, original, True, _chat_maker(event, payload, index, call.get("index") or 0), final)
+                        changed |= function["arguments"] != original
+            if final:   # what this chunk does not carry is released just before it
+                before += self._flush(_other_keys_of(index, present))
         return [*before, _with_json(event, clone) if changed else event]
 
     # -- holding back ----------------------------------------------------------------------------
-    def _release(self, key: tuple[Any, ...], delta: str, json_escape: bool, make: Callable[[str], Event]) -> str:
+    def _release(self, key: tuple[Any, ...], delta: str, json_escape: bool, make: Callable[[str], Event],
+                 final: bool = False) -> str:
         held = self.held.pop(key, None)
+        pending = ""
+        if self.scan is not None and self.scan.mask:
+            pending = (held.pending if held else "") + delta
+            cut = len(pending) if final else _mask_cut(pending)
+            delta, pending = self.scan.text(pending[:cut], json_text=json_escape), pending[cut:]
+        elif self.scan is not None:
+            self._audit(key, delta, final)
         text = (held.text if held else "") + delta
-        keep = placeholder_prefix_at_end(text)
-        if keep:
-            self.held[key] = _Held(text[-keep:], json_escape, make)
-            text = text[:-keep]
+        keep = 0 if final else placeholder_prefix_at_end(text)
+        if keep or pending:
+            self.held[key] = _Held(text[len(text) - keep:], json_escape, make, pending)
+            text = text[:len(text) - keep]
         return restore_text(text, self.vault, json_escape=json_escape)
 
     def _flush(self, which: Callable[[tuple[Any, ...]], bool]) -> list[Event]:
         out = []
         for key in [k for k in self.held if which(k)]:
             held = self.held.pop(key)
-            out.append(held.make(restore_text(held.text, self.vault, json_escape=held.json_escape)))
+            text = held.text
+            if held.pending and self.scan is not None:
+                text += self.scan.text(held.pending, json_text=held.json_escape)
+            out.append(held.make(restore_text(text, self.vault, json_escape=held.json_escape)))
+        for key in [k for k in self.seen if which(k)]:
+            self._audit(key, "", final=True)
         return out
+
+    def _audit(self, key: tuple[Any, ...], text: str, final: bool = False) -> None:
+        """Count findings in the model's text of one delta stream: whole, or in windows cut at a line."""
+        assert self.scan is not None
+        parts, size = self.seen.pop(key, ([], 0))
+        if text:
+            parts.append(text)
+            size += len(text)
+        if final:
+            self.scan.text("".join(parts))
+            return
+        if size > AUDIT_WINDOW:
+            seen = "".join(parts)
+            cut = seen.rfind("\n", 0, AUDIT_WINDOW) + 1 or AUDIT_WINDOW
+            self.scan.text(seen[:cut])
+            parts, size = [seen[cut:]], len(seen) - cut
+        self.seen[key] = (parts, size)
+
+
+def _other_keys_of(index: Any, present: set[tuple[Any, ...]]) -> Callable[[tuple[Any, ...]], bool]:
+    """Which held keys a finished chat choice releases before its last chunk: its own, not in it."""
+    return lambda key: key[0] == "chat" and key[1] == index and key not in present
+
+
+def _mask_cut(text: str) -> int:
+    """How much of a delta stream's unscanned text can be scanned and released now: up to its last line
+    end (a whole private key block once it is complete), or past ``MASK_HOLD`` up to its last space."""
+    begin = text.rfind("-----BEGIN ")
+    floor = 0
+    if begin >= 0:
+        end = text.find("-----END ", begin)
+        close = text.find("-----", end + 9) if end >= 0 else -1
+        if close < 0 and len(text) - begin < MASK_HOLD_PEM:
+            return begin   # an open key block: everything before it
+        floor = close + 5 if close >= 0 else 0
+    cut = max(text.rfind("\n") + 1, floor)
+    if not cut and len(text) > MASK_HOLD:
+        cut = max(text.rfind(" "), text.rfind("\t")) + 1 or len(text)
+    return cut
 
 
 def _with_json(event: Event, payload: Any) -> Event:
@@ -191,6 +326,15 @@ def _chat_maker(event: Event, payload: dict[str, Any], index: Any, call: Any) ->
             {"tool_calls": [{"index": call, "function": {"arguments": text}}]}
         envelope = {k: v for k, v in payload.items() if k != "choices"}
         envelope["choices"] = [{"index": index, "delta": delta, "finish_reason": None}]
+        return _with_json(event, envelope)
+
+    return make
+
+
+def _text_maker(event: Event, payload: dict[str, Any], index: Any) -> Callable[[str], Event]:
+    def make(text: str) -> Event:
+        envelope = {k: v for k, v in payload.items() if k != "choices"}
+        envelope["choices"] = [{"index": index, "text": text, "finish_reason": None}]
         return _with_json(event, envelope)
 
     return make

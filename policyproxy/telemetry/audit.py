@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 class AuditFile:
@@ -19,8 +21,21 @@ class AuditFile:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._file = self._open()
 
-    def _open(self):  # type: ignore[no-untyped-def]
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    def _open(self) -> TextIO:
+        # O_NOFOLLOW: a link planted at the log's name must not make the proxy append to another file.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "is a symlink; the audit log must be a regular file",
+                              str(self.path)) from None
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "is not a regular file; the audit log must be one", str(self.path))
+        os.set_blocking(fd, True)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=1024 * 1024)
 
     def write(self, records: list[dict[str, Any]]) -> None:

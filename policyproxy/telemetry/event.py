@@ -19,7 +19,8 @@ RELOAD_EVENT = "policyproxy.reload"
 
 def decision_attributes(decision: Decision, *, client: str | None = None, status: int | None = None,
                         connection_id: str | None = None,
-                        redactions: Mapping[str, int] | None = None) -> dict[str, Any]:
+                        redactions: Mapping[str, int] | None = None,
+                        emitted: Mapping[str, int] | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "network.policy.decision": decision.verdict.value,
         "network.policy.reason": decision.reason.value,
@@ -48,14 +49,17 @@ def decision_attributes(decision: Decision, *, client: str | None = None, status
     if redactions:
         attrs["redaction.count"] = sum(redactions.values())
         attrs["redaction.detectors"] = dict(redactions)
+    if emitted:   # found in what the model answered (redaction.responses): counts only, never values
+        attrs["redaction.response.count"] = sum(emitted.values())
+        attrs["redaction.response.detectors"] = dict(emitted)
     if connection_id is not None:
         attrs["policyproxy.connection.id"] = connection_id
     return attrs
 
 
-def audit_record(attrs: Mapping[str, Any], when: datetime | None = None) -> dict[str, Any]:
-    """The JSONL form: ``ts`` (RFC 3339, UTC, milliseconds) and ``event.name`` first."""
-    when = when or datetime.now(timezone.utc)
+def audit_record(attrs: Mapping[str, Any], when: datetime) -> dict[str, Any]:
+    """The JSONL form: ``ts`` (RFC 3339, UTC, milliseconds) and ``event.name`` first. The caller
+    reads the clock (this module stays pure)."""
     ts = when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {"ts": ts, "event.name": EVENT_NAME, **attrs}
 

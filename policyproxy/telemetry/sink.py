@@ -49,7 +49,8 @@ class TelemetrySink:
             self.dropped_here += 1
             return
         attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
-                                         connection_id=outcome.connection_id, redactions=outcome.redactions)
+                                         connection_id=outcome.connection_id, redactions=outcome.redactions,
+                                         emitted=outcome.emitted)
         self._queue.append((time.time_ns(), attributes, decision.allowed, outcome.added_ms, EVENT_NAME))
         if len(self._queue) == 1:
             self._wake.set()

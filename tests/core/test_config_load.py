@@ -2,7 +2,7 @@
 
 import pytest
 
-from policyproxy.config.schema import SecretRef
+from policyproxy.config.schema import DEFAULT_REDACTION_ENDPOINTS, SecretRef
 from policyproxy.errors import ConfigErrors
 from policyproxy.policy.compile import compile_policy
 from policyproxy.reasons import Mode, RedactionAction, Verdict
@@ -323,8 +323,9 @@ def test_redaction_table_defaults_and_overrides(tmp_path):
     """
     red = settings(tmp_path, text).network.redaction
     assert red is not None and red.enabled
-    assert red.endpoints == ("api.anthropic.com/v1/messages", "api.openai.com/v1/chat/completions",
-                             "api.openai.com/v1/responses")
+    assert red.endpoints == DEFAULT_REDACTION_ENDPOINTS
+    assert {"api.openai.com/v1/completions", "api.openai.com/v1/embeddings", "api.anthropic.com/v1/complete",
+            "api.openai.com/v1/realtime"} <= set(red.endpoints)
     assert dict(red.detectors) == {"private_key": RedactionAction.BLOCK, "email": RedactionAction.OFF}
     assert red.patterns[0].regex == "EMP-[0-9]{6}"
 

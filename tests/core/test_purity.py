@@ -58,22 +58,8 @@ PATH_IO = PATH_IO_ANYWHERE | {"touch", "exists", "stat", "home", "cwd", "glob", 
                               "owner"}
 CLOCK = frozenset({"now", "utcnow", "today"})
 
-# TEMPORARY: the redaction engineers are moving these out of the core on their branch (SQLite
-# MappingStore -> policyproxy/stores/sqlite.py, redaction/parallel.py -> policyproxy/offload.py).
-# The lead deletes each entry at merge; any finding left then is a real defect.
+# TEMPORARY exclusions, each with the fix that deletes it; any other finding is a real defect.
 TEMPORARY: dict[str, frozenset[str]] = {
-    "redaction/placeholders.py": frozenset({
-        "imports os (file system/environment)", "imports sqlite3", "imports threading", "imports time",
-        "calls os.open (file system/environment)", "calls os.chmod (file system/environment)",
-        "calls os.close (file system/environment)", "calls Path.mkdir (file system)",
-    }),
-    "redaction/parallel.py": frozenset({
-        "imports asyncio", "imports multiprocessing", "imports concurrent.futures",
-        "imports os (file system/environment)", "calls os.cpu_count (file system/environment)",
-    }),
-    # Not core's file: audit_record() stamps the time itself when no ``when`` is passed. Fix: make
-    # ``when`` required and pass it from cli/commands.py and telemetry/audit.py; then delete this.
-    "telemetry/event.py": frozenset({"reads the clock (datetime.now)"}),
 }
 
 

@@ -1,7 +1,10 @@
 """A fake LLM API that answers with what it was sent: the last user text, as text and as a tool call.
 
-It speaks Anthropic Messages, OpenAI Chat Completions and OpenAI Responses, streamed (SSE, in chunks
-of ``x-test-chunk`` characters, so placeholders are split at many points) or not.
+It speaks Anthropic Messages and Complete, OpenAI Chat Completions, Completions, Embeddings and
+Responses, streamed (SSE, in chunks of ``x-test-chunk`` characters, so placeholders are split at many
+points) or not. ``x-test-minimal: 1`` drops every optional field from stream events (no ``object``,
+``id``, ``index``, ``finish_reason``, ``item_id``, and no ``[DONE]``), as many compatible servers do.
+``x-test-emit: TEXT`` makes the "model" append a space and TEXT of its own (something the client never sent).
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from typing import Any
 from aiohttp import web
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
+def _last_user_text(body: dict[str, Any], request: web.Request | None = None) -> str:
+    """The last user text, plus whatever ``x-test-emit`` asks the "model" to say on its own."""
+    emit = request.headers.get("x-test-emit") if request is not None else None
+    return _user_text(body) + (f" {emit}" if emit else "")
+
+
+def _user_text(body: dict[str, Any]) -> str:
     if "input" in body:   # Responses
         items = body["input"]
         if isinstance(items, str):
@@ -28,20 +37,36 @@ def _chunks(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
+OPTIONAL = frozenset({"object", "id", "index", "finish_reason", "item_id", "output_index", "content_index",
+                      "created", "model", "system_fingerprint"})
+
+
+def _minimal(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _minimal(v) for k, v in node.items() if k not in OPTIONAL}
+    if isinstance(node, list):
+        return [_minimal(item) for item in node]
+    return node
+
+
 async def _sse(request: web.Request, events: list[tuple[str | None, dict[str, Any]]]) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
+    minimal = request.headers.get("x-test-minimal") == "1"
     for name, payload in events:
+        if minimal and payload.get("choices") and all(not c.get("delta") and not c.get("text")
+                                                       for c in payload["choices"]):
+            continue   # the finish chunk carries nothing but optional fields
         head = f"event: {name}\n" if name else ""
-        await response.write(f"{head}data: {json.dumps(payload)}\n\n".encode())
-    if request.path.endswith("/chat/completions"):
+        await response.write(f"{head}data: {json.dumps(_minimal(payload) if minimal else payload)}\n\n".encode())
+    if request.path.endswith("completions") and not minimal:
         await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 
 
 async def anthropic(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body)
+    text = _last_user_text(body, request)
     arguments = json.dumps({"echo": text})
     if not body.get("stream"):
         return web.json_response({"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
@@ -71,7 +96,7 @@ async def anthropic(request: web.Request, body: dict[str, Any], size: int) -> we
 
 
 async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body)
+    text = _last_user_text(body, request)
     arguments = json.dumps({"echo": text})
     call = {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": arguments}}
     if not body.get("stream"):
@@ -92,7 +117,7 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
 
 
 async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body)
+    text = _last_user_text(body, request)
     arguments = json.dumps({"echo": text})
     message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
                "content": [{"type": "output_text", "text": text, "annotations": []}]}
@@ -119,4 +144,34 @@ async def responses(request: web.Request, body: dict[str, Any], size: int) -> we
     return await _sse(request, events)
 
 
-HANDLERS = {"/v1/messages": anthropic, "/v1/chat/completions": chat, "/v1/responses": responses}
+async def completions(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
+    """OpenAI legacy Completions: ``prompt`` (a string or a list of them) echoed as ``choices[].text``."""
+    prompt = body.get("prompt", "")
+    text = prompt if isinstance(prompt, str) else "".join(prompt)
+    if not body.get("stream"):
+        return web.json_response({"id": "cmpl_1", "object": "text_completion", "created": 1, "model": body["model"],
+                                  "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]})
+    envelope = {"id": "cmpl_1", "object": "text_completion", "created": 1, "model": body["model"]}
+    events: list[tuple[str | None, dict[str, Any]]] = [
+        (None, {**envelope, "choices": [{"index": 0, "text": part, "finish_reason": None, "logprobs": None}]})
+        for part in _chunks(text, size)]
+    events.append((None, {**envelope, "choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]}))
+    return await _sse(request, events)
+
+
+async def complete(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
+    """Anthropic legacy Text Completions: ``prompt`` echoed as ``completion``."""
+    return web.json_response({"type": "completion", "id": "compl_1", "completion": body.get("prompt", ""),
+                              "stop_reason": "stop_sequence", "model": body["model"]})
+
+
+async def embeddings(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
+    inputs = body.get("input", "")
+    count = 1 if isinstance(inputs, str) else len(inputs)
+    return web.json_response({"object": "list", "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                              "data": [{"object": "embedding", "index": i, "embedding": [0.0, 1.0]}
+                                       for i in range(count)]})
+
+
+HANDLERS = {"/v1/messages": anthropic, "/v1/chat/completions": chat, "/v1/responses": responses,
+            "/v1/completions": completions, "/v1/complete": complete, "/v1/embeddings": embeddings}

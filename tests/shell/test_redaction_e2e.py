@@ -218,3 +218,343 @@ def test_a_body_with_nothing_to_redact_is_forwarded_byte_for_byte(proxy, upstrea
                           headers={"Content-Type": "application/json"})
     assert response.status_code == 200
     assert upstream.last()["body"].encode() == payload   # same bytes, same formatting: prompt caches hold
+
+
+# ---- structural bypasses (issue 10 section 1), one class per attack class ------------------------------
+
+AWS, EMAIL = PLANTED["aws"], PLANTED["email"]
+
+
+def _clients(sdk_env, upstream):
+    openai = pytest.importorskip("openai")
+    anthropic = pytest.importorskip("anthropic")
+    base = f"https://api.openai.com:{upstream.tls_port}/v1"
+    return (openai.OpenAI(api_key="k", base_url=base, max_retries=0),
+            anthropic.Anthropic(api_key="k", base_url=f"https://api.anthropic.com:{upstream.tls_port}", max_retries=0))
+
+
+def _post(proxy, upstream, path, content, host="api.anthropic.com", headers=None):
+    with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.bundle)), timeout=30) as c:
+        return c.post(f"https://{host}:{upstream.tls_port}{path}", content=content,
+                      headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _leaked(upstream, before):
+    return [value for seen in upstream.requests[before:] for value in (AWS, EMAIL) if value in seen["body"]]
+
+
+class TestDataUrlBypass:
+    def test_text_behind_a_fake_data_url_prefix_is_redacted(self, sdk_env, upstream):
+        openai, _ = _clients(sdk_env, upstream)
+        before = len(upstream.requests)
+        openai.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "see"},
+            {"type": "image_url", "image_url": {"url": f"data:x;base64,{AWS} mail {EMAIL}"}}]}])
+        assert len(upstream.requests) == before + 1 and not _leaked(upstream, before)
+
+    def test_a_real_image_goes_out_untouched(self, sdk_env, upstream):
+        import base64
+
+        _, anthropic = _clients(sdk_env, upstream)
+        png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4).decode()
+        anthropic.messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+            {"type": "text", "text": f"mail {EMAIL}"}]}])
+        sent = json.loads(upstream.last()["body"])["messages"][0]["content"]
+        assert sent[0]["source"]["data"] == png and EMAIL not in sent[1]["text"]
+
+
+class TestOpaqueTypeBypass:
+    def test_a_top_level_image_type_does_not_skip_the_messages(self, sdk_env, upstream):
+        _, anthropic = _clients(sdk_env, upstream)
+        before = len(upstream.requests)
+        anthropic.messages.create(model="claude-x", max_tokens=10, extra_body={"type": "image"},
+                                  messages=[{"role": "user", "content": f"key {AWS} mail {EMAIL}"}])
+        assert len(upstream.requests) == before + 1 and not _leaked(upstream, before)
+
+    def test_text_inside_an_opaque_block_is_redacted(self, sdk_env, upstream):
+        openai, _ = _clients(sdk_env, upstream)
+        before = len(upstream.requests)
+        openai.responses.create(model="gpt-x", input=[
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": f"key {AWS}"}],
+             "encrypted_content": f"{EMAIL}"},
+            {"role": "user", "content": "go"}])
+        assert len(upstream.requests) == before + 1 and not _leaked(upstream, before)
+
+
+class TestFieldsOutsideMessages:
+    def test_tools_stop_sequences_metadata_keys_and_tool_choice_are_redacted(self, sdk_env, upstream):
+        _, anthropic = _clients(sdk_env, upstream)
+        before = len(upstream.requests)
+        anthropic.messages.create(
+            model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
+            tools=[{"name": "deploy", "description": f"uses key {AWS}",
+                    "input_schema": {"type": "object", "properties": {"to": {"type": "string", "description": EMAIL}}}}],
+            stop_sequences=[AWS], tool_choice={"type": "auto"}, extra_body={"metadata": {AWS: 1, "user_id": EMAIL}})
+        assert len(upstream.requests) == before + 1 and not _leaked(upstream, before)
+
+    def test_response_format_and_a_secret_key_are_redacted_and_the_key_restored(self, sdk_env, upstream):
+        openai, _ = _clients(sdk_env, upstream)
+        before = len(upstream.requests)
+        reply = openai.chat.completions.create(
+            model="gpt-x", messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {
+                "name": "f", "description": EMAIL, "parameters": {"type": "object", "properties": {AWS: {}}}}}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "description": f"key {AWS}"}})
+        assert reply.choices[0].message.content == "hi"
+        assert not _leaked(upstream, before)
+        seen = json.loads(upstream.last()["body"])
+        assert any(k.startswith("[[AWS_ACCESS_KEY_") for k in seen["tools"][0]["function"]["parameters"]["properties"])
+
+    def test_a_card_number_sent_as_a_json_number_is_masked(self, proxy, upstream):
+        body = json.dumps({"model": "m", "metadata": {"n": 4539148803436467},
+                           "messages": [{"role": "user", "content": "hi"}]})
+        response = _post(proxy, upstream, "/v1/messages", body)
+        assert response.status_code == 200
+        assert "4539148803436467" not in upstream.last()["body"]
+        assert json.loads(upstream.last()["body"])["metadata"]["n"].startswith("[[CREDIT_CARD_")
+
+
+class TestDuplicateKeys:
+    @pytest.mark.parametrize("body", [
+        '{"model": "m", "messages": [{"role": "user", "content": "KEY", "content": "hi"}]}'.replace("KEY", AWS),
+        '{"model": "m", "messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": '
+        '"function", "function": {"name": "f", "arguments": "{\\"q\\": \\"KEY\\", \\"q\\": \\"x\\"}"}}]}]}'.replace("KEY", AWS),
+    ], ids=["message", "arguments"])
+    def test_duplicate_keys_are_refused_before_the_upstream(self, proxy, upstream, body):
+        before = len(upstream.requests)
+        response = _post(proxy, upstream, "/v1/chat/completions", body, host="api.openai.com")
+        assert response.status_code == 403 and "duplicate key" in response.text
+        assert AWS not in response.text and len(upstream.requests) == before
+
+
+class TestOtherEndpoints:
+    def test_openai_legacy_completions_streamed_and_not(self, sdk_env, upstream):
+        openai, _ = _clients(sdk_env, upstream)
+        before = len(upstream.requests)
+        assert openai.completions.create(model="gpt-x", prompt=PROMPT).choices[0].text == PROMPT
+        streamed = "".join(c.choices[0].text for c in openai.completions.create(
+            model="gpt-x", prompt=[PROMPT], stream=True, extra_headers={"x-test-chunk": "1"}) if c.choices)
+        assert streamed == PROMPT
+        assert len(upstream.requests) == before + 2 and not _leaked(upstream, before)
+
+    def test_openai_embeddings(self, sdk_env, upstream):
+        openai, _ = _clients(sdk_env, upstream)
+        before = len(upstream.requests)
+        assert len(openai.embeddings.create(model="e", input=[f"key {AWS}", EMAIL]).data) == 2
+        assert len(upstream.requests) == before + 1 and not _leaked(upstream, before)
+
+    def test_anthropic_legacy_complete(self, proxy, upstream):   # the current SDK no longer has it
+        before = len(upstream.requests)
+        prompt = f"\n\nHuman: key {AWS}\n\nAssistant:"
+        response = _post(proxy, upstream, "/v1/complete",
+                         json.dumps({"model": "claude-2", "max_tokens_to_sample": 5, "prompt": prompt}))
+        assert response.json()["completion"] == prompt
+        assert len(upstream.requests) == before + 1 and not _leaked(upstream, before)
+
+    def test_gateway_routes_inspect_the_new_endpoints_too(self, start_proxy, upstream):
+        config = CONFIG + f'[gateway.routes]\nopenai = "https://api.openai.com:{upstream.tls_port}"\n'
+        gateway = start_proxy(config)
+        before = len(upstream.requests)
+        with httpx.Client() as c:
+            for path, body in (("/openai/v1/embeddings", {"model": "e", "input": [f"key {AWS}"]}),
+                               ("/openai/v1/completions", {"model": "m", "prompt": [EMAIL]})):
+                assert c.post(f"{gateway.url}{path}", json=body).status_code == 200
+        assert len(upstream.requests) == before + 2 and not _leaked(upstream, before)
+
+    def test_realtime_websocket_is_refused_with_426(self, proxy, upstream):
+        import asyncio
+
+        import aiohttp
+
+        async def talk() -> int:
+            context = ssl.create_default_context(cafile=str(proxy.ca))
+            async with aiohttp.ClientSession() as session:
+                try:
+                    async with session.ws_connect(f"wss://api.openai.com:{upstream.tls_port}/v1/realtime?model=x",
+                                                  proxy=proxy.url, ssl=context):
+                        return 101
+                except aiohttp.WSServerHandshakeError as exc:
+                    return exc.status
+
+        before = len(upstream.requests)
+        assert asyncio.run(talk()) == 426
+        assert len(upstream.requests) == before
+
+
+# ---- bad input (issue 9.6): a 4xx naming the problem, never a traceback -------------------------------
+
+class TestBadInput:
+    @pytest.mark.parametrize(("body", "why"), [
+        (b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800 %s"}]}' % AWS.encode(), "surrogate"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "%s \\udfff"}]}' % AWS.encode(), "surrogate"),
+        (b'{"model": "m", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nested deeper"),
+        (b'{"model": "m", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper"),
+        (b'{"model": "m", "temperature": NaN, "messages": []}', "NaN"),
+        (b'{"model": "m", "temperature": 1e999, "messages": []}', "out of range"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "\xed\xa0\x80 x"}]}', "not valid UTF-8"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "\xff x"}]}', "not valid UTF-8"),
+        (b'{"model": "m", "n": ' + b"9" * 5000 + b"}", "not valid JSON"),
+    ], ids=["high-surrogate", "low-surrogate", "depth-1000", "depth-100000", "nan", "huge-float",
+            "utf8-encoded-surrogate", "invalid-utf8", "5000-digit-int"])
+    def test_refused_with_a_reason_and_no_traceback(self, proxy, upstream, body, why):
+        before = len(upstream.requests)
+        response = _post(proxy, upstream, "/v1/messages", body)
+        assert response.status_code == 403 and response.headers["x-proxy-error"] == "blocked-by-policy"
+        assert why in response.text and AWS not in response.text
+        assert len(upstream.requests) == before
+        assert "Traceback" not in proxy.logs()
+
+    @pytest.mark.parametrize(("tail", "why"), [
+        (', "x": "\\ud800"}', "surrogate"), (', "metadata": {"a": 1, "a": 2}}', "duplicate key"),
+        (', "x": ' + "[" * 300 + "]" * 300 + "}", "nested deeper"),
+    ], ids=["surrogate", "duplicate", "depth"])
+    def test_large_bodies_scanned_off_the_loop_are_refused_the_same_way(self, proxy, upstream, tail, why):
+        big = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"{AWS} " + "words " * 60_000}]})
+        before = len(upstream.requests)
+        response = _post(proxy, upstream, "/v1/messages", (big[:-1] + tail).encode())
+        assert response.status_code == 403 and why in response.text and len(upstream.requests) == before
+
+    @pytest.mark.parametrize("body", [
+        "\ufeff" + json.dumps({"model": "m", "messages": [{"role": "user", "content": PROMPT}]}),
+        json.dumps({"model": "m", "n": 2 ** 80, "messages": [{"role": "user", "content": PROMPT + " \U0001F600"}]}),
+        json.dumps({"model": "m", "messages": [{"role": "user", "content": PROMPT + " \U0001F600"}]}, ensure_ascii=True),
+    ], ids=["bom", "int-beyond-64-bits", "escaped-surrogate-pair"])
+    def test_valid_edge_cases_pass_redacted(self, proxy, upstream, body):
+        response = _post(proxy, upstream, "/v1/messages", body.encode())
+        assert response.status_code == 200
+        assert response.json()["content"][0]["text"].startswith(PROMPT)
+        assert_upstream_saw_no_planted_value(upstream, 1)
+        assert "Traceback" not in proxy.logs()
+
+
+# ---- streams from a minimal OpenAI/Anthropic-compatible server ----------------------------------------
+
+class TestMinimalServerStreams:
+    def test_openai_sdk_one_character_chunks_without_object_index_finish_or_done(self, sdk_env, upstream):
+        openai, _ = _clients(sdk_env, upstream)
+        content, arguments = "", ""
+        for chunk in openai.chat.completions.create(
+                model="gpt-x", stream=True, messages=[{"role": "user", "content": PROMPT}],
+                extra_headers={"x-test-chunk": "1", "x-test-minimal": "1"}):
+            for choice in chunk.choices:
+                content += choice.delta.content or ""
+                arguments += "".join(c.function.arguments or "" for c in choice.delta.tool_calls or [])
+        assert content == PROMPT and json.loads(arguments) == {"echo": PROMPT}
+        assert_upstream_saw_no_planted_value(upstream, 1)
+
+    @pytest.mark.parametrize(("path", "host", "body"), [
+        ("/v1/messages", "api.anthropic.com", {"model": "m", "stream": True, "max_tokens": 5,
+                                               "messages": [{"role": "user", "content": PROMPT}]}),
+        ("/v1/responses", "api.openai.com", {"model": "m", "stream": True, "input": PROMPT}),
+        ("/v1/completions", "api.openai.com", {"model": "m", "stream": True, "prompt": PROMPT}),
+    ], ids=["anthropic", "responses", "completions"])
+    def test_raw_one_character_streams_without_optional_fields(self, proxy, upstream, path, host, body):
+        text = ""
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.bundle))) as c, \
+                c.stream("POST", f"https://{host}:{upstream.tls_port}{path}", json=body,
+                         headers={"x-test-chunk": "1", "x-test-minimal": "1"}) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                payload = json.loads(line[6:])
+                if payload.get("type") == "content_block_delta" and payload["delta"]["type"] == "text_delta":
+                    text += payload["delta"]["text"]
+                elif payload.get("type") == "response.output_text.delta":
+                    text += payload["delta"]
+                elif "choices" in payload:
+                    text += payload["choices"][0]["text"]
+        assert text == PROMPT
+        assert_upstream_saw_no_planted_value(upstream, 1)
+
+
+# ---- reload (issue 9.14): enforcement never weaker than the new config ------------------------------
+
+def test_after_sighup_text_already_sent_is_judged_by_the_new_rules(start_proxy, upstream):
+    import signal
+    import time
+
+    lax = CONFIG.replace('us_ssn = "block"', 'us_ssn = "off"')
+    proxy = start_proxy(lax)
+    history = {"model": "m", "messages": [{"role": "user", "content": "my SSN is 123-45-6789"}]}
+    assert _post(proxy, upstream, "/v1/messages", json.dumps(history)).status_code == 200
+    assert "123-45-6789" in upstream.last()["body"]   # off: goes out as written
+    proxy.config.write_text(CONFIG)
+    proxy.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reloaded" not in proxy.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    history["messages"] += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "next"}]
+    before = len(upstream.requests)
+    response = _post(proxy, upstream, "/v1/messages", json.dumps(history))
+    assert response.status_code == 400 and "us_ssn" in response.text
+    assert len(upstream.requests) == before
+
+
+# ---- response-side scanning (issue 10 section 4) -------------------------------------------------------
+
+MODEL_KEY = "AKIAQ4RT7WXZ2MNB5KLP"   # a key the "model" emits that the client never sent
+
+
+def _audit_records(proxy, path, after=0):
+    """The audit records for ``path`` once more than ``after`` of them were written (the log is async)."""
+    import time
+
+    from policyproxy.telemetry.audit import read_records
+
+    deadline = time.monotonic() + 10
+    found = []
+    while time.monotonic() < deadline:
+        audit = proxy.home / "audit.jsonl"
+        found = [r for r in read_records(audit) if r.get("url.path") == path] if audit.exists() else []
+        if len(found) > after:
+            break
+        time.sleep(0.05)
+    return found
+
+
+class TestResponseScanning:
+    def test_audit_by_default_counts_what_the_model_emitted_and_changes_nothing(self, proxy, upstream):
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"mail {EMAIL}"}]})
+        written = len(_audit_records(proxy, "/v1/messages", after=-1))   # what is there now, no wait
+        response = _post(proxy, upstream, "/v1/messages", body, headers={"x-test-emit": f"key {MODEL_KEY}"})
+        assert response.json()["content"][0]["text"] == f"mail {EMAIL} key {MODEL_KEY}"
+        records = _audit_records(proxy, "/v1/messages", after=written)
+        assert len(records) == written + 1
+        record = records[-1]
+        assert record["redaction.response.detectors"] == {"aws_access_key": 2}   # text and tool input
+        assert record["redaction.detectors"] == {"email": 1}                      # the client's own value
+        assert MODEL_KEY not in (proxy.home / "audit.jsonl").read_text()
+
+    @pytest.mark.parametrize("chunk", [1, 5])
+    def test_mask_replaces_it_in_streams_and_bodies(self, start_proxy, upstream, monkeypatch, chunk):
+        openai = pytest.importorskip("openai")
+        masking = start_proxy(CONFIG.replace("[permissions.r.network.redaction]\n",
+                                             '[permissions.r.network.redaction]\nresponses = "mask"\n'))
+        monkeypatch.setenv("HTTPS_PROXY", masking.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(masking.bundle))
+        client = openai.OpenAI(api_key="k", base_url=f"https://api.openai.com:{upstream.tls_port}/v1", max_retries=0)
+        emit = {"x-test-emit": f"; key {MODEL_KEY} end", "x-test-chunk": str(chunk)}
+        content = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": f"mail {EMAIL}"}], extra_headers=emit)
+            if c.choices)
+        assert content == f"mail {EMAIL} ; key [REDACTED:aws_access_key] end"
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                               extra_headers=emit)
+        assert MODEL_KEY not in reply.model_dump_json() and "[REDACTED:aws_access_key]" in reply.choices[0].message.content
+
+
+def test_the_placeholder_explainer_reaches_the_model_after_the_cached_system_block(start_proxy, upstream, monkeypatch):
+    anthropic = pytest.importorskip("anthropic")
+    from policyproxy.redaction.explainer import EXPLAINER
+
+    explaining = start_proxy(CONFIG.replace("[permissions.r.network.redaction]\n",
+                                            "[permissions.r.network.redaction]\nexplain_placeholders = true\n"))
+    monkeypatch.setenv("HTTPS_PROXY", explaining.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(explaining.bundle))
+    client = anthropic.Anthropic(api_key="k", base_url=f"https://api.anthropic.com:{upstream.tls_port}", max_retries=0)
+    system = [{"type": "text", "text": "You are careful.", "cache_control": {"type": "ephemeral"}}]
+    message = client.messages.create(model="claude-x", max_tokens=10, system=system,
+                                     messages=[{"role": "user", "content": f"mail {EMAIL}"}])
+    assert message.content[0].text == f"mail {EMAIL}"
+    sent = json.loads(upstream.last()["body"])
+    assert sent["system"] == [*system, {"type": "text", "text": EXPLAINER}]

@@ -173,3 +173,135 @@ def test_prefix_hold_never_exceeds_a_placeholder_and_only_starts_at_a_bracket(te
     assert keep <= 60
     if keep:
         assert text[-keep] == "["
+
+
+# ---- streams from any compatible server: optional fields removed, one character per event --------
+
+class TestMinimalStreams:
+    """vLLM, Ollama, llama.cpp and gateways omit ``object``, ``id``, ``index`` and ``finish_reason``."""
+
+    def text_with_token(self, vault):
+        return f"mail {token(vault)} now [x] and {token(vault, 'b@c.io')}."
+
+    def expected(self):
+        return f"mail {VALUE} now [x] and b@c.io."
+
+    @pytest.mark.parametrize("done", [True, False])
+    def test_chat_chunks_with_only_choices_and_delta(self, vault, done):
+        text = self.text_with_token(vault)
+        chunks = [{"choices": [{"delta": {"content": c}}]} for c in text]
+        body = sse(*chunks) + (b"data: [DONE]\n\n" if done else b"")
+        events = run(StreamRestorer(vault), [body[i:i + 7] for i in range(0, len(body), 7)])
+        content = "".join(json.loads(e.data)["choices"][0]["delta"].get("content", "")
+                          for e in events if e.data != "[DONE]")
+        assert content == self.expected()
+        assert (events[-1].data == "[DONE]") is done
+
+    def test_chat_tool_call_arguments_without_indexes(self, vault):
+        arguments = json.dumps({"to": token(vault)})
+        chunks = [{"choices": [{"delta": {"tool_calls": [{"function": {"arguments": c}}]}}]} for c in arguments]
+        events = run(StreamRestorer(vault), [sse(*chunks)])
+        out = "".join(json.loads(e.data)["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                      for e in events)
+        assert json.loads(out) == {"to": VALUE}
+
+    def test_legacy_completions_text_chunks(self, vault):
+        text = self.text_with_token(vault)
+        events = run(StreamRestorer(vault), [sse(*[{"choices": [{"text": c}]} for c in text])])
+        assert "".join(json.loads(e.data)["choices"][0]["text"] for e in events) == self.expected()
+
+    def test_a_finish_chunk_that_also_carries_text_keeps_the_order(self, vault):
+        t = token(vault)
+        chunks = [{"choices": [{"delta": {"content": "a " + t[:5]}}]},
+                  {"choices": [{"delta": {"content": t[5:] + " z ["}, "finish_reason": "stop"}]}]
+        events = run(StreamRestorer(vault), [sse(*chunks)])
+        assert "".join(json.loads(e.data)["choices"][0]["delta"]["content"] for e in events) == f"a {VALUE} z ["
+        assert json.loads(events[-1].data)["choices"][0]["finish_reason"] == "stop"
+
+    def test_anthropic_deltas_without_index(self, vault):
+        text = self.text_with_token(vault)
+        chunks = [{"type": "content_block_delta", "delta": {"type": "text_delta", "text": c}} for c in text]
+        events = run(StreamRestorer(vault), [sse(*chunks, event="content_block_delta")])
+        assert texts(events) == self.expected()
+
+    def test_responses_deltas_without_item_ids(self, vault):
+        text = self.text_with_token(vault)
+        chunks = [{"type": "response.output_text.delta", "delta": c} for c in text]
+        events = run(StreamRestorer(vault), [sse(*chunks)])
+        assert "".join(json.loads(e.data)["delta"] for e in events) == self.expected()
+
+    def test_held_text_is_released_when_the_upstream_stops_mid_placeholder(self, vault):
+        t = token(vault)
+        restorer = StreamRestorer(vault)
+        out = restorer.feed(sse({"choices": [{"delta": {"content": "x " + t[:6]}}]}))
+        assert t[:6] not in out.decode()
+        tail = restorer.close()
+        assert json.loads(EventReader().feed(tail)[0].data)["choices"][0]["delta"]["content"] == t[:6]
+
+
+# ---- response-side scanning: what the model emits that the client never sent ---------------------------
+
+class TestResponseScanning:
+    KEY = "AKIAZ7PQ3LXRN4TW2KJD"
+    PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn\n-----END RSA PRIVATE KEY-----"
+
+    @pytest.fixture
+    def redactor(self):
+        from policyproxy.config.schema import RedactionSpec
+        from policyproxy.redaction.engine import Redactor
+
+        return Redactor(RedactionSpec())
+
+    def scan(self, redactor, mask):
+        from policyproxy.redaction.restore import ResponseScan
+
+        return ResponseScan(redactor.find, mask=mask)
+
+    @pytest.mark.parametrize("mask", [False, True])
+    def test_json_bodies_counted_and_masked_and_what_the_client_sent_is_not_a_finding(self, vault, redactor, mask):
+        from policyproxy.redaction.restore import restore_body
+
+        sent = token(vault)   # the client's own value, masked on the way out: restored, never a finding
+        body = {"content": [{"type": "text", "text": f"{sent} and new {self.KEY}"},
+                            {"type": "tool_use", "input": {"k": self.KEY}}],
+                "choices": [{"message": {"tool_calls": [{"function": {"arguments": json.dumps({"k": self.KEY})}}]}}]}
+        scan = self.scan(redactor, mask)
+        out = restore_body(json.dumps(body).encode(), vault, scan).decode()
+        assert scan.counts == {"aws_access_key": 3}
+        assert "alice@corp.example" in out
+        assert (self.KEY in out) is not mask
+        assert json.loads(json.loads(out)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+
+    @pytest.mark.parametrize("mask", [False, True])
+    def test_streams_one_character_per_event_counted_once_and_masked(self, vault, redactor, mask):
+        text = f"first line\nkey {self.KEY} there\n{self.PEM}\nend"
+        events = [*[{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}}
+                    for c in text],
+                  {"type": "content_block_stop", "index": 0}]
+        scan = self.scan(redactor, mask)
+        out = run(StreamRestorer(vault, scan), [sse(*events)])
+        shown = texts(out)
+        assert scan.counts == {"aws_access_key": 1, "private_key": 1}
+        if mask:
+            assert self.KEY not in shown and "MIIEow" not in shown
+            assert shown.startswith("first line\nkey [REDACTED:aws_access_key] there\n")
+        else:
+            assert shown == text
+
+    def test_mask_keeps_the_whole_texts_of_done_events_consistent(self, vault, redactor):
+        scan = self.scan(redactor, True)
+        deltas = [{"type": "response.output_text.delta", "item_id": "m", "delta": c} for c in f"k {self.KEY} "]
+        done = {"type": "response.output_text.done", "item_id": "m", "text": f"k {self.KEY} "}
+        out = [json.loads(e.data) for e in run(StreamRestorer(vault, scan), [sse(*deltas, done)])]
+        streamed = "".join(p["delta"] for p in out if p["type"].endswith(".delta"))
+        assert streamed == out[-1]["text"] == "k [REDACTED:aws_access_key] "
+        assert scan.counts == {"aws_access_key": 1}
+
+    def test_audit_of_a_long_stream_is_windowed_not_quadratic(self, vault, redactor):
+        scan = self.scan(redactor, False)
+        restorer = StreamRestorer(vault, scan)
+        line = "x" * 99 + "\n"
+        body = sse(*[{"choices": [{"delta": {"content": line}}]} for _ in range(6000)],
+                   {"choices": [{"delta": {"content": f"key {self.KEY}"}}]})
+        run(restorer, [body])
+        assert scan.counts == {"aws_access_key": 1}

@@ -1,4 +1,5 @@
-"""Finding spans in worker processes: a large first turn is scanned on several cores, off the GIL.
+"""Finding spans in worker processes: a large first turn is scanned on several cores, off the GIL
+(processes and threads are I/O-side machinery, so this lives outside the redaction core).
 
 Only ``find`` runs there (pure: text in, spans out); placeholders are minted in the proxy's own
 vault, so no secret mapping ever lives in a worker.

@@ -1,0 +1,65 @@
+"""What the admin endpoints show. The proxy writes it; the endpoints only read it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policyproxy.cli.render import config_digest
+from policyproxy.config.schema import Settings
+
+
+def format_address(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class AdminState:
+    """The status of one running proxy.
+
+    ``settings`` is a callable so a reload is seen without telling the admin: it returns whatever
+    settings the proxy enforces now. ``listeners`` is filled once the proxy's sockets are bound.
+    Nothing here may hold a secret, a header value or a body: ``/api/status`` renders all of it.
+    """
+
+    version: str
+    settings: Callable[[], Settings]
+    ca_dir: Path
+    ca_sha256: str = ""     # fingerprint of the CA certificate clients must trust (public, not the key)
+    listeners: dict[str, tuple[str, int]] = field(default_factory=dict)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    _digest: tuple[Settings | None, str] = field(default=(None, ""), repr=False)
+
+    def bound(self, listeners: Mapping[str, tuple[str, int]]) -> None:
+        """The proxy's listeners are accepting (kind -> address: ``http``, ``socks5``)."""
+        self.listeners.update(listeners)
+
+    def digest(self) -> str:
+        settings = self.settings()
+        cached_for, value = self._digest
+        if cached_for is not settings:
+            value = config_digest(settings)
+            self._digest = (settings, value)
+        return value
+
+    def status(self) -> dict[str, Any]:
+        settings = self.settings()
+        return {
+            "version": self.version,
+            "profile": settings.profile,
+            "config_digest": self.digest(),
+            "listeners": {kind: format_address(address) for kind, address in self.listeners.items()},
+            "ca_sha256": self.ca_sha256,
+            "started_at": dt.datetime.fromtimestamp(self.started_at, dt.timezone.utc)
+            .isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
+            "pid": self.pid,
+        }
