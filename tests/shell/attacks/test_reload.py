@@ -191,3 +191,16 @@ def test_reload_storm_keeps_serving(start_proxy, upstream):
         outcomes.append(sighup(proxy, text)["policyproxy.reload.outcome"])
         assert connect_status(proxy, f"upstream.test:{upstream.tls_port}").startswith(b"HTTP/1.1 200")
     assert outcomes == ["refused", "applied", "refused", "applied", "refused"]
+
+
+def test_the_reload_event_and_the_admin_status_give_the_same_digest(start_proxy):
+    """One digest everywhere: the reload event (applied and refused), /api/status, and ``config_digest``."""
+    from tests.shell.test_admin import ADMIN, admin_url, get
+
+    proxy = start_proxy(BASE, extra=ADMIN)
+    url = admin_url(proxy)
+    applied = sighup(proxy, BASE + '"upstream.test" = "deny"\n')
+    status = get(url + "api/status")[2]["config_digest"]
+    assert applied["policyproxy.config.digest"] == status == digest_of(proxy.config)
+    refused = sighup(proxy, BASE + '[permissions.t.network]\nmode = "fast"\n')
+    assert refused["policyproxy.config.digest"] == get(url + "api/status")[2]["config_digest"] == status
