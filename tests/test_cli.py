@@ -210,3 +210,24 @@ def test_admin_table_round_trips_through_config_show_with_the_token_by_source_on
     assert '[admin]\nlisten = "0.0.0.0:9191"\ntoken_env_var = "PP_ADMIN_TOKEN"' in shown
     assert main(["check", "--config", str(cfg)]) == 0
     assert "admin:        http://0.0.0.0:9191/ (bearer token from env:PP_ADMIN_TOKEN)" in capsys.readouterr().out
+
+
+def test_config_show_and_the_digest_never_carry_a_listener_password(tmp_path, capsys):
+    from policyproxy.cli.render import config_digest
+    from policyproxy.config import load_settings
+
+    def config(password: str) -> Path:
+        path = tmp_path / f"{password}.toml"
+        path.write_text("[permissions.p.network]\n"
+                        f"proxy_url = 'http://job42:{password}@127.0.0.1:3128'\n"
+                        f"socks_url = 'socks5://job42:{password}@127.0.0.1:8081'\n"
+                        "[permissions.p.network.domains]\n'a.example' = 'allow'\n")
+        return path
+
+    assert main(["config", "show", "--config", str(config("hunter2canary"))]) == 0
+    shown = capsys.readouterr().out
+    assert "hunter2canary" not in shown and "job42:***@127.0.0.1:3128" in shown
+    env = {"POLICYPROXY_HOME": str(tmp_path)}
+    one = config_digest(load_settings(config("hunter2canary"), None, None, env=env))
+    other = config_digest(load_settings(config("correcthorse"), None, None, env=env))
+    assert one == other   # the digest is made of what config show prints: no password to guess from it

@@ -150,19 +150,21 @@ def toml_text(settings: Settings) -> str:
 
 
 def config_digest(settings: Settings) -> str:
-    """sha256 of the effective config as ``config show`` renders it (secrets by source only): the one
-    digest shown by /api/status, reload events and checked by ``run`` before reusing a proxy."""
+    """sha256 of the effective config as ``config show`` renders it (secrets by source only, listener
+    passwords as ``***``, so a published digest cannot be used to guess them): the one digest shown by
+    /api/status, reload events and checked by ``run`` before reusing a proxy."""
     return "sha256:" + hashlib.sha256(tomli_w.dumps(settings_to_toml(settings)).encode()).hexdigest()
 
 
 def settings_to_toml(settings: Settings) -> dict[str, Any]:
-    """The effective profile as a config document that loads back to the same settings."""
+    """The effective profile as a config document that loads back to the same settings (but for listener
+    passwords, shown as ``***``, and secrets, shown by source)."""
     net = settings.network
     network: dict[str, Any] = {
         "enabled": net.enabled,
-        "proxy_url": net.proxy_url,
+        "proxy_url": masked_url(net.proxy_url),   # a listener password is a secret: never printed or hashed
         "enable_socks5": net.enable_socks5,
-        "socks_url": net.socks_url,
+        "socks_url": masked_url(net.socks_url),
         "mode": net.mode.value,
         "allow_local_binding": net.allow_local_binding,
         "allow_upstream_proxy": net.allow_upstream_proxy,
