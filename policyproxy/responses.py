@@ -39,6 +39,8 @@ PROXY_ERROR: dict[Reason, str] = {
     Reason.MITM_HOOK_DENIED: "blocked-by-mitm-hook",
     Reason.PII_BLOCKED: "blocked-by-policy",
     Reason.INSPECTION_FAILED: "blocked-by-policy",
+    Reason.SECRET_UNAVAILABLE: "blocked-by-policy",
+    Reason.TLS_HANDSHAKE_FAILED: "blocked-by-policy",
     Reason.HOOK_MATCHED: "blocked-by-policy",
     Reason.REDACTED: "blocked-by-policy",
     Reason.ALLOWED: "blocked-by-policy",
@@ -50,7 +52,11 @@ _TEXT = "text/plain; charset=utf-8"
 
 
 def block_status(reason: Reason) -> int:
-    return 400 if reason is Reason.PII_BLOCKED else 403
+    """403 for a policy deny; 400 for ``pii_blocked``; 503 when an injected secret is unavailable
+    (the request was allowed: retrying once the secret is refreshed will work)."""
+    if reason is Reason.PII_BLOCKED:
+        return 400
+    return 503 if reason is Reason.SECRET_UNAVAILABLE else 403
 
 
 def block_answer(decision: Decision) -> Answer:

@@ -56,6 +56,8 @@ def withheld_variables(settings: Settings, environ: Mapping[str, str]) -> list[s
         if ref.env_var is not None:
             names.add(ref.env_var)
             value = environ.get(ref.env_var, "").strip()
+        elif ref.file is None:
+            continue   # secret_command: only the proxy runs it; CMD never sees its output
         else:
             try:
                 value = read_secret_file(str(ref.file))

@@ -21,6 +21,7 @@ from policyproxy.errors import ConfigErrors
 from policyproxy.grammar.hosts import IPAddress
 from policyproxy.policy.compile import compile_policy
 from policyproxy.safe_text import install_console
+from policyproxy.secret_provider import SecretProvider
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.otel import build_emitter
 from policyproxy.telemetry.sink import TelemetrySink
@@ -84,6 +85,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, args.requirements, args.profile)
     policy = compile_policy(settings)
+    secrets, _ = SecretProvider.for_settings(settings)   # a missing secret: ConfigErrors, before listening
     if not settings.network.enabled:
         raise ServeError(f"profile {settings.profile!r} sets network.enabled = false; nothing to serve")
     http, socks = _listeners(args, settings)
@@ -104,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
     tune_process()
 
     async def main() -> None:
-        app = ProxyServer(settings, policy, ca, options)
+        app = ProxyServer(settings, policy, ca, options, secrets)
         app.sinks.append(sink)
         if settings.otel.metrics_exporter != "none":
             from policyproxy.telemetry.metrics import Metrics
@@ -166,10 +168,11 @@ def _reload(app: ProxyServer, args: argparse.Namespace) -> None:
     try:
         settings = load_settings(args.config, args.requirements, args.profile)
         policy = compile_policy(settings)
+        secrets, _ = SecretProvider.for_settings(settings, previous=app.secrets)
     except ConfigErrors as exc:
         print(f"policyproxy: reload refused, keeping the running policy:\n{exc}", file=sys.stderr, flush=True)
         return
-    app.reload(settings, policy)
+    app.reload(settings, policy, secrets)
     print(f"policyproxy: reloaded profile {settings.profile!r}", file=sys.stderr, flush=True)
 
 
