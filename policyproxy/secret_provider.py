@@ -187,7 +187,7 @@ class SecretProvider:
             return _Value(Secret(_checked(value.strip(), f"environment variable {ref.env_var}"), ref.describe()))
         if ref.file is not None:
             return self._read_file(ref.file, ref)
-        origin = f"secret_command {command_name(ref)}"
+        origin = repr(command_name(ref))
         try:
             status, out = _run_sync(ref.command or ())
         except subprocess.TimeoutExpired:
@@ -273,7 +273,7 @@ class SecretProvider:
             await asyncio.shield(running)   # no usable value: this request waits for the new one
 
     async def _refresh(self, ref: SecretRef) -> None:
-        origin = f"secret_command {command_name(ref)}"
+        origin = repr(command_name(ref))
         try:
             try:
                 status, out = await _run_async(ref.command or ())

@@ -34,7 +34,7 @@ from policyproxy.cli.serve import ServeError, ca_dir
 from policyproxy.config import load_settings
 from policyproxy.config.admin import parse_listen
 from policyproxy.config.schema import Settings
-from policyproxy.policy.compile import read_secret_file
+from policyproxy.config.source import read_secret_file
 from policyproxy.tls.ca_store import load_or_create, trust_bundle
 
 Address = tuple[str, int]
