@@ -61,6 +61,19 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     return "\n".join(printable(line) for line in lines)
 
 
+def summary(settings: Settings, policy: Policy) -> dict[str, Any]:
+    """``check --json``'s compiled summary: the effective profile as data (secrets by source only)."""
+    return {
+        "config": str(settings.config_file) if settings.config_file else None,
+        "requirements": str(settings.requirements_file) if settings.requirements_file else None,
+        "profile": settings.profile,
+        "mitm": "on where needed" if policy.mitm_enabled else "disabled",
+        "hooks": [{"name": h.name, "host": h.host, "source": h.source.value} for h in settings.network.hooks],
+        "ignored_keys": list(settings.ignored_keys),
+        "effective": settings_to_toml(settings),
+    }
+
+
 def _hook_line(hook: HookSpec) -> str:
     text = f"{'|'.join(hook.methods)} {hook.host} {' '.join(hook.path_prefixes)}"
     if hook.query:
