@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pin HOST:PORT to ADDR (operator-trusted; repeatable)")
     serve.add_argument("--admin-listen", metavar="ADDR", help="admin listener (/healthz, /readyz, /api/status): "
                        "HOST:PORT or off (default: [admin] listen, else 127.0.0.1:9090)")
+    serve.add_argument("-v", "--verbose", action="store_true",
+                       help="print one line per decision (a deny names its rule, config key and explain line)")
     ca = sub.add_parser("ca", help="the interception CA")
     ca.add_argument("ca_command", choices=["init", "path", "export"])
     ca.add_argument("--ca-dir", type=Path, help="CA directory (default: $POLICYPROXY_HOME/ca)")

@@ -12,7 +12,9 @@ import tomli_w
 
 from policyproxy.config.schema import HookSpec, RedactionSpec, Settings
 from policyproxy.policy.decide import Policy
+from policyproxy.policy.model import Decision
 from policyproxy.reasons import Verdict
+from policyproxy.responses import remedy
 from policyproxy.safe_text import printable
 
 
@@ -59,6 +61,20 @@ def render_policy(settings: Settings, policy: Policy) -> str:
         lines.append("ignored (not policyproxy's): " + ", ".join(settings.ignored_keys))
     lines.append("OK")
     return "\n".join(printable(line) for line in lines)
+
+
+def decision_line(decision: Decision, status: int | None, client: str) -> str:
+    """``serve -v``'s console line for one decision (escaped: hosts and paths come off the wire); a deny
+    also names the rule, the config key to change and the ``explain`` line that reproduces it."""
+    target = f"{decision.host}:{decision.port}{decision.path or ''}"
+    text = (f"{decision.verdict.value} {decision.reason.value} {decision.protocol.value} "
+            f"{decision.method or 'CONNECT'} {target} -> {status if status is not None else '-'} from {client}")
+    if decision.hook:
+        text += f" hook={decision.hook}"
+    fix = remedy(decision)
+    if fix is not None:
+        text += f" ({decision.message}) rule: {fix.rule}; change {fix.config_key} in {fix.where}; {fix.explain}"
+    return printable(text)
 
 
 def summary(settings: Settings, policy: Policy) -> dict[str, Any]:

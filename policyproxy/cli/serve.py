@@ -15,6 +15,7 @@ from policyproxy import __version__
 from policyproxy.cli.clientenv import configured_listeners as _listeners
 from policyproxy.cli.clientenv import env_lines, render
 from policyproxy.cli.harden import make_undumpable
+from policyproxy.cli.render import decision_line
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigErrors
@@ -108,6 +109,9 @@ def serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         app = ProxyServer(settings, policy, ca, options, secrets)
         app.sinks.append(sink)
+        if getattr(args, "verbose", False):
+            app.sinks.append(lambda decision, outcome: print(decision_line(decision, outcome.status, outcome.client),
+                                                             file=sys.stderr, flush=True))
         if settings.otel.metrics_exporter != "none":
             from policyproxy.telemetry.metrics import Metrics
 
