@@ -10,7 +10,7 @@ from typing import Any
 
 import tomli_w
 
-from policyproxy.config.schema import HookSpec, RedactionSpec, Settings
+from policyproxy.config.schema import HookSpec, RedactionSpec, SecretRef, Settings
 from policyproxy.policy.decide import Policy
 from policyproxy.policy.model import Decision
 from policyproxy.reasons import Verdict
@@ -222,9 +222,16 @@ def _action_table(action: Any) -> dict[str, Any]:
         table["strip_request_headers"] = list(action.strip_request_headers)
     if action.inject_request_headers:
         table["inject_request_headers"] = [
-            {"name": i.name, **({"secret_env_var": i.secret.env_var} if i.secret.env_var else
-                                {"secret_file": i.secret.file}),
-             **({"prefix": i.prefix} if i.prefix else {})}
+            {"name": i.name, **_secret_source(i.secret), **({"prefix": i.prefix} if i.prefix else {})}
             for i in action.inject_request_headers
         ]
     return table
+
+
+def _secret_source(ref: SecretRef) -> dict[str, Any]:
+    """Where a secret comes from, as config keys (never its value)."""
+    if ref.env_var is not None:
+        return {"secret_env_var": ref.env_var}
+    if ref.file is not None:
+        return {"secret_file": ref.file}
+    return {"secret_command": list(ref.command or ()), "secret_ttl_seconds": ref.ttl_seconds}

@@ -104,3 +104,17 @@ def test_explain_says_why_each_hook_did_or_did_not_match(tmp_path):
     result = cli(tmp_path, "explain", "--config", str(path), "POST", "https://api.github.com/repos/myorg/x")
     assert result.returncode == 0   # explain needs no secret
     assert [h["matched"] for h in json.loads(result.stdout)["hooks"]] == [True, False]
+
+
+def test_config_show_round_trips_a_secret_command_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    text = PROFILE.replace('secret_file = "/run/secrets/not-here"',
+                           f'secret_command = ["/bin/sh", "-c", "touch {marker}; echo v"]\nsecret_ttl_seconds = 45')
+    shown = cli(tmp_path, "config", "show", "--config", str(config(tmp_path, text)))
+    assert shown.returncode == 0, shown.stderr
+    assert 'secret_ttl_seconds = 45' in shown.stdout and not marker.exists()
+    again = tmp_path / "again.toml"
+    again.write_text(shown.stdout)
+    result = cli(tmp_path, "check", "--config", str(again), env={"LINT_GH_TOKEN": "t"})
+    assert result.returncode == 0, result.stderr
+    assert marker.exists()   # check runs the command: it validates that the secret can be minted
