@@ -133,3 +133,59 @@ def test_check_no_secrets_turns_missing_sources_into_warnings(tmp_path):
     assert [w.key.rsplit(".", 1)[1] for w in warnings] == ["secret_env_var", "secret_file", "secret_command"]
     assert "ABSENT_TOKEN" in str(warnings[0]) and "/nonexistent/token" in str(warnings[1])
     assert "no-such-minting-tool" in str(warnings[2])
+
+
+COUNTING = """
+    import pathlib, time
+    p = pathlib.Path({counter!r})
+    n = int(p.read_text()) + 1 if p.exists() else 1
+    p.write_text(str(n))
+    time.sleep(0.2)
+    print(f"tok-{{n}}")
+"""
+
+
+def test_many_requests_at_expiry_run_the_command_once(tmp_path):
+    counter = tmp_path / "n"
+    ref = SecretRef(command=command(tmp_path, COUNTING.format(counter=str(counter))), ttl_seconds=10)
+    clock = Clock()
+    provider = SecretProvider([(ref, "k")], {}, clock=clock)
+    provider._values[ref] = provider._read(ref)
+    clock.now += 11.0
+
+    async def use() -> str:
+        await provider.prepare([ref])
+        return provider.lookup(ref).reveal()
+
+    async def burst() -> list[str]:
+        return list(await asyncio.gather(*(use() for _ in range(20))))
+
+    assert asyncio.run(burst()) == ["tok-2"] * 20
+    assert counter.read_text() == "2"
+
+
+def test_a_reload_keeps_an_unexpired_command_value_and_rereads_the_rest(tmp_path):
+    counter = tmp_path / "n"
+    argv = command(tmp_path, COUNTING.format(counter=str(counter)))
+    text = f"""
+    [permissions.ws.network.domains]
+    "api.x.com" = "allow"
+    [permissions.ws.network.mitm.hooks.h]
+    host = "api.x.com"
+    methods = ["GET"]
+    path_prefixes = ["/"]
+    action = ["a"]
+    [permissions.ws.network.mitm.actions.a]
+    [[permissions.ws.network.mitm.actions.a.inject_request_headers]]
+    name = "x-one"
+    secret_command = {list(argv)!r}
+    """.replace("'", '"')
+    s = settings(tmp_path, text)
+    clock = Clock()
+    first, _ = SecretProvider.for_settings(s, {}, clock=clock)
+    second, _ = SecretProvider.for_settings(s, {}, previous=first, clock=clock)
+    (ref,) = [r for r in first._refs]
+    assert second.lookup(ref).reveal() == "tok-1" and counter.read_text() == "1"
+    clock.now += 301.0   # expired: a reload mints a new one
+    third, _ = SecretProvider.for_settings(s, {}, previous=second, clock=clock)
+    assert third.lookup(ref).reveal() == "tok-2"
