@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -209,9 +210,16 @@ class SecretProvider:
     def _read_file(self, path: str, ref: SecretRef) -> _Value:
         for _ in range(3):   # a file rewritten while it was read is read again
             try:
-                before = os.stat(path)
-                with open(path, "rb") as handle:
-                    data = handle.read(MAX_OUTPUT)
+                # Non-blocking, then checked: a FIFO or device put in the file's place must never stall
+                # the event loop (a stat-then-open would race with the swap).
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    before = os.fstat(fd)
+                    if not stat.S_ISREG(before.st_mode):
+                        raise SecretFailure(f"{path} is not a regular file")
+                    data = os.read(fd, MAX_OUTPUT)
+                finally:
+                    os.close(fd)
                 after = os.stat(path)
             except OSError as exc:
                 raise SecretFailure(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None

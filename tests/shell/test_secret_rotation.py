@@ -92,6 +92,19 @@ def test_a_secret_file_emptied_mid_rewrite_keeps_the_last_good_value(start_proxy
     assert "canary" not in proxy.logs()
 
 
+def test_a_fifo_swapped_in_for_the_secret_file_never_stalls_the_proxy(start_proxy, upstream, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("fifo-token-canary\n")
+    proxy = start_proxy(source(f'secret_file = "{token}"'))
+    assert authorization(proxy, upstream)[1] == "Bearer fifo-token-canary"
+    token.unlink()
+    os.mkfifo(token)   # reading it would block until a writer comes: the event loop must not wait
+    started = time.monotonic()
+    assert authorization(proxy, upstream)[1] == "Bearer fifo-token-canary"
+    assert time.monotonic() - started < 5
+    assert "is not a regular file" in proxy.logs() and "canary" not in proxy.logs()
+
+
 def _mint(tmp_path: Path, ttl: int) -> tuple[Path, str]:
     script = tmp_path / "mint.py"
     script.write_text(MINT)
