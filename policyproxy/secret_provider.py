@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import select
 import shutil
 import stat
 import subprocess
@@ -112,21 +113,59 @@ def parse_command_output(out: bytes, origin: str, now_wall: float) -> tuple[str,
 
 
 def _run_sync(argv: tuple[str, ...]) -> tuple[int, bytes]:
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          timeout=COMMAND_TIMEOUT, check=False)
-    return done.returncode, done.stdout[:MAX_OUTPUT]
+    """Run at start (and on a reload): at most ``COMMAND_TIMEOUT`` and ``MAX_OUTPUT`` bytes, else killed."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    out = b""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(argv, COMMAND_TIMEOUT)
+            ready, _, _ = select.select([proc.stdout], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > MAX_OUTPUT:
+                raise SecretFailure(f"{command_name_of(argv)!r} printed more than {MAX_OUTPUT // 1024} KiB")
+        return proc.wait(max(0.1, deadline - time.monotonic())), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
 
 
 async def _run_async(argv: tuple[str, ...]) -> tuple[int, bytes]:
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
-    except asyncio.TimeoutError:
-        proc.kill()
+    assert proc.stdout is not None
+
+    async def collect() -> bytes:
+        assert proc.stdout is not None
+        out = b""
+        while chunk := await proc.stdout.read(65536):
+            out += chunk
+            if len(out) > MAX_OUTPUT:
+                raise SecretFailure(f"{command_name_of(argv)!r} printed more than {MAX_OUTPUT // 1024} KiB")
         await proc.wait()
-        raise
-    return proc.returncode or 0, out[:MAX_OUTPUT]
+        return out
+
+    try:
+        out = await asyncio.wait_for(collect(), COMMAND_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out
+
+
+def command_name_of(argv: tuple[str, ...]) -> str:
+    return os.path.basename(argv[0]) if argv else "?"
 
 
 class SecretProvider:

@@ -189,3 +189,22 @@ def test_a_reload_keeps_an_unexpired_command_value_and_rereads_the_rest(tmp_path
     clock.now += 301.0   # expired: a reload mints a new one
     third, _ = SecretProvider.for_settings(s, {}, previous=second, clock=clock)
     assert third.lookup(ref).reveal() == "tok-2"
+
+
+@pytest.mark.parametrize("body", ["import sys\nwhile True: sys.stdout.write('x' * 65536)",
+                                  "import time\nprint('late', flush=True)\ntime.sleep(30)"])
+def test_a_runaway_command_is_killed_at_start_and_on_refresh(tmp_path, monkeypatch, body):
+    import policyproxy.secret_provider as module
+
+    monkeypatch.setattr(module, "COMMAND_TIMEOUT", 2.0)
+    ref = SecretRef(command=command(tmp_path, body), ttl_seconds=10)
+    provider = SecretProvider([(ref, "k")], {})
+    with pytest.raises(SecretFailure, match=r"printed more than 64 KiB|did not finish within 2 s"):
+        provider._read(ref)
+
+    async def refresh() -> None:
+        await provider._refresh(ref)
+
+    asyncio.run(asyncio.wait_for(refresh(), 30))
+    with pytest.raises(SecretUnavailable):
+        provider.lookup(ref)
