@@ -54,7 +54,7 @@ def main() -> None:
         path.write_text(big_profile())
         t0 = time.perf_counter()
         settings = load_settings(path, env={"POLICYPROXY_HOME": tmp})
-        policy = compile_policy(settings, env={})
+        policy = compile_policy(settings)
         load_ms = (time.perf_counter() - t0) * 1e3
     hooked = "host3.example3.com"
     scenarios = {

@@ -230,7 +230,7 @@ def proxy_path() -> None:
             config = Path(tmp) / "c.toml"
             config.write_text('[permissions.b.network.domains]\n"*" = "allow"\n[permissions.b.network.redaction]\n')
             settings = load_settings(config, env={"POLICYPROXY_HOME": tmp})
-            policy = compile_policy(settings, env={})
+            policy = compile_policy(settings)
             inspector = ProxyServer(settings, policy, load_or_create(Path(tmp) / "ca"),
                                     ProxyOptions(socks_listen=None)).context.inspector
             redactor = redactor_for(settings)

@@ -27,6 +27,8 @@ class Reason(enum.Enum):
     REDACTED = "redacted"
     PII_BLOCKED = "pii_blocked"
     INSPECTION_FAILED = "inspection_failed"
+    SECRET_UNAVAILABLE = "secret_unavailable"          # an injected secret expired and was not refreshed
+    TLS_HANDSHAKE_FAILED = "tls_handshake_failed"      # the client refused the interception (CA not trusted)
     ALLOWED = "allowed"
 
     @property
@@ -49,6 +51,8 @@ _PROXY_ERROR: dict[Reason, str | None] = {
     Reason.MITM_REQUIRED: "blocked-by-mitm-required",
     Reason.PII_BLOCKED: "blocked-by-policy",
     Reason.INSPECTION_FAILED: "blocked-by-policy",
+    Reason.SECRET_UNAVAILABLE: "blocked-by-policy",
+    Reason.TLS_HANDSHAKE_FAILED: "blocked-by-policy",
 }
 
 

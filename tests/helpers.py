@@ -12,6 +12,7 @@ from policyproxy.policy.compile import compile_policy
 from policyproxy.policy.decide import Policy
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.reasons import Protocol
+from policyproxy.secret_provider import SecretProvider
 
 
 def write(tmp: Path, name: str, text: str) -> Path:
@@ -26,7 +27,16 @@ def settings(tmp: Path, text: str, requirements: str | None = None, profile: str
 
 
 def policy(tmp: Path, text: str, env: Mapping[str, str] | None = None, **kwargs: object) -> Policy:
-    return compile_policy(settings(tmp, text, **kwargs), env=env or {})  # type: ignore[arg-type]
+    """The compiled policy; with ``env``, its injected secrets must also resolve from that environment."""
+    s = settings(tmp, text, **kwargs)  # type: ignore[arg-type]
+    if env is not None:
+        provider(s, env)
+    return compile_policy(s)
+
+
+def provider(s: Settings, env: Mapping[str, str] | None = None) -> SecretProvider:
+    """The secrets ``s`` injects, read from ``env`` (never the process environment)."""
+    return SecretProvider.for_settings(s, env or {})[0]
 
 
 def connect(p: Policy, host: str, port: int = 443, protocol: Protocol = Protocol.HTTPS_CONNECT,

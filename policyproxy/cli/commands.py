@@ -10,14 +10,17 @@ from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlsplit
 
-from policyproxy.cli.render import render_policy, toml_text, wildcard_warning
+from policyproxy.cli.render import render_policy, summary, toml_text, wildcard_warning
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
+from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.policy.compile import compile_policy
 from policyproxy.policy.decide import Policy
+from policyproxy.policy.lint import lint, trace_hooks
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.reasons import Protocol
 from policyproxy.safe_text import printable
+from policyproxy.secret_provider import SecretProvider
 from policyproxy.telemetry.event import audit_record, decision_attributes
 
 
@@ -30,13 +33,52 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    policy = compile_policy(settings)
-    print(render_policy(settings, policy))
+    """Validate; print the compiled policy and warnings (``--json``: one document for CI annotations).
+
+    ``--no-secrets``: a missing env var, file or command becomes a warning (naming it, never a value),
+    so a profile is checked on a machine (a pull request's CI) that does not hold its secrets.
+    """
+    as_json = getattr(args, "json", False)
+    no_secrets = getattr(args, "no_secrets", False)
+    try:
+        settings = _settings(args)
+        policy = compile_policy(settings)
+        _, secret_warnings = SecretProvider.for_settings(settings, missing_ok=no_secrets)
+    except ConfigErrors as exc:
+        if not as_json:
+            raise
+        _dump({"valid": False, "errors": [_problem(e) for e in exc.errors], "warnings": [], "summary": None})
+        return 2
+    warnings = [_problem(w, "secret_unavailable") for w in secret_warnings]
+    warnings += [{"code": "config", "file": None, "line": None, "key": None, "message": w} for w in settings.warnings]
     wildcard = wildcard_warning(settings)
-    for warning in [*settings.warnings, *([wildcard] if wildcard else [])]:
-        print(f"warning: {printable(warning)}", file=sys.stderr)
+    if wildcard is not None:
+        warnings.append({"code": "wildcard_next_to_inspection", "file": str(settings.config_file)
+                         if settings.config_file else None, "line": None, "key": None, "message": wildcard})
+    for finding in lint(policy):
+        where = settings.requirements_file if finding.managed else settings.config_file
+        line = None if finding.managed else settings.line_of(finding.key)
+        warnings.append({"code": finding.code, "file": str(where) if where else None, "line": line,
+                         "key": finding.key, "message": finding.message})
+    if as_json:
+        _dump({"valid": True, "errors": [], "warnings": warnings, "summary": summary(settings, policy)})
+        return 0
+    print(render_policy(settings, policy))
+    for warning in warnings:
+        at = f"{warning['file']}:{warning['line']}: " if warning["file"] and warning["line"] else \
+            f"{warning['file']}: " if warning["file"] else ""
+        key = f"{warning['key']} " if warning["key"] else ""
+        print(f"warning: {printable(at + key + str(warning['message']))}", file=sys.stderr)
     return 0
+
+
+def _problem(error: ConfigError, code: str = "config") -> dict[str, object]:
+    return {"code": code, "file": error.file, "line": error.line, "key": error.key or None, "message": error.message}
+
+
+def _dump(document: dict[str, object]) -> None:
+    json.dump(document, sys.stdout, indent=2, ensure_ascii=True)
+    sys.stdout.write("\n")
 
 
 def config_show(args: argparse.Namespace) -> int:
@@ -68,6 +110,8 @@ def explain(args: argparse.Namespace) -> int:
         record["policyproxy.intercepted"] = True
     if decision.message:
         record["policyproxy.message"] = decision.message
+    record["hooks"] = [t.as_json() for t in trace_hooks(policy, decision, explain_request(args.method, args.url,
+                                                                                         args.header))]
     json.dump(record, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0 if decision.allowed else 1
@@ -90,8 +134,7 @@ def explain_decision(policy: Policy, method: str, url: str, headers: list[str], 
     except ValueError:
         raise UsageError(f"URL has an invalid port: {url!r}") from None
     pinned = _pinned(resolve, parts.hostname, port)
-    header_pairs = tuple(_header(h) for h in headers)
-    request = Request(method.upper(), parts.path or "/", parts.query, header_pairs)
+    request = explain_request(method, url, headers)
     addresses = (pinned,) if pinned is not None else ()
     trusted = pinned is not None
     if parts.scheme == "http" and not socks5:
@@ -102,6 +145,11 @@ def explain_decision(policy: Policy, method: str, url: str, headers: list[str], 
         return connection
     inner = Protocol.HTTP if parts.scheme == "http" else Protocol.HTTPS_MITM
     return policy.decide(Target(parts.hostname, port, inner, addresses, trusted), request)
+
+
+def explain_request(method: str, url: str, headers: list[str]) -> Request:
+    parts = urlsplit(url)
+    return Request(method.upper(), parts.path or "/", parts.query, tuple(_header(h) for h in headers))
 
 
 def _pinned(resolve: list[str], host: str, port: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pin HOST:PORT to ADDR (operator-trusted; repeatable)")
     serve.add_argument("--admin-listen", metavar="ADDR", help="admin listener (/healthz, /readyz, /api/status): "
                        "HOST:PORT or off (default: [admin] listen, else 127.0.0.1:9090)")
+    serve.add_argument("-v", "--verbose", action="store_true",
+                       help="print one line per decision (a deny names its rule, config key and explain line)")
     ca = sub.add_parser("ca", help="the interception CA")
     ca.add_argument("ca_command", choices=["init", "path", "export"])
     ca.add_argument("--ca-dir", type=Path, help="CA directory (default: $POLICYPROXY_HOME/ca)")
@@ -66,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for a proxy run starts: pin HOST:PORT to ADDR (repeatable)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
     audit.add_parsers(sub)
-    with_config(sub.add_parser("check", help="validate the configuration and print the compiled policy"))
+    check = with_config(sub.add_parser("check", help="validate the configuration and print the compiled policy"))
+    check.add_argument("--no-secrets", action="store_true",
+                       help="missing secret env vars, files and commands are warnings (commands are not run)")
+    check.add_argument("--json", action="store_true",
+                       help="one JSON document: valid, errors and warnings (file, line, key), the summary")
     config = sub.add_parser("config", help="show the effective configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     with_config(config_sub.add_parser("show", help="the effective profile as TOML"))

@@ -11,9 +11,11 @@ from urllib.parse import unquote, urlsplit
 
 import tomli_w
 
-from policyproxy.config.schema import HookSpec, NetworkSpec, RedactionSpec, Settings
+from policyproxy.config.schema import HookSpec, NetworkSpec, RedactionSpec, SecretRef, Settings
 from policyproxy.policy.decide import Policy
+from policyproxy.policy.model import Decision
 from policyproxy.reasons import Verdict
+from policyproxy.responses import remedy
 from policyproxy.safe_text import printable
 
 
@@ -117,6 +119,33 @@ def wildcard_warning(settings: Settings) -> str | None:
             "IP literal or another name is refused when its TLS server name (SNI) names that host, but the "
             "proxy cannot see a name without SNI, behind ECH, or in plain HTTP to an IP, and then tunnels "
             "it uninspected (SECURITY.md, 'Other names for an inspected host')")
+
+
+def decision_line(decision: Decision, status: int | None, client: str) -> str:
+    """``serve -v``'s console line for one decision (escaped: hosts and paths come off the wire); a deny
+    also names the rule, the config key to change and the ``explain`` line that reproduces it."""
+    target = f"{decision.host}:{decision.port}{decision.path or ''}"
+    text = (f"{decision.verdict.value} {decision.reason.value} {decision.protocol.value} "
+            f"{decision.method or 'CONNECT'} {target} -> {status if status is not None else '-'} from {client}")
+    if decision.hook:
+        text += f" hook={decision.hook}"
+    fix = remedy(decision)
+    if fix is not None:
+        text += f" ({decision.message}) rule: {fix.rule}; change {fix.config_key} in {fix.where}; {fix.explain}"
+    return printable(text)
+
+
+def summary(settings: Settings, policy: Policy) -> dict[str, Any]:
+    """``check --json``'s compiled summary: the effective profile as data (secrets by source only)."""
+    return {
+        "config": str(settings.config_file) if settings.config_file else None,
+        "requirements": str(settings.requirements_file) if settings.requirements_file else None,
+        "profile": settings.profile,
+        "mitm": "on where needed" if policy.mitm_enabled else "disabled",
+        "hooks": [{"name": h.name, "host": h.host, "source": h.source.value} for h in settings.network.hooks],
+        "ignored_keys": list(settings.ignored_keys),
+        "effective": settings_to_toml(settings),
+    }
 
 
 def _hook_line(hook: HookSpec) -> str:
@@ -253,9 +282,16 @@ def _action_table(action: Any) -> dict[str, Any]:
         table["strip_request_headers"] = list(action.strip_request_headers)
     if action.inject_request_headers:
         table["inject_request_headers"] = [
-            {"name": i.name, **({"secret_env_var": i.secret.env_var} if i.secret.env_var else
-                                {"secret_file": i.secret.file}),
-             **({"prefix": i.prefix} if i.prefix else {})}
+            {"name": i.name, **_secret_source(i.secret), **({"prefix": i.prefix} if i.prefix else {})}
             for i in action.inject_request_headers
         ]
     return table
+
+
+def _secret_source(ref: SecretRef) -> dict[str, Any]:
+    """Where a secret comes from, as config keys (never its value)."""
+    if ref.env_var is not None:
+        return {"secret_env_var": ref.env_var}
+    if ref.file is not None:
+        return {"secret_file": ref.file}
+    return {"secret_command": list(ref.command or ()), "secret_ttl_seconds": ref.ttl_seconds}

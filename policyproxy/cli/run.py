@@ -34,7 +34,7 @@ from policyproxy.cli.serve import ServeError, ca_dir
 from policyproxy.config import load_settings
 from policyproxy.config.admin import parse_listen
 from policyproxy.config.schema import Settings
-from policyproxy.policy.compile import read_secret_file
+from policyproxy.config.source import read_secret_file
 from policyproxy.tls.ca_store import load_or_create, trust_bundle
 
 Address = tuple[str, int]
@@ -56,6 +56,8 @@ def withheld_variables(settings: Settings, environ: Mapping[str, str]) -> list[s
         if ref.env_var is not None:
             names.add(ref.env_var)
             value = environ.get(ref.env_var, "").strip()
+        elif ref.file is None:
+            continue   # secret_command: only the proxy runs it; CMD never sees its output
         else:
             try:
                 value = read_secret_file(str(ref.file))

@@ -15,13 +15,14 @@ from policyproxy import __version__
 from policyproxy.cli.clientenv import configured_listeners as _listeners
 from policyproxy.cli.clientenv import env_lines, render
 from policyproxy.cli.harden import make_undumpable
-from policyproxy.cli.render import config_digest, listener_auth, listener_auth_summary, settings_to_toml
+from policyproxy.cli.render import config_digest, decision_line, listener_auth, listener_auth_summary, settings_to_toml
 from policyproxy.config import home_dir, load_settings
 from policyproxy.config.schema import Settings
 from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.grammar.hosts import IPAddress
 from policyproxy.policy.compile import compile_policy
 from policyproxy.safe_text import install_console
+from policyproxy.secret_provider import SecretProvider
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.event import RELOAD_EVENT, reload_attributes
 from policyproxy.telemetry.otel import build_emitter
@@ -78,6 +79,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, args.requirements, args.profile)
     policy = compile_policy(settings)
+    secrets, _ = SecretProvider.for_settings(settings)   # a missing secret: ConfigErrors, before listening
     if not settings.network.enabled:
         raise ServeError(f"profile {settings.profile!r} sets network.enabled = false; nothing to serve")
     http, socks = _listeners(args, settings)
@@ -98,8 +100,11 @@ def serve(args: argparse.Namespace) -> int:
     tune_process()
 
     async def main() -> None:
-        app = ProxyServer(settings, policy, ca, options)
+        app = ProxyServer(settings, policy, ca, options, secrets)
         app.sinks.append(sink)
+        if getattr(args, "verbose", False):
+            app.sinks.append(lambda decision, outcome: print(decision_line(decision, outcome.status, outcome.client),
+                                                             file=sys.stderr, flush=True))
         if settings.otel.metrics_exporter != "none":
             from policyproxy.telemetry.metrics import Metrics
 
@@ -199,6 +204,7 @@ def _reload(app: ProxyServer, args: argparse.Namespace, sink: TelemetrySink) -> 
     try:
         settings = load_settings(args.config, args.requirements, args.profile)
         policy = compile_policy(settings)
+        secrets, _ = SecretProvider.for_settings(settings, previous=app.secrets)
     except ConfigErrors as exc:
         print(f"policyproxy: reload refused, keeping the running policy ({config_digest(running)}):\n{exc}",
               file=sys.stderr, flush=True)
@@ -214,7 +220,7 @@ def _reload(app: ProxyServer, args: argparse.Namespace, sink: TelemetrySink) -> 
     restart = restart_keys(running, settings, args)
     http_credentials, socks_credentials = listener_auth(settings.network)
     app.set_credentials(http_credentials, socks_credentials)
-    app.reload(settings, policy)
+    app.reload(settings, policy, secrets)
     digest = config_digest(settings)
     print(f"policyproxy: reloaded profile {settings.profile!r} ({digest})", file=sys.stderr, flush=True)
     if restart:

@@ -19,6 +19,7 @@ from policyproxy.config.schema import (
     DEFAULT_PHONE_REGIONS,
     DEFAULT_PROXY_URL,
     DEFAULT_REDACTION_ENDPOINTS,
+    DEFAULT_SECRET_TTL_SECONDS,
     DEFAULT_SOCKS_URL,
     ActionSpec,
     CustomPattern,
@@ -51,7 +52,7 @@ MITM_KEYS = frozenset({"enabled", "version", "hooks", "actions"})
 HOOK_KEYS = frozenset({"host", "methods", "path_prefixes", "query", "headers", "body", "action",
                        "allow_plaintext_secrets"})
 ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
-INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
+INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "secret_command", "secret_ttl_seconds", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
                             "mapping_ttl_seconds", "mapping_store", "responses", "explain_placeholders",
@@ -155,17 +156,26 @@ def _parse_inject(r: Reader, item: object, at: KeyPath) -> InjectHeader | None:
     _check_header_name(r, (*at, "name"), name.lower())
     env_var = r.get(table, "secret_env_var", at, str, None)
     file = r.get(table, "secret_file", at, str, None)
+    command = r.string_list(table, "secret_command", at) if "secret_command" in table else None
+    ttl = r.get(table, "secret_ttl_seconds", at, int, DEFAULT_SECRET_TTL_SECONDS)
     prefix = r.get(table, "prefix", at, str, "")
-    if (env_var is None) == (file is None):
-        r.error(at, "expected exactly one of secret_env_var or secret_file")
+    if sum(source is not None for source in (env_var, file, command)) != 1:
+        r.error(at, "expected exactly one of secret_env_var, secret_file or secret_command")
         return None
     if env_var is not None and not _ENV_NAME.fullmatch(env_var):
         r.error((*at, "secret_env_var"), f"{env_var!r} is not a valid environment variable name")
     if file is not None and not file.startswith("/"):
         r.error((*at, "secret_file"), f"must be an absolute path, got {file!r}")
+    if command is not None and (not command or not command[0]):
+        r.error((*at, "secret_command"), 'must be a non-empty argv list (secret_command = ["/usr/bin/mint", "x"])')
+    if "secret_ttl_seconds" in table and command is None:
+        r.error((*at, "secret_ttl_seconds"), "applies to secret_command only")
+    elif ttl <= 0:
+        r.error((*at, "secret_ttl_seconds"), "must be a positive number of seconds")
     if any(c in prefix for c in "\r\n\0"):
         r.error((*at, "prefix"), "must not contain CR, LF or NUL")
-    return InjectHeader(name.lower(), SecretRef(env_var, file), prefix)
+    ref = SecretRef(env_var, file, tuple(command) if command is not None else None, max(ttl, 1))
+    return InjectHeader(name.lower(), ref, prefix)
 
 
 def _check_header_name(r: Reader, at: KeyPath, name: str) -> None:

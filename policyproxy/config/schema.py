@@ -36,15 +36,29 @@ DEFAULT_GATEWAY_ROUTES = (
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
+DEFAULT_SECRET_TTL_SECONDS = 300
+
+
 @dataclass(frozen=True)
 class SecretRef:
-    """Where a secret comes from; exactly one of the two is set."""
+    """Where a secret comes from; exactly one of ``env_var``, ``file`` and ``command`` is set.
+
+    A reference, never a value: the compiled policy holds these and the shell's
+    ``secret_provider.SecretProvider`` resolves them when a request needs one (so a rotated file or a
+    re-minted token is used without a reload). ``ttl_seconds`` applies to ``command`` only.
+    """
 
     env_var: str | None = None
     file: str | None = None
+    command: tuple[str, ...] | None = None
+    ttl_seconds: int = DEFAULT_SECRET_TTL_SECONDS
 
     def describe(self) -> str:
-        return f"env:{self.env_var}" if self.env_var is not None else f"file:{self.file}"
+        if self.env_var is not None:
+            return f"env:{self.env_var}"
+        if self.file is not None:
+            return f"file:{self.file}"
+        return "command:" + " ".join(self.command or ())
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,24 @@
-"""Settings -> ``Policy``: indexes built and secrets read once, at start or reload.
+"""Settings -> ``Policy``: indexes built once, at start or reload.
 
-Secrets are read through injected ``env`` and ``read_file`` so tests touch neither; a missing one is
-a ``ConfigError`` naming the variable or path, never the value.
+Injected secrets stay references (``Injection``): ``secret_provider.SecretProvider`` (the shell) reads
+them at start (a missing one is a ``ConfigError`` naming the variable, path or command, never the value)
+and again when a request needs one, so rotation needs no reload.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
-from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
-from policyproxy.config.source import process_environment, read_secret_file
+from policyproxy.config.schema import HookSpec, Settings
 from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.grammar.hosts import normalize_host, parse_ip, url_host
 from policyproxy.grammar.paths import normalize_path
 from policyproxy.grammar.patterns import DomainIndex, DomainKind, DomainPattern, compile_matcher
 from policyproxy.policy.decide import CompiledHook, Policy
-from policyproxy.policy.model import HeaderEdits, Secret
+from policyproxy.policy.model import HeaderEdits, Injection
 from policyproxy.reasons import Source, Verdict
 
-ReadFile = Callable[[str], str]
 
-
-def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
-                   read_file: ReadFile = read_secret_file) -> Policy:
-    env = process_environment() if env is None else env
+def compile_policy(settings: Settings) -> Policy:
+    """Pure: injected secrets stay references (``Injection``); the shell's ``SecretProvider`` reads them."""
     net = settings.network
     errors: list[ConfigError] = []
     where = str(settings.config_file) if settings.config_file else None
@@ -32,7 +27,10 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
         full = f"permissions.{settings.profile}.network.{key}"
         errors.append(ConfigError(message, file=where, line=settings.line_of(full), key=full))
 
-    edits = {action.name: _resolve_action(action, env, read_file, error) for action in net.actions}
+    edits = {action.name: HeaderEdits(action.strip_request_headers,
+                                      tuple((i.name, Injection(i.secret, i.prefix))
+                                            for i in action.inject_request_headers))
+             for action in net.actions}
     hooks: dict[str, list[CompiledHook]] = {}
     for spec in net.hooks:
         hooks.setdefault(spec.host, []).append(_compile_hook(spec, edits))
@@ -75,50 +73,10 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
     )
 
 
-def _resolve_action(action: ActionSpec, env: Mapping[str, str], read_file: ReadFile,
-                    error: Callable[[str, str], None]) -> HeaderEdits:
-    injected: list[tuple[str, Secret]] = []
-    for i, inject in enumerate(action.inject_request_headers):
-        key = f"mitm.actions.{action.name}.inject_request_headers[{i}]"
-        value = _resolve_secret(inject.secret, env, read_file, key, error)
-        if value is not None:
-            injected.append((inject.name, Secret(inject.prefix + value, inject.secret.describe())))
-    return HeaderEdits(action.strip_request_headers, tuple(injected))
-
-
-def _resolve_secret(ref: SecretRef, env: Mapping[str, str], read_file: ReadFile, key: str,
-                    error: Callable[[str, str], None]) -> str | None:
-    if ref.env_var is not None:
-        value = env.get(ref.env_var)
-        if value is None:
-            error(f"{key}.secret_env_var", f"names {ref.env_var}, a missing required environment variable")
-            return None
-        value = value.strip()
-        origin = f"environment variable {ref.env_var}"
-    else:
-        assert ref.file is not None
-        try:
-            value = read_file(ref.file)
-        except OSError as exc:
-            error(f"{key}.secret_file", f"cannot read {ref.file}: {exc.strerror or type(exc).__name__}")
-            return None
-        except UnicodeDecodeError:
-            error(f"{key}.secret_file", f"{ref.file} is not UTF-8 text")
-            return None
-        origin = f"file {ref.file}"
-    if not value:
-        error(key, f"the secret from {origin} is empty")
-        return None
-    if any(c in value for c in "\r\n\0") or not value.isprintable():
-        error(key, f"the secret from {origin} contains a line break or control character")
-        return None
-    return value
-
-
 def _compile_hook(hook: HookSpec, edits: dict[str, HeaderEdits]) -> CompiledHook:
     # Actions run in order, each stripping then injecting; composed here into one edit.
     strip: list[str] = []
-    inject: dict[str, Secret] = {}
+    inject: dict[str, Injection] = {}
     for name in hook.actions:
         action = edits.get(name, HeaderEdits())
         strip += action.strip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from policyproxy.config.schema import SecretRef
 from policyproxy.grammar.hosts import IPAddress
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 
@@ -60,17 +62,37 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class Injection:
+    """A header value to inject: ``prefix`` + the current value of ``secret`` (a reference, not a value).
+
+    The policy never holds the value: the shell resolves ``secret`` when a request needs it, so a
+    rotated file or a re-minted token is picked up without recompiling.
+    """
+
+    secret: SecretRef
+    prefix: str = ""
+
+
+SecretLookup = Callable[[SecretRef], Secret]
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderEdits:
     """Applied in order: remove ``strip`` names, then set each ``inject`` (replacing)."""
 
     strip: tuple[str, ...] = ()
-    inject: tuple[tuple[str, Secret], ...] = ()
+    inject: tuple[tuple[str, Injection], ...] = ()
 
-    def apply(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    def apply(self, headers: list[tuple[str, str]], lookup: SecretLookup) -> list[tuple[str, str]]:
+        """``headers`` edited; ``lookup`` gives each injected secret's current value (it may raise)."""
+        values = [(name, injection.prefix + lookup(injection.secret).reveal()) for name, injection in self.inject]
         drop = set(self.strip) | {name for name, _ in self.inject}
         out = [(k, v) for k, v in headers if k.lower() not in drop]
-        out += [(name, value.reveal()) for name, value in self.inject]
-        return out
+        return out + values
+
+    @property
+    def secrets(self) -> tuple[SecretRef, ...]:
+        return tuple(injection.secret for _, injection in self.inject)
 
     @property
     def injected_names(self) -> tuple[str, ...]:

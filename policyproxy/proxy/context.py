@@ -24,6 +24,7 @@ from policyproxy.proxy.pipe import PipeSide
 from policyproxy.proxy.resolver import Resolver
 from policyproxy.proxy.upstream import UpstreamSeam
 from policyproxy.redaction.engine import Redactor
+from policyproxy.secret_provider import SecretProvider
 from policyproxy.tls.mint import LeafContexts
 
 
@@ -33,6 +34,7 @@ class Snapshot:
     policy: Policy
     routes: Mapping[str, str]
     redactor: Redactor | None
+    secrets: SecretProvider
 
 
 class Live:

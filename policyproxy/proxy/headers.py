@@ -6,7 +6,7 @@ import base64
 import hmac
 from collections.abc import Iterable
 
-from policyproxy.policy.model import HeaderEdits
+from policyproxy.policy.model import HeaderEdits, SecretLookup
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
@@ -23,12 +23,14 @@ def hop_by_hop(headers: Iterable[tuple[str, str]]) -> set[str]:
     return names
 
 
-def request_headers(headers: Iterable[tuple[str, str]], edits: HeaderEdits, host: str) -> list[tuple[str, str]]:
-    """What goes upstream: hop-by-hop and ``Expect`` removed, ``Host`` set, then the hook's edits."""
+def request_headers(headers: Iterable[tuple[str, str]], edits: HeaderEdits, host: str,
+                    lookup: SecretLookup) -> list[tuple[str, str]]:
+    """What goes upstream: hop-by-hop and ``Expect`` removed, ``Host`` set, then the hook's edits
+    (``lookup`` resolves injected secrets; it raises ``SecretUnavailable`` when one has expired)."""
     items = list(headers)
     drop = hop_by_hop(items) | {"host", "expect"}
     out = [("Host", host)] + [(k, v) for k, v in items if k.lower() not in drop]
-    return edits.apply(out) if (edits.strip or edits.inject) else out
+    return edits.apply(out, lookup) if (edits.strip or edits.inject) else out
 
 
 def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -6,12 +6,16 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 
 from policyproxy.grammar.hosts import normalize_host
+from policyproxy.policy.model import Decision
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
 from policyproxy.proxy.handlers import tunnel_handler
 from policyproxy.proxy.http_server import TimedServer
+from policyproxy.proxy.outcome import Outcome
+from policyproxy.reasons import Protocol, Reason, Source, Verdict
 
 log = logging.getLogger("policyproxy")
 
@@ -50,6 +54,7 @@ async def intercept_tls(ctx: Context, transport: asyncio.Transport, conn: Connec
     except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
         log.info("TLS handshake with %s for %s failed: %s", conn.client, conn.host, type(exc).__name__)
         transport.close()
+        _handshake_failed(ctx, conn, exc)
         return
     if tls is None or buffer.eof:
         if tls is not None:
@@ -57,6 +62,37 @@ async def intercept_tls(ctx: Context, transport: asyncio.Transport, conn: Connec
         return
     tls.pause_reading()
     serve_http(ctx, tls, conn, bytes(buffer.data))
+
+
+# OpenSSL's names for the alerts a client sends when it does not trust the certificate it was shown.
+_DISTRUST = frozenset({"TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+                       "TLSV1_ALERT_ACCESS_DENIED"})
+_HINT_EVERY = 60.0
+_hinted: dict[str, float] = {}
+
+
+def _handshake_failed(ctx: Context, conn: Connection, exc: BaseException) -> None:
+    """One ``tls_handshake_failed`` event; when the client refused our certificate, a console hint
+    (at most once a minute per client address) saying how to give it the CA."""
+    distrust = isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _DISTRUST
+    if distrust:
+        why = (f"the client refused the interception certificate for {conn.host} "
+               f"({str(getattr(exc, 'reason', '')).lower()}): it does not trust the policyproxy CA")
+    elif isinstance(exc, asyncio.TimeoutError):
+        why = f"the TLS handshake for {conn.host} timed out"
+    else:
+        why = f"the TLS handshake for {conn.host} failed ({type(exc).__name__})"
+    decision = Decision(Verdict.DENY, Reason.TLS_HANDSHAKE_FAILED, Source.DEFAULT, ctx.live.snapshot.policy.profile,
+                        Protocol.HTTPS_MITM, normalize_host(conn.host) or conn.host, conn.port, message=why)
+    ctx.reporter.report(decision, Outcome(conn.client, conn.connection_id))
+    if distrust:
+        now = asyncio.get_running_loop().time()
+        if now - _hinted.get(conn.client, -_HINT_EVERY) >= _HINT_EVERY:
+            if len(_hinted) > 1024:
+                _hinted.clear()
+            _hinted[conn.client] = now
+            log.warning("%s; give the client the CA: `policyproxy ca export > policyproxy-ca.pem` "
+                        "(or `eval \"$(policyproxy env)\"`, or `policyproxy run -- CMD`)", why)
 
 
 async def peek(transport: asyncio.Transport, size: int, timeout: float) -> bytes:

@@ -34,6 +34,7 @@ from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols
 from policyproxy.reasons import Mode, Reason, Source, Verdict
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
+from policyproxy.secret_provider import SecretUnavailable
 
 
 def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
@@ -85,12 +86,21 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                     body = inspection.body
             elif request.body_exists:
                 decision = Inspector.unavailable(decision)
+        headers: list[tuple[str, str]] = []
+        if decision.allowed:
+            if decision.edits.inject:
+                await snap.secrets.prepare(decision.edits.secrets)
+            try:
+                headers = request_headers(request.headers.items(), decision.edits,
+                                          host_header(routed.host, routed.port, DEFAULT_PORTS.get(routed.scheme, 80)),
+                                          snap.secrets.lookup)
+            except SecretUnavailable as exc:
+                decision = refuse(decision, Reason.SECRET_UNAVAILABLE, decision.source,
+                                  f"hook {decision.hook!r} cannot inject its header: {exc}")
         if not decision.allowed:
             return _answer(outcome, responses.block_answer(decision))
         url = URL.build(scheme=routed.scheme, host=routed.host.strip("[]"), port=routed.port,
                         path=decision.path or "/", query_string=routed.query, encoded=True)
-        headers = request_headers(request.headers.items(), decision.edits,
-                                  host_header(routed.host, routed.port, DEFAULT_PORTS.get(routed.scheme, 80)))
         proxy = upstream_proxy(snap.settings.network.allow_upstream_proxy, routed.scheme, routed.host)
         if upgrade:
             return await _websocket(ctx, request, headers, url, proxy, outcome)

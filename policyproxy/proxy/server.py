@@ -23,6 +23,7 @@ from policyproxy.proxy.outcome import DecisionSink, Reporter
 from policyproxy.proxy.pipe import idle_since
 from policyproxy.proxy.resolver import Resolver
 from policyproxy.proxy.upstream import Upstream
+from policyproxy.secret_provider import SecretProvider
 from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
 
@@ -43,17 +44,22 @@ def tune_process() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 
-def snapshot(settings: Settings, policy: Policy) -> Snapshot:
-    return Snapshot(settings, policy, dict(settings.gateway_routes), redactor_for(settings))
+def snapshot(settings: Settings, policy: Policy, secrets: SecretProvider) -> Snapshot:
+    return Snapshot(settings, policy, dict(settings.gateway_routes), redactor_for(settings), secrets)
 
 
 class ProxyServer:
-    def __init__(self, settings: Settings, policy: Policy, ca: CertificateAuthority, options: ProxyOptions) -> None:
+    def __init__(self, settings: Settings, policy: Policy, ca: CertificateAuthority, options: ProxyOptions,
+                 secrets: SecretProvider | None = None) -> None:
+        """``secrets``: the injected secrets, read (``SecretProvider.for_settings``); by default read
+        here from this process's environment (a missing one raises ``ConfigErrors``)."""
         self.options = options
         self.ca = ca
         resolver = Resolver(options.pins)
         self.upstream = Upstream(options, resolver)
-        self.context = Context(options, Live(snapshot(settings, policy), options.proxy_credentials,
+        if secrets is None:
+            secrets, _ = SecretProvider.for_settings(settings)
+        self.context = Context(options, Live(snapshot(settings, policy, secrets), options.proxy_credentials,
                                              options.socks_credentials), resolver, LeafContexts(ca), self.upstream,
                                Inspector(settings), Reporter(), HeadGate(options.max_heads), Registry(),
                                itertools.count(1))
@@ -138,9 +144,16 @@ class ProxyServer:
         """Listener credentials for the next connections (a reload applies them live)."""
         self.context.live.proxy_credentials, self.context.live.socks_credentials = proxy, socks
 
-    def reload(self, settings: Settings, policy: Policy) -> None:
-        """Swap in a new policy; requests already decided keep the old one."""
-        self.context.live.snapshot = snapshot(settings, policy)
+    @property
+    def secrets(self) -> SecretProvider:
+        return self.context.live.snapshot.secrets
+
+    def reload(self, settings: Settings, policy: Policy, secrets: SecretProvider | None = None) -> None:
+        """Swap in a new policy; requests already decided keep the old one. ``secrets`` as read for the
+        new settings (``SecretProvider.for_settings(..., previous=self.secrets)``); by default read here."""
+        if secrets is None:
+            secrets, _ = SecretProvider.for_settings(settings, previous=self.secrets)
+        self.context.live.snapshot = snapshot(settings, policy, secrets)
         self.context.inspector.reload()
 
     def open_connections(self) -> dict[str, int]:

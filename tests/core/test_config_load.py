@@ -6,7 +6,7 @@ from policyproxy.config.schema import DEFAULT_REDACTION_ENDPOINTS, SecretRef
 from policyproxy.errors import ConfigErrors
 from policyproxy.policy.compile import compile_policy
 from policyproxy.reasons import Mode, RedactionAction, Verdict
-from tests.helpers import settings, write
+from tests.helpers import provider, settings, write
 
 
 def errors_of(tmp_path, text, **kwargs):
@@ -137,7 +137,7 @@ prefix = "Bearer "
 
 def test_inject_needs_exactly_one_secret_source(tmp_path):
     text = INJECT.replace("SOURCE", 'secret_env_var = "A"\nsecret_file = "/x"')
-    assert only_error(tmp_path, text).endswith("expected exactly one of secret_env_var or secret_file")
+    assert only_error(tmp_path, text).endswith("expected exactly one of secret_env_var, secret_file or secret_command")
 
 
 def test_secret_file_must_be_absolute(tmp_path):
@@ -148,7 +148,7 @@ def test_secret_file_must_be_absolute(tmp_path):
 def test_missing_env_var_names_the_variable_not_a_value(tmp_path):
     s = settings(tmp_path, INJECT.replace("SOURCE", 'secret_env_var = "CI_TOKEN"'))
     with pytest.raises(ConfigErrors) as info:
-        compile_policy(s, env={})
+        provider(s, {})
     (error,) = info.value.errors
     assert str(error) == (f"{tmp_path}/config.toml:15: permissions.ws.network.mitm.actions.inject."
                           "inject_request_headers[0].secret_env_var names CI_TOKEN, a missing required "
@@ -158,7 +158,7 @@ def test_missing_env_var_names_the_variable_not_a_value(tmp_path):
 def test_unreadable_secret_file_names_the_path(tmp_path):
     s = settings(tmp_path, INJECT.replace("SOURCE", f'secret_file = "{tmp_path}/missing"'))
     with pytest.raises(ConfigErrors) as info:
-        compile_policy(s, env={})
+        provider(s, {})
     assert f"cannot read {tmp_path}/missing: No such file or directory" in str(info.value)
 
 
@@ -168,16 +168,17 @@ def test_secret_file_is_read_and_trimmed(tmp_path):
                                                                        'action = ["strip_auth", "inject"]')
     s = settings(tmp_path, text)
     assert s.network.actions[1].inject_request_headers[0].secret == SecretRef(file=str(token))
-    policy = compile_policy(s, env={})
-    ((name, secret),) = policy.hooks["api.github.com"][0].edits.inject
-    assert (name, secret.reveal()) == ("authorization", "Bearer s3cr3t-value")
+    policy = compile_policy(s)
+    ((name, injection),) = policy.hooks["api.github.com"][0].edits.inject
+    secret = provider(s, {}).lookup(injection.secret)
+    assert (name, injection.prefix + secret.reveal()) == ("authorization", "Bearer s3cr3t-value")
     assert "s3cr3t" not in repr(policy) and "s3cr3t" not in str(secret)
 
 
 def test_secret_with_a_line_break_is_refused_without_showing_it(tmp_path):
     s = settings(tmp_path, INJECT.replace("SOURCE", 'secret_env_var = "TOKEN"'))
     with pytest.raises(ConfigErrors) as info:
-        compile_policy(s, env={"TOKEN": "abc\r\nX-Evil: 1"})
+        provider(s, {"TOKEN": "abc\r\nX-Evil: 1"})
     assert "contains a line break" in str(info.value)
     assert "abc" not in str(info.value) and "X-Evil" not in str(info.value)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from policyproxy.grammar.hosts import normalize_host
 from policyproxy.grammar.paths import normalize_path
-from policyproxy.policy.model import Request, Target
+from policyproxy.policy.model import Request, Secret, Target
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 from tests.helpers import connect, policy, request
 
@@ -139,12 +139,14 @@ def test_first_matching_hook_wins_and_carries_its_edits(p):
     assert (decision.reason, decision.hook, decision.actions) == (Reason.HOOK_MATCHED, "github_issues",
                                                                   ("strip", "inject"))
     assert decision.edits.strip == ("authorization", "cookie")
-    assert [(n, s.reveal()) for n, s in decision.edits.inject] == [("authorization", "Bearer ghp_canary")]
+    assert [(n, i.prefix, i.secret.describe()) for n, i in decision.edits.inject] == [
+        ("authorization", "Bearer ", "env:GH_TOKEN")]
 
 
 def test_edits_strip_then_inject(p):
     decision = request(p, "POST", "api.github.com", "/repos/myorg/site/issues")
-    out = decision.edits.apply([("Authorization", "agent-token"), ("Cookie", "c"), ("Accept", "*/*")])
+    out = decision.edits.apply([("Authorization", "agent-token"), ("Cookie", "c"), ("Accept", "*/*")],
+                               lambda ref: Secret("ghp_canary", ref.describe()))
     assert out == [("Accept", "*/*"), ("authorization", "Bearer ghp_canary")]
 
 

@@ -14,7 +14,7 @@ new module is checked the day it is added). In each of them:
 - no clock read (``datetime.now``/``utcnow``/``today``, ``date.today``);
 - no file system or environment access (``os``, ``open()``, ``io.open``, ``Path.read_text`` and the
   other ``Path`` I/O methods, ``importlib.resources``) - except in the loader, ``config/source.py``
-  (reads the TOML and secret files, hands ``compile_policy`` the process environment as its default)
+  (reads the TOML files; secrets are read by the shell's ``secret_provider``)
   and ``config/load.py`` (finds the files: ``$POLICYPROXY_HOME``, ``~``, bundled profiles,
   ``/etc/policyproxy``). Everything else gets what they read as arguments.
 
@@ -314,6 +314,12 @@ def test_a_decision_never_shows_an_injected_secret(tmp_path):
     name = "x-api-key"
     secret_env_var = "KEY"
     """
+    from tests.helpers import provider, settings
+
     decision = request(policy(tmp_path, text, env={"KEY": "canary-7f3a"}), "GET", "api.x.com", "/")
-    assert decision.edits.inject[0][1].reveal() == "canary-7f3a"
+    secrets = provider(settings(tmp_path, text), {"KEY": "canary-7f3a"})
+    # The decision holds a reference only; the shell's provider holds the value and never prints it.
+    assert decision.edits.inject[0][1].secret.describe() == "env:KEY"
+    assert secrets.lookup(decision.edits.inject[0][1].secret).reveal() == "canary-7f3a"
     assert "canary" not in repr(decision) and "canary" not in str(decision)
+    assert "canary" not in repr(secrets.lookup(decision.edits.inject[0][1].secret))

@@ -12,7 +12,7 @@ from policyproxy.policy.compile import compile_policy
 from policyproxy.proxy.options import ProxyOptions
 from policyproxy.proxy.server import ProxyServer
 from policyproxy.tls.ca_store import load_or_create
-from tests.helpers import settings
+from tests.helpers import provider, settings
 
 
 def pins(names: tuple[str, ...], *ports: int) -> dict[tuple[str, int], Any]:
@@ -23,7 +23,7 @@ def build(tmp_path: Path, config: str, env: dict[str, str] | None = None, **opti
     s = settings(tmp_path, config)
     options.setdefault("listen", ("127.0.0.1", 0))
     options.setdefault("socks_listen", ("127.0.0.1", 0))
-    return ProxyServer(s, compile_policy(s, env=env or {}), load_or_create(tmp_path / "ca"), ProxyOptions(**options))
+    return ProxyServer(s, compile_policy(s), load_or_create(tmp_path / "ca"), ProxyOptions(**options), provider(s, env))
 
 
 @contextlib.asynccontextmanager

@@ -38,7 +38,7 @@ def test_scope_locks_are_forgotten_once_unused(tmp_path):
     s = settings(tmp_path, CONFIG)
     from policyproxy.policy.compile import compile_policy
 
-    decision = decide_request(compile_policy(s, env={}), "POST", "api.openai.com", "/v1/chat/completions")
+    decision = decide_request(compile_policy(s), "POST", "api.openai.com", "/v1/chat/completions")
     assert decision.redaction is not None
     body = json.dumps({"messages": [{"role": "user", "content": "mail me at jane@example.com"}]}).encode()
 

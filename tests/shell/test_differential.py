@@ -90,7 +90,7 @@ def proxy(start_proxy):
 
 
 def test_what_reaches_the_upstream_is_exactly_what_explain_allows(proxy, upstream, tmp_path):
-    policy = compile_policy(settings(tmp_path, CONFIG), env={"DIFF_TOKEN": TOKEN})
+    policy = compile_policy(settings(tmp_path, CONFIG))
     pins = [f"{h}:{p}:127.0.0.1" for h in ("api.github.com", "upstream.test", "denied.test")
             for p in (upstream.tls_port, upstream.plain_port)]
     rng = random.Random(20261125)

@@ -97,7 +97,7 @@ async def run_case(tmp_path: Path, behaviour: str) -> tuple[bytes, list]:
         port = server.sockets[0].getsockname()[1]
     options = ProxyOptions(listen=("127.0.0.1", 0), socks_listen=None, upstream_cas=extra_ca, read_timeout=0.5,
                            connect_timeout=1.0, pins={("bad.test", port): ipaddress.ip_address("127.0.0.1")})
-    app = ProxyServer(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+    app = ProxyServer(s, compile_policy(s), load_or_create(tmp_path / "ca"), options)
     reported: list = []
     app.sinks.append(lambda decision, context: reported.append((decision.reason.value, context.status)))
     await app.start()

@@ -194,7 +194,7 @@ def test_slow_clients_are_timed_out_and_others_are_unaffected(tmp_path, upstream
     options = ProxyOptions(listen=("127.0.0.1", 0), socks_listen=("127.0.0.1", 0), pins=pin, head_timeout=0.5)
 
     async def scenario() -> tuple[bytes, bytes, bytes, float]:
-        app = ProxyServer(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+        app = ProxyServer(s, compile_policy(s), load_or_create(tmp_path / "ca"), options)
         await app.start()
         port, socks_port = app.addresses["http"][1], app.addresses["socks5"][1]
         slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
@@ -245,7 +245,7 @@ def test_a_tls_handshake_that_never_finishes_is_closed(tmp_path):
                            pins={("tunnel.test", 443): ipaddress.ip_address("127.0.0.1")})
 
     async def scenario() -> tuple[bytes, float]:
-        app = ProxyServer(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+        app = ProxyServer(s, compile_policy(s), load_or_create(tmp_path / "ca"), options)
         await app.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])
         writer.write(b"CONNECT tunnel.test:443 HTTP/1.1\r\n\r\n")

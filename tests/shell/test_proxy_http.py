@@ -133,9 +133,13 @@ def test_plain_http_denial_has_a_json_body(proxy):
     result = curl("-i", "-x", proxy.url, "http://denied.test/x")
     status, body = status_and_body(result)
     assert status == 403
-    assert json.loads(body) == {"status": "blocked", "host": "denied.test", "reason": "denied", "decision": "deny",
-                                "source": "profile", "protocol": "http", "port": 80,
-                                "message": "denied.test is denied by 'denied.test'"}
+    doc = json.loads(body)
+    codex = {"status": "blocked", "host": "denied.test", "reason": "denied", "decision": "deny",
+             "source": "profile", "protocol": "http", "port": 80, "message": "denied.test is denied by 'denied.test'"}
+    assert {k: doc[k] for k in codex} == codex
+    assert {k: doc[k] for k in doc if k not in codex} == {   # added: how to allow it (issue 12 part 4)
+        "rule": "deny pattern 'denied.test'", "config_key": 'permissions.t.network.domains."denied.test"',
+        "config_in": "the profile", "explain": "policyproxy explain --profile t GET http://denied.test/"}
 
 
 def test_loopback_is_denied_without_allow_local_binding(proxy, upstream):

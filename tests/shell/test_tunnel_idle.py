@@ -16,7 +16,7 @@ def test_idle_tunnel_is_closed_and_an_active_one_is_kept(tmp_path, upstream):
     options = ProxyOptions(listen=("127.0.0.1", 0), socks_listen=None, pins=pin, tunnel_idle_timeout=0.4)
 
     async def scenario() -> tuple[bytes, bytes]:
-        app = ProxyServer(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+        app = ProxyServer(s, compile_policy(s), load_or_create(tmp_path / "ca"), options)
         await app.start()
         port = app.addresses["http"][1]
 

@@ -243,7 +243,7 @@ def test_a_hello_that_never_completes_is_closed_after_the_head_timeout(tmp_path,
     denies: list = []
 
     async def scenario() -> tuple[bytes, float]:
-        app = ProxyServer(s, compile_policy(s, env={}), load_or_create(tmp_path / "ca"), options)
+        app = ProxyServer(s, compile_policy(s), load_or_create(tmp_path / "ca"), options)
         app.sinks.append(lambda decision, context: denies.append(decision))
         await app.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])
@@ -268,7 +268,8 @@ def test_check_warns_when_star_is_allowed_next_to_hooks(tmp_path):
     done = subprocess.run([sys.executable, "-m", "policyproxy", "check", "--config", str(config)],
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "POLICYPROXY_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
-    assert 'warning: "*" is allowed next to hooks (api.github.com) and redaction' in done.stderr
+    warning = next(line for line in done.stderr.splitlines() if line.startswith("warning:") and '"*"' in line)
+    assert 'config.toml: "*" is allowed next to hooks (api.github.com) and redaction' in warning
     config.write_text(CONFIG.replace('"*" = "allow"', '"*.test" = "allow"\n"api.github.com" = "allow"'))
     done = subprocess.run([sys.executable, "-m", "policyproxy", "check", "--config", str(config)],
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "POLICYPROXY_HOME": str(tmp_path)})
