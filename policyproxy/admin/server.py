@@ -119,6 +119,54 @@ async def readiness(state: AdminState) -> list[str]:
     return problems
 
 
+class _Capped(asyncio.Protocol):
+    """An admin connection: at most ``MAX_CONNECTIONS`` at once (others are closed on arrival), each
+    closed ``LIFETIME`` seconds after it opened.
+
+    aiohttp times nothing while a head arrives, and the admin listener shares the proxy's descriptors:
+    without these bounds, a few hundred clients dripping header lines held every descriptor and the
+    proxy stopped serving. An admin answer is a few hundred bytes, so neither bound is felt.
+    """
+
+    MAX_CONNECTIONS = 32
+    LIFETIME = 10.0
+
+    def __init__(self, inner: asyncio.Protocol, open_now: set[_Capped]) -> None:
+        self.inner, self.open_now = inner, open_now
+        self.timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.open_now) >= self.MAX_CONNECTIONS:
+            transport.close()
+            return
+        self.transport = transport
+        self.open_now.add(self)
+        self.timer = asyncio.get_running_loop().call_later(self.LIFETIME, transport.close)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.transport is not None else None
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return
+        self.open_now.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.inner.connection_lost(exc)
+
+
 class AdminServer:
     """One admin listener; ``start`` binds (port 0 picks one) and returns the bound address."""
 
@@ -126,16 +174,20 @@ class AdminServer:
         self.state = state
         self.runner = web.AppRunner(build_app(state, token), access_log=None, handle_signals=False)
         self.address: tuple[str, int] | None = None
+        self.server: asyncio.Server | None = None
+        self.open_now: set[_Capped] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        handlers = self.runner.server
+        assert handlers is not None   # set by setup()
         try:
-            await site.start()
+            self.server = await asyncio.get_running_loop().create_server(
+                lambda: _Capped(handlers(), self.open_now), host, port, reuse_address=True)
         except OSError:
             await self.runner.cleanup()
             raise
-        bound = self.runner.addresses[0]
+        bound = self.server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         self.state.listeners.setdefault("admin", self.address)
         return self.address
@@ -146,6 +198,8 @@ class AdminServer:
         return f"http://{format_address(self.address)}/"
 
     async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
         await self.runner.cleanup()
 
 

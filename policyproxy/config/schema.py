@@ -17,10 +17,12 @@ DEFAULT_PROXY_URL = "http://127.0.0.1:3128"
 DEFAULT_SOCKS_URL = "socks5://127.0.0.1:8081"
 # Every path that carries prompt text on the two providers (prefixes: /v1/complete also covers
 # /v1/completions; /v1/messages covers count_tokens and batches). /v1/realtime is a WebSocket: listed so
-# the upgrade is refused (426) instead of relayed uninspected.
+# the upgrade is refused (426) instead of relayed uninspected. Anthropic also serves the OpenAI Chat
+# Completions shape (its "OpenAI SDK compatibility" base URL); Moderations and Conversations carry text.
 DEFAULT_REDACTION_ENDPOINTS = (
     "api.anthropic.com/v1/messages",
     "api.anthropic.com/v1/complete",
+    "api.anthropic.com/v1/chat/completions",
     "api.openai.com/v1/chat/completions",
     "api.openai.com/v1/responses",
     "api.openai.com/v1/completions",
@@ -28,6 +30,8 @@ DEFAULT_REDACTION_ENDPOINTS = (
     "api.openai.com/v1/realtime",
     "api.openai.com/v1/assistants",
     "api.openai.com/v1/threads",
+    "api.openai.com/v1/moderations",
+    "api.openai.com/v1/conversations",
 )
 DEFAULT_GATEWAY_ROUTES = (
     ("anthropic", "https://api.anthropic.com"),

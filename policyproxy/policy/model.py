@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from policyproxy.config.schema import SecretRef
+from policyproxy.grammar.headers import name_skeleton
 from policyproxy.grammar.hosts import IPAddress
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
 
@@ -78,7 +79,12 @@ SecretLookup = Callable[[SecretRef], Secret]
 
 @dataclass(frozen=True, slots=True)
 class HeaderEdits:
-    """Applied in order: remove ``strip`` names, then set each ``inject`` (replacing)."""
+    """Applied in order: remove ``strip`` names, then set each ``inject`` (replacing).
+
+    Names are removed in every spelling a server may fold into them (``name_skeleton``: ``X_Api_Key``
+    reaches a WSGI or Django app as the same ``HTTP_X_API_KEY``), so the agent can neither keep a
+    stripped header under an alias nor send its own value next to an injected one.
+    """
 
     strip: tuple[str, ...] = ()
     inject: tuple[tuple[str, Injection], ...] = ()
@@ -86,8 +92,8 @@ class HeaderEdits:
     def apply(self, headers: list[tuple[str, str]], lookup: SecretLookup) -> list[tuple[str, str]]:
         """``headers`` edited; ``lookup`` gives each injected secret's current value (it may raise)."""
         values = [(name, injection.prefix + lookup(injection.secret).reveal()) for name, injection in self.inject]
-        drop = set(self.strip) | {name for name, _ in self.inject}
-        out = [(k, v) for k, v in headers if k.lower() not in drop]
+        drop = {name_skeleton(name) for name in self.strip} | {name_skeleton(name) for name, _ in self.inject}
+        out = [(k, v) for k, v in headers if name_skeleton(k) not in drop]
         return out + values
 
     @property

@@ -6,30 +6,16 @@ import base64
 import hmac
 from collections.abc import Iterable
 
+from policyproxy.grammar.headers import forwarded, hop_by_hop
 from policyproxy.policy.model import HeaderEdits, SecretLookup
-
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
-    "trailer", "transfer-encoding", "upgrade",
-})
-
-
-def hop_by_hop(headers: Iterable[tuple[str, str]]) -> set[str]:
-    """The hop-by-hop names: the fixed set plus every name listed in ``Connection``."""
-    names = set(HOP_BY_HOP)
-    for name, value in headers:
-        if name.lower() in ("connection", "proxy-connection"):
-            names.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return names
 
 
 def request_headers(headers: Iterable[tuple[str, str]], edits: HeaderEdits, host: str,
                     lookup: SecretLookup) -> list[tuple[str, str]]:
-    """What goes upstream: hop-by-hop and ``Expect`` removed, ``Host`` set, then the hook's edits
-    (``lookup`` resolves injected secrets; it raises ``SecretUnavailable`` when one has expired)."""
-    items = list(headers)
-    drop = hop_by_hop(items) | {"host", "expect"}
-    out = [("Host", host)] + [(k, v) for k, v in items if k.lower() not in drop]
+    """What goes upstream: exactly what the hook matchers saw (``grammar.headers.forwarded``: hop-by-hop,
+    ``Proxy-*``, ``Host`` and ``Expect`` removed), ``Host`` set, then the hook's edits (``lookup``
+    resolves injected secrets; it raises ``SecretUnavailable`` when one has expired)."""
+    out = [("Host", host), *forwarded(headers)]
     return edits.apply(out, lookup) if (edits.strip or edits.inject) else out
 
 

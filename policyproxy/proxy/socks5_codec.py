@@ -11,6 +11,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from policyproxy.proxy.target import is_bare_name
+
 VERSION = 5
 NO_AUTH, USER_PASS, NO_ACCEPTABLE = 0x00, 0x02, 0xFF
 CMD_CONNECT, CMD_BIND, CMD_UDP_ASSOCIATE = 1, 2, 3
@@ -90,6 +92,10 @@ def parse_request(buf: bytes) -> tuple[ConnectRequest, int] | None:
                 host = buf[5:end].decode("ascii")
             except UnicodeDecodeError:
                 raise Socks5Error("domain name is not ASCII", ADDRESS_NOT_SUPPORTED) from None
+            if ":" in host or not is_bare_name(host):
+                # A port or whitespace in the name: the policy would read the bare host, the URL the raw name.
+                raise Socks5Error("domain name must be a bare host name (no port, whitespace or control)",
+                                  ADDRESS_NOT_SUPPORTED)
     else:
         raise Socks5Error(f"address type {atyp} is not supported", ADDRESS_NOT_SUPPORTED)
     if len(buf) < end + 2:

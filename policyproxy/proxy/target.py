@@ -44,6 +44,16 @@ def parse_port(text: str) -> int | None:
     return port if 0 < port < 65536 else None
 
 
+def is_bare_name(host: str) -> bool:
+    """Whether ``host`` has no whitespace and no control character (in any script).
+
+    ``normalize_host`` forgives surrounding whitespace (and a ``host:port``) for careless callers, so
+    a destination read off the wire must not rely on it: ``api.github.com\x0b`` would be decided as
+    the hooked host while the raw name, not the canonical one, builds the upstream URL.
+    """
+    return bool(host) and all(ch.isprintable() and not ch.isspace() for ch in host)
+
+
 def split_authority(authority: str, default_port: int | None) -> tuple[str, int] | None:
     """``host[:port]`` or ``[v6][:port]`` into (host without brackets, port); None when malformed.
 
@@ -69,7 +79,7 @@ def split_authority(authority: str, default_port: int | None) -> tuple[str, int]
         if ":" in port_text_or:
             return None   # host:P:P, or an IPv6 literal without brackets
         port_text = port_text_or if colon else None
-        if not host:
+        if not is_bare_name(host):
             return None
     if port_text is None:
         return (host, default_port) if default_port is not None else None
