@@ -15,7 +15,7 @@ from policyproxy.reasons import Protocol, Verdict
 from policyproxy.redaction.engine import Redactor, loads
 from policyproxy.redaction.inspect import screen_query
 from policyproxy.redaction.placeholders import Vaults
-from policyproxy.redaction.restore import restore_text
+from policyproxy.redaction.restore import StreamRestorer, restore_body, restore_text
 from tests.helpers import policy
 
 AWS = "AKIAZ7PQ3LXRN4TW2KJD"
@@ -137,3 +137,32 @@ class TestQueryString:
         decision = p.decide(Target("api.openai.com", 443, Protocol.HTTPS_MITM),
                             Request("POST", "/v1/responses", query, ()))
         assert screen_query(redactor, decision, query) is decision
+
+
+PEM = '-----BEGIN PRIVATE KEY-----\nMIIEv"QI\\BADAN\n-----END PRIVATE KEY-----'   # a quote, a backslash, newlines
+
+
+class TestResponseFraming:
+    """Answers framed in ways the restorer must still restore exactly (never corrupt, never leave a
+    placeholder)."""
+
+    def test_ndjson_answer_restores_values_escaped(self, vault):
+        token = vault.placeholder("private_key", PEM)
+        body = (json.dumps({"message": {"content": f"key {token}"}}) + "\n" + json.dumps({"done": True}) + "\n")
+        lines = restore_body(body.encode(), vault).decode().splitlines()
+        assert [json.loads(line) for line in lines] == [{"message": {"content": f"key {PEM}"}}, {"done": True}]
+
+    def test_text_that_is_not_json_lines_is_restored_as_text(self, vault):
+        token = vault.placeholder("email", EMAIL)
+        assert restore_body(f"hello {token}\n{{not json".encode(), vault).decode() == f"hello {EMAIL}\n{{not json"
+
+    @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+    def test_sse_line_endings_fed_byte_by_byte(self, vault, newline):
+        token = vault.placeholder("email", EMAIL)
+        events = "".join(f"data: {json.dumps({'choices': [{'delta': {'content': part}}]})}{newline}{newline}"
+                         for part in ("mail ", token[:5], token[5:], " ok")) + f"data: [DONE]{newline}{newline}"
+        restorer = StreamRestorer(vault)
+        out = b"".join(restorer.feed(bytes([b])) for b in events.encode()) + restorer.close()
+        text = "".join(json.loads(line[6:])["choices"][0]["delta"]["content"]
+                       for line in out.decode().split(newline) if line.startswith("data: {"))
+        assert text == f"mail {EMAIL} ok" and "[[" not in out.decode()
