@@ -190,3 +190,71 @@ class TestJsonPositions:
         b64 = base64.b64encode(b"%PDF-1.4 " + PROMPT.encode() * 8).decode()
         _, seen = _post(proxy, upstream, "/v1/messages", (raw % {"s": AWS, "b64": b64}).encode())
         assert_no_secret_reached(seen)
+
+
+class TestOtherRoutesToTheEndpoint:
+    """The same endpoint reached through SOCKS5 and through the gateway, with the path spelled so a
+    lenient upstream routes it there."""
+
+    @pytest.mark.parametrize("path", ["/v1/messages", "/v1%2Fmessages", "/v1;x/messages"])
+    def test_socks5_with_path_spelling(self, proxy, upstream, tmp_path, path):
+        import subprocess
+
+        body = tmp_path / "body.json"
+        body.write_bytes(_anthropic_body(PROMPT))
+        before = len(upstream.requests)
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "--path-as-is", "-x", f"socks5h://127.0.0.1:{proxy.socks_port}",
+                        "--cacert", str(proxy.bundle), "-H", "Content-Type: application/json",
+                        "--data-binary", f"@{body}", f"https://api.anthropic.com:{upstream.tls_port}{path}"],
+                       check=True, timeout=30)
+        seen = upstream.requests[before:]
+        assert seen, "the request reached no upstream"
+        assert_no_secret_reached(seen[-1]["body"])
+        assert "[[AWS_ACCESS_KEY_" in seen[-1]["body"]
+
+    @pytest.mark.parametrize("path", ["/anthropic/v1/messages", "/anthropic/v1%2Fmessages", "/anthropic/v1;x/messages",
+                                      "/anthropic%2Fv1/messages"])
+    def test_gateway_with_path_spelling(self, start_proxy, upstream, path):
+        gateway = start_proxy(CONFIG + f'[gateway.routes]\nanthropic = "https://api.anthropic.com:{upstream.tls_port}"\n')
+        before = len(upstream.requests)
+        with httpx.Client(timeout=30) as client:
+            client.post(f"{gateway.url}{path}", content=_anthropic_body(PROMPT),
+                        headers={"Content-Type": "application/json"})
+        seen = upstream.requests[before:]
+        assert_no_secret_reached(seen[-1]["body"] if seen else None)
+
+
+class TestDisguisedValuesOnTheWire:
+    """Values a model reads through but a plain regex would not, sent with the official SDK."""
+
+    ANTHROPIC_KEY = ("sk-ant-api03-Zq8Xv2LmN4pR7tY1wB5kD9fH3jG6sA0cE2uI8oP4qW7eR1tY5uI9oP3aS6dF0gH2jK4lZ7xC9vB1nM3qW5e"
+                     "R7tY9uI1oP3aS5dF7gH9jKAA")
+
+    @pytest.mark.parametrize("text", ["key AKIA\u200bZ7PQ3LXRN4TW2KJD", "ＡＫＩＡＺ７ＰＱ３ＬＸＲＮ４ＴＷ２ＫＪＤ",
+                                      "AKIA\u00adZ7PQ3LXRN4TW2KJD", "dana.kowalski\u2060@acme-corp.io"])
+    def test_invisible_or_fullwidth_characters(self, proxy, upstream, monkeypatch, text):
+        import unicodedata
+
+        anthropic = pytest.importorskip("anthropic")
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(proxy.bundle))
+        client = anthropic.Anthropic(api_key="k", base_url=f"https://api.anthropic.com:{upstream.tls_port}",
+                                     max_retries=0)
+        message = client.messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": text}])
+        seen = json.loads(upstream.last()["body"])["messages"][0]["content"]
+        folded = "".join(c for c in unicodedata.normalize("NFKC", seen) if unicodedata.category(c) != "Cf")
+        assert AWS not in folded and EMAIL not in folded
+        assert message.content[0].text == text   # the echo comes back restored exactly
+
+    def test_signature_key_in_a_tool_input(self, proxy, upstream, monkeypatch):
+        anthropic = pytest.importorskip("anthropic")
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(proxy.bundle))
+        client = anthropic.Anthropic(api_key="k", base_url=f"https://api.anthropic.com:{upstream.tls_port}",
+                                     max_retries=0)
+        client.messages.create(model="claude-x", max_tokens=10, messages=[
+            {"role": "user", "content": "sign it"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "sign",
+                                               "input": {"signature": self.ANTHROPIC_KEY}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}])
+        assert self.ANTHROPIC_KEY not in upstream.last()["body"]
