@@ -117,6 +117,18 @@ def values(rng: random.Random) -> dict[str, str]:
         "dob": rng.choice(["1984-07-19", "03/22/1979", "14 March 1991", "July 4, 1968"]),
         "nino": f"{rng.choice(['AB', 'CE', 'JG', 'PR'])}{rng.randint(100000, 999999)}{rng.choice('ABCD')}",
         "passport": f"{rng.choice(['C', 'X', 'P'])}{rng.randint(10000000, 99999999)}",
+        "intl_phone": rng.choice(["+44 20 7946 0958", "+33 1 42 68 53 00", "+81 3-1234-5678", "+34 612 34 56 78",
+                                  "+52 55 1234 5678", "+61 2 9374 4000", "+39 06 6982 1234", "+31 20 794 0000"]),
+        "de_landline": f"030 {rng.randint(1000000, 9999999)}",
+        "ca_addr": f"{rng.randint(10, 999)} {rng.choice(['King', 'Queen', 'Bloor'])} St W, Toronto, ON M5V 2T6",
+        "au_addr": f"{rng.randint(1, 300)} George St, Sydney NSW 2000",
+        "nl_addr": f"Keizersgracht {rng.randint(1, 600)}, 1015 CJ Amsterdam",
+        "es_addr": f"Calle Mayor {rng.randint(1, 90)}, 28013 Madrid",
+        "fr_iban": iban("FR", "".join(rng.choice(string.digits) for _ in range(23))),
+        "azure_key": _rand(rng, AN + "+/", 86) + "==",
+        "basic": __import__("base64").b64encode(f"deploy:{_rand(rng, AN, 16)}".encode()).decode(),
+        "mysqlpw": _rand(rng, AN, 12),
+        "name3": rng.choice(["Priya Natarajan", "Olusegun Adeyemi", "Charlotte Dubois", "Mateus Oliveira"]),
         "pem": "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(_rand(rng, B64, 64) for _ in range(6)) + "\n-----END RSA PRIVATE KEY-----",
     }
 
@@ -162,6 +174,17 @@ TEMPLATES: list[str] = [
     "git log -3\ncommit 1a2b3c\nAuthor: {{person_name|%(name1)s}} <{{email|%(email)s}}>\nDate:   Mon Nov 4 10:00 2024\n\n    fix billing\n\n"
     "    Co-authored-by: {{person_name|%(name2)s}} <{{email|%(email)s}}>\n",
     '{"user": {"full_name": "{{person_name|%(name2)s}}", "email": "{{email|%(email)s}}", "phone": "{{phone|%(us_phone)s}}"}}\n',
+    # harder: other countries' formats, other places names sit, credentials in commands
+    "Escalation: customer called from {{phone|%(intl_phone)s}}; landline Tel. {{phone|%(de_landline)s}}\n",
+    "Shipping label\nShip to: {{street_address|%(ca_addr)s}}\nAlt: {{street_address|%(au_addr)s}}\n",
+    "Lieferadresse: {{street_address|%(nl_addr)s}} / Dirección: {{street_address|%(es_addr)s}}\n",
+    "Virement: IBAN {{iban|%(fr_iban)s}} (titulaire {{person_name|%(name3)s}})\n",
+    "Thanks for your help!\n\nBest regards,\n{{person_name|%(name3)s}}\nSenior Engineer\n",
+    "DefaultEndpointsProtocol=https;AccountName=acmeprod;AccountKey={{secret_assignment|%(azure_key)s}};EndpointSuffix=core.windows.net\n",
+    "> GET /api/v2/builds HTTP/1.1\n> Host: ci.acme.io\n> Authorization: Basic {{generic_secret|%(basic)s}}\n> Accept: */*\n",
+    "$ mysql -h db.prod -u root -p{{secret_assignment|%(mysqlpw)s}} billing < dump.sql\nERROR 1045 (28000): Access denied\n",
+    "$ PGPASSWORD={{secret_assignment|%(mysqlpw)s}} psql -h 10.1.2.3 -U app\n",
+    "resource \"aws_db_instance\" \"main\" {\n  username = \"admin\"\n  password = \"{{secret_assignment|%(password)s}}\"\n}\n",
     "[database]\nhost = \"10.0.3.7\"\nuser = \"svc\"\npassword = \"{{secret_assignment|%(password)s}}\"\n",
 ]
 

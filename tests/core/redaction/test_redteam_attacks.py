@@ -166,3 +166,34 @@ class TestResponseFraming:
         text = "".join(json.loads(line[6:])["choices"][0]["delta"]["content"]
                        for line in out.decode().split(newline) if line.startswith("data: {"))
         assert text == f"mail {EMAIL} ok" and "[[" not in out.decode()
+
+
+class TestPastesFromOutside:
+    """Shapes from the outside recall run (bench/redteam10_recall.py) that no detector found: each
+    generalised to its format, with the near-misses that must stay unmatched."""
+
+    @pytest.mark.parametrize(("text", "value", "detector"), [
+        ("$ mysql -h db.prod -u root -py8yueDrrBxgm billing < dump.sql", "y8yueDrrBxgm", "secret_assignment"),
+        ('mysql -uroot -p"Tr0ub4dor&3x" db', "Tr0ub4dor&3x", "secret_assignment"),
+        ("mysqldump -u app -p'S3cr3tPw' shop > x.sql", "S3cr3tPw", "secret_assignment"),
+        ("Ship to: 396 King St W, Toronto, ON M5V 2T6", "396 King St W, Toronto, ON M5V 2T6", "street_address"),
+        ("Alt: 3 George St, Sydney NSW 2000", "3 George St, Sydney NSW 2000", "street_address"),
+        ("Adres: Keizersgracht 399, 1015 CJ Amsterdam", "Keizersgracht 399, 1015 CJ Amsterdam", "street_address"),
+        ("Dirección: Calle Mayor 36, 28013 Madrid", "Calle Mayor 36, 28013 Madrid", "street_address"),
+        ("Thanks for your help!\n\nBest regards,\nOlusegun Adeyemi\nSenior Engineer", "Olusegun Adeyemi",
+         "person_name"),
+        ("Cordialement,\nCharlotte Dubois\n", "Charlotte Dubois", "person_name"),
+        ("IBAN FR7630006000011234567890189 (titulaire Mateus Oliveira)", "Mateus Oliveira", "person_name"),
+        ("Account holder: Priya Natarajan", "Priya Natarajan", "person_name"),
+    ])
+    def test_outside_paste(self, redactor, text, value, detector):
+        found = [(s.detector, text[s.start:s.end]) for s in redactor.find(text)]
+        assert (detector, value) in found, found
+
+    @pytest.mark.parametrize("text", [
+        "mysql -u root -p db", "mysql -u root -p${MYSQL_PASSWORD} db", "mysql is down\nssh -p2222 host",
+        "Best regards,\nThe Team", "Best,\nAcme\n", "the account holder must sign", "Calle 5",
+        "Thanks,\nSenior Engineer\n",
+    ])
+    def test_near_miss_stays_unmatched(self, redactor, text):
+        assert [text[s.start:s.end] for s in redactor.find(text)] == []
