@@ -64,3 +64,21 @@ def normalize_path(raw: str) -> str | None:
 def _decode_unreserved(match: re.Match[str]) -> str:
     char = chr(int(match.group(1), 16))
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+_SEPARATOR_ESCAPE = re.compile(r"%(?:2F|5C)", re.IGNORECASE)
+
+
+def lenient_path(path: str) -> str:
+    """``path`` (normalised) as the most lenient server would route it, for matching only.
+
+    Where missing a match leaks rather than denies (a redaction endpoint: an unmatched path goes out
+    uninspected), the path must also be read the way some server could: Starlette/uvicorn (vLLM,
+    LiteLLM) decode ``%2F`` before routing, IIS reads ``%5C`` as ``/``, servlet containers cut
+    ``;params`` off each segment. ``/v1%2Fmessages`` and ``/v1;x/messages`` give ``/v1/messages``.
+    """
+    if "%" not in path and ";" not in path:
+        return path
+    decoded = _SEPARATOR_ESCAPE.sub("/", path)
+    cut = "/".join(_PARAMETER.split(segment, 1)[0] for segment in decoded.split("/"))
+    return normalize_path(cut) or cut

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from policyproxy.config.schema import DomainRule
 from policyproxy.grammar.headers import forwarded, name_skeleton
 from policyproxy.grammar.hosts import IPAddress, is_local_name, is_non_public, normalize_host, parse_ip
-from policyproxy.grammar.paths import normalize_path
+from policyproxy.grammar.paths import lenient_path, normalize_path
 from policyproxy.grammar.patterns import DomainIndex, Matcher
 from policyproxy.grammar.query import ambiguous_key, key_skeleton, parse_query
 from policyproxy.policy.model import Decision, HeaderEdits, RedactionTarget, Request, Target
@@ -214,13 +214,15 @@ class Policy:
 
     def _endpoint(self, endpoints: tuple[tuple[str, str], ...] | None, path: str,
                   protocol: Protocol) -> RedactionTarget | None:
-        lowered = path.lower()
+        # Matched as written and as a lenient server routes it (``%2F``, ``;params``): a miss here
+        # forwards the body uninspected, so every reading that reaches the endpoint counts.
+        readings = {path.lower(), lenient_path(path).lower()}
         for prefix, endpoint in endpoints or ():
-            if lowered.startswith(prefix):
+            if any(lowered.startswith(prefix) for lowered in readings):
                 return RedactionTarget(endpoint)
         if protocol is Protocol.GATEWAY:
             for prefix in self.gateway_paths:
-                if lowered.startswith(prefix):
+                if any(lowered.startswith(prefix) for lowered in readings):
                     return RedactionTarget(prefix)
         return None
 

@@ -32,6 +32,7 @@ from policyproxy.proxy.target import DEFAULT_PORTS, Routed
 from policyproxy.proxy.upstream import upstream_proxy
 from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols, relay
 from policyproxy.reasons import Mode, Reason, Source, Verdict
+from policyproxy.redaction.inspect import screen_query
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
 from policyproxy.secret_provider import SecretUnavailable
@@ -78,7 +79,8 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         if decision.allowed and decision.redaction is not None:
             if snap.redactor is not None:
                 vault = ctx.inspector.vault(conn.identity, conn.client)
-                if request.body_exists:
+                decision = screen_query(snap.redactor, decision, routed.query)
+                if decision.allowed and request.body_exists:
                     inspection = await ctx.inspector.inspect(snap.settings, snap.redactor, decision, request, vault)
                     decision, outcome.redactions = inspection.decision, inspection.counts
                     if not decision.allowed and inspection.answer is not None:

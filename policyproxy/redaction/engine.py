@@ -158,8 +158,11 @@ IDENTIFIER_KEYS = frozenset({
     "model", "role", "type", "object", "status", "id", "call_id", "tool_use_id", "tool_call_id", "item_id",
     "previous_response_id", "media_type", "format", "detail",
 })
-# Values that are signed or encrypted (altering them breaks them): skipped only in their exact shape.
-OPAQUE_KEYS = frozenset({"signature", "encrypted_content"})
+# Values that are signed or encrypted (altering them breaks them): skipped only in their exact shape,
+# under their key, in the block or item type that carries them (a ``signature`` in a tool's input or in
+# ``metadata`` is text like any other).
+OPAQUE_KEYS = {"signature": frozenset({"thinking"}), "encrypted_content": frozenset({"reasoning", "compaction"}),
+               "data": frozenset({"redacted_thinking"})}
 _OPAQUE_VALUE = re.compile(r"[A-Za-z0-9+/=_\-]{100,}")
 # Strings that hold JSON text (function-call arguments): rewritten as JSON, values escaped as JSON.
 JSON_TEXT_KEYS = frozenset({"arguments", "partial_json"})
@@ -200,13 +203,15 @@ def walk(node: Any, rewrite: Rewrite, depth: int = 0) -> Any:
         return [walk(item, rewrite, depth + 1) for item in node]
     if isinstance(node, dict):
         out = {}
-        opaque_data = node.get("type") == "redacted_thinking"
+        block_type = node.get("type")
+        if not isinstance(block_type, str):
+            block_type = None   # a list or object as type: never hashed, never opaque
         for key, value in node.items():
             new_key = rewrite(key, False)
             if isinstance(value, str):
                 if key in IDENTIFIER_KEYS:
                     value = rewrite(value, True)
-                elif (key in OPAQUE_KEYS or (opaque_data and key == "data")) and _OPAQUE_VALUE.fullmatch(value):
+                elif block_type in OPAQUE_KEYS.get(key, ()) and _OPAQUE_VALUE.fullmatch(value):
                     pass
                 elif key in JSON_TEXT_KEYS:
                     value = _walk_json_text(value, rewrite, depth)

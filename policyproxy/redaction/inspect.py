@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from policyproxy.policy.model import Decision
 from policyproxy.reasons import Reason, Source, Verdict
@@ -83,6 +84,22 @@ def parse_body(body: bytes, encoding: str | None, limit: int) -> tuple[bytes, An
         raise InspectionFailed(str(exc)) from None
     except ValueError:
         raise InspectionFailed("the body is not valid JSON") from None
+
+
+def screen_query(redactor: Redactor, decision: Decision, query: str) -> Decision:
+    """A redaction endpoint's query string with a secret or PII in it is refused (403).
+
+    No provider reads prompt text from the query, and a query cannot be masked and restored like a
+    body; an unscanned query was a way past redaction (``/v1/messages?q=AKIA...``). Only detector
+    names go in the message, never the value.
+    """
+    if not query:
+        return decision
+    found = sorted({span.detector for span in redactor.find(unquote_plus(query))})
+    if not found:
+        return decision
+    return _deny(decision, Reason.INSPECTION_FAILED,
+                 f"the query string of a redaction endpoint carries {', '.join(found)}; send it in the body")
 
 
 def failed(decision: Decision, exc: InspectionFailed) -> Inspection:

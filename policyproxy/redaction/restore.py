@@ -93,6 +93,22 @@ def restore_json(node: Any, vault: Vault, scan: ResponseScan | None = None, coun
     return node
 
 
+def _json_lines(text: str) -> list[tuple[str, Any, str]] | None:
+    """(line, its JSON or None when blank, line end) for text of JSON lines, else None: a value
+    restored into raw text would land unescaped inside a JSON string and break (or inject into) it."""
+    out: list[tuple[str, Any, str]] = []
+    for line in text.splitlines(keepends=True):
+        raw = line.rstrip("\r\n")
+        if not raw.strip():
+            out.append((raw, None, line[len(raw):]))
+            continue
+        try:
+            out.append((raw, json.loads(raw), line[len(raw):]))
+        except (ValueError, RecursionError):
+            return None
+    return out if any(doc is not None for _, doc, _ in out) else None
+
+
 def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None) -> bytes:
     """A whole response body restored: as JSON when it parses (values escaped where they land),
     else as text; a body too deep to walk is restored as text too (never an exception)."""
@@ -100,7 +116,14 @@ def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None) ->
         return jsontext.dumps(restore_json(json.loads(data), vault, scan))
     except (ValueError, UnicodeDecodeError, RecursionError):
         text = data.decode("utf-8", "replace")
-        return restore_text(scan.text(text) if scan is not None else text, vault).encode("utf-8")
+    lines = _json_lines(text)
+    if lines is not None:   # NDJSON (Ollama, streamed JSON under a JSON content type): line by line
+        try:
+            return "".join((jsontext.dumps(restore_json(doc, vault, scan)).decode("utf-8") if doc is not None
+                            else raw) + end for raw, doc, end in lines).encode("utf-8")
+        except RecursionError:
+            pass
+    return restore_text(scan.text(text) if scan is not None else text, vault).encode("utf-8")
 
 
 # ---- streams --------------------------------------------------------------------------------------

@@ -50,7 +50,25 @@ class RedactionRules:
         )
 
     def find(self, text: str) -> list[Span]:
-        """Non-overlapping spans: secrets first, then longer spans, then the earlier detector."""
+        """Non-overlapping spans: secrets first, then longer spans, then the earlier detector.
+
+        Text with invisible characters or fullwidth forms is also read folded (``AKIA\u200b...``,
+        ``ＡＫＩＡ...``: a model reads through them, the detectors would not): what only the folded
+        reading finds is added, mapped back over the original characters.
+        """
+        spans = self._find(text)
+        if _DISGUISE.search(text) is None:
+            return spans
+        folded, origin = fold(text)
+        taken = [(s.start, s.end) for s in spans]
+        for span in self._find(folded):
+            start, end = origin[span.start], origin[span.end - 1] + 1
+            if not any(start < e and s < end for s, e in taken):
+                spans.append(Span(start, end, span.detector))
+                taken.append((start, end))
+        return sorted(spans, key=lambda s: s.start)
+
+    def _find(self, text: str) -> list[Span]:
         candidates: list[tuple[int, int, int, int, str]] = []
         windows = Windows(text, self.prefix_index)
         for rank, detector in enumerate(self.detectors):
@@ -86,6 +104,27 @@ class RedactionRules:
         if self.allow_hashes and hashlib.sha256(value.encode()).hexdigest() in self.allow_hashes:
             return True
         return any(r.fullmatch(value) for r in self.allow_regexes)
+
+
+# Characters a reader (or a model) skips or folds but a regex does not: soft hyphen, zero-width and
+# joiner characters, bidi controls, word joiners, variation selectors, BOM, and fullwidth ASCII forms.
+_INVISIBLE = "\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u206a-\u206f\ufe00-\ufe0f\ufeff"
+_DISGUISE = re.compile(f"[{_INVISIBLE}\uff01-\uff5e\u3000]")
+_INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]")
+
+
+def fold(text: str) -> tuple[str, list[int]]:
+    """``text`` without invisible characters and with fullwidth forms as ASCII, and for each folded
+    character the index of the original it came from."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, char in enumerate(text):
+        if _INVISIBLE_CHAR.match(char):
+            continue
+        code = ord(char)
+        out.append(chr(code - 0xFEE0) if 0xFF01 <= code <= 0xFF5E else " " if code == 0x3000 else char)
+        origin.append(i)
+    return "".join(out), origin
 
 
 def _ner(spec: RedactionSpec) -> tuple[Detector, ...]:

@@ -51,7 +51,7 @@ def _value(line: str) -> str:
 
 
 class EventReader:
-    """Feed bytes; get complete events. Handles LF, CRLF and events split across chunks."""
+    """Feed bytes; get complete events. Handles LF, CRLF, CR and events split across chunks."""
 
     def __init__(self) -> None:
         self.buffer = b""
@@ -73,8 +73,9 @@ class EventReader:
 
 
 def _boundary(buffer: bytes) -> tuple[int, str, int]:
-    lf = buffer.find(b"\n\n")
-    crlf = buffer.find(b"\r\n\r\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, "\r\n", 4
-    return (lf, "\n", 2) if lf >= 0 else (-1, "\n", 0)
+    """The first event end: LF, CRLF or CR line endings (all three are SSE; a CR-only stream was
+    buffered whole and its placeholders passed through unrestored)."""
+    found = [(at, newline, size) for at, newline, size in (
+        (buffer.find(b"\n\n"), "\n", 2), (buffer.find(b"\r\n\r\n"), "\r\n", 4), (buffer.find(b"\r\r"), "\r", 2))
+        if at >= 0]
+    return min(found, key=lambda f: (f[0], -f[2])) if found else (-1, "\n", 0)

@@ -3,7 +3,8 @@
 Names: an email display name (``Jane Doe <jane@x.io>``), git trailers (``Author:``, ``Co-authored-by:``,
 ``Signed-off-by:``), keys that hold a person (``full_name``, ``first_name``, ``customer``, ``contact``),
 salutations (``Dear``, ``Mr.``, ``Dr.``) and "my name is". Addresses: a house number, a street name and
-a street-type word (US, UK, DE, FR shapes), with the postcode and city when they follow.
+a street-type word (US, UK, CA, AU, DE, NL, FR, ES, PT shapes), with the postcode and city when they
+follow; a letter's sign-off (``Best regards,`` then a name on the next line).
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ _US_UK = re.compile(
     r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?"
     rf"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|#)\.?\s*[\w-]+)?"
     rf"(?:,\s*[{_UPPER}][{_LOWER}'’-]+(?:\s[{_UPPER}][{_LOWER}'’-]+){{0,2}})?"
-    r"(?:,?\s+(?:[A-Z]{2}\s+\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}))?")
+    r"(?:,?\s+(?:[A-Z]{2}\s+\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}"
+    r"|(?:AB|BC|MB|NB|NL|NS|NT|NU|ON|PE|QC|SK|YT)\s+[A-Z]\d[A-Z]\s?\d[A-Z]\d"   # Canada: province, postal code
+    r"|(?:NSW|VIC|QLD|WA|SA|TAS|ACT|NT)\s+\d{4}))?")                                # Australia: state, postcode
 _DE = re.compile(
     rf"(?<![\w-])[{_UPPER}][{_LOWER}-]*(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer)"
     rf"\s+\d{{1,4}}[a-z]?(?:,\s*\d{{5}}\s+[{_UPPER}][\w-]+)?")
@@ -113,7 +116,42 @@ _FR = re.compile(
     rf"cours)\s+(?:de\s+la\s+|du\s+|des\s+|de\s+l['’]|d['’]|de\s+)?[{_UPPER}][\w'’-]+(?:\s[{_UPPER}][\w'’-]+){{0,3}}"
     r"(?:,\s*\d{5}\s+[A-Z][\w-]+)?")
 
+_NL = re.compile(   # Keizersgracht 123, 1015 CJ Amsterdam
+    rf"(?<![\w-])[{_UPPER}][{_LOWER}-]*(?:straat|gracht|laan|plein|kade|singel|dijk|steeg|weg)"
+    rf"\s+\d{{1,4}}(?:[-\s]?[a-zA-Z]\b)?(?:,\s*\d{{4}}\s?[A-Z]{{2}}\s+[{_UPPER}][\w-]+)?")
+_ES_PT = re.compile(   # Calle Mayor 5, 28013 Madrid; Avenida de la Paz, 12; Rua Augusta 274
+    rf"(?<![\w-])(?:Calle|C/|Avenida|Avda\.|Plaza|Paseo|Carrer|Passeig|Camino|Ronda|Rua|Travessa|Largo|Praça)"
+    rf"\s+(?:(?:de|del|da|das|do|dos)\s+(?:(?:la|las|los)\s+)?)?[{_UPPER}][\w'’-]+(?:\s[{_UPPER}][\w'’-]+){{0,3}}"
+    rf",?\s+(?:n[º°o]\.?\s*)?\d{{1,4}}[A-Za-z]?(?:,\s*\d{{5}}(?:-\d{{3}})?\s+[{_UPPER}][\w-]+)?")
+_JOB_WORDS = _words("""
+Senior Junior Lead Principal Staff Chief Head Engineer Engineering Developer Manager Director Officer President
+Analyst Architect Consultant Specialist Administrator Coordinator Assistant Associate Intern Designer Scientist
+Support Operations Sales Marketing Customer Success Department Office Desk Services Solutions Security Finance
+Billing Legal Product Platform Infrastructure Owner Founder Partner Representative Agent Committee Board
+""")
+
+
+def _signed_name(value: str, text: str, start: int) -> bool:
+    """A sign-off line holds a name, not a job title or a team (``Senior Engineer``, ``Customer Success``)."""
+    return _two_words(value, text, start) and not any(w in _JOB_WORDS for w in value.split())
+
+
+_SIGN_OFFS = ("regards,", "Regards,", "Thanks,", "Thanks!", "Cheers,", "Sincerely,", "Best,", "Thank you,",
+              "Cordialement,", "Grüßen", "Grüße,", "Saludos,", "Atenciosamente,", "Cumprimentos,", "Groeten,",
+              "wishes,")
+
+_HOLDERS = ("titulaire", "Titulaire", "account holder", "Account holder", "Account Holder", "Kontoinhaber",
+            "titular", "Titular", "card holder", "Card holder", "Cardholder", "cardholder", "rekeninghouder")
+
 NAMES_AND_ADDRESSES: tuple[Detector, ...] = (
+    Detector(D.PERSON_NAME, prefixes=_HOLDERS, regex=re.compile(   # the holder of an account or card
+        rf"(?:[Tt]itulaire|[Aa]ccount [Hh]older|Kontoinhaber(?:in)?|[Tt]itular|[Cc]ard ?holder|[Cc]ard holder"
+        rf"|rekeninghouder)(?:\s+(?:name|du compte|de la cuenta|da conta))?\s*[:=]?\s*[\"']?({NAME})"),
+        group=1, validate=_two_words, secret=False, not_after=""),
+    Detector(D.PERSON_NAME, prefixes=_SIGN_OFFS, regex=re.compile(   # a letter's sign-off: the next line is a name
+        rf"(?:[Rr]egards|Thanks|Cheers|Sincerely|Best|Thank you|Cordialement|Grüßen|Grüße|Saludos|Atenciosamente"
+        rf"|Cumprimentos|Groeten|wishes)[,!][ \t]*\r?\n[ \t]*({NAME})[ \t]*(?=\r?\n|$)"),
+        group=1, validate=_signed_name, secret=False, not_after=""),
     Detector(D.PERSON_NAME, re.compile(rf"(?<![\w.])\"?({NAME})\"?\s*<"), group=1, validate=_person,
              secret=False, family="display"),
     Detector(D.PERSON_NAME, re.compile(rf"\"({_WORD},? {NAME})\"\s*<"), group=1, validate=_person,   # "Doe, Jane" <...>
@@ -138,10 +176,15 @@ NAMES_AND_ADDRESSES: tuple[Detector, ...] = (
              context=("Street", "Avenue", "Road", "Boulevard", "Lane", "Drive", "Court", "Place", "Terrace",
                       "Parkway", "Highway", "Close", "Crescent", "Gardens", "Square", "Mews", "Grove", "St.", "St,",
                       "St\n", "Ave", "Rd", "Blvd", "Way,", "Way\n", " Way ", "Dr.", "Ln", "Ct", "Pl", "Row", "Hill",
-                      "Walk")),
+                      "Walk", "St W", "St E", "St N", "St S")),
     Detector(D.STREET_ADDRESS, _DE, secret=False, window=(40, 60), exact=True,
              context=("straße", "strasse", "Straße", "Strasse", "str.", "Str.", "weg ", "allee", "platz", "gasse",
                       "damm ", "ufer ")),
+    Detector(D.STREET_ADDRESS, _NL, secret=False, window=(40, 60), exact=True,
+             context=("straat ", "gracht ", "laan ", "plein ", "kade ", "singel ", "dijk ", "steeg ")),
+    Detector(D.STREET_ADDRESS, _ES_PT, secret=False, window=(0, 160), exact=True,
+             context=("Calle ", "C/ ", "Avenida ", "Avda. ", "Plaza ", "Paseo ", "Carrer ", "Passeig ", "Camino ",
+                      "Ronda ", "Rua ", "Travessa ", "Largo ", "Praça ")),
     Detector(D.STREET_ADDRESS, _FR, secret=False, window=(20, 160), exact=True,
              context=(" rue ", " avenue ", " boulevard ", " bd ", " place ", " chemin ", " allée ", " impasse ",
                       " quai ", " route ", " cours ")),

@@ -214,6 +214,10 @@ SECRETS: tuple[Detector, ...] = (
     Detector(D.SECRET_ASSIGNMENT, context=("curl",), window=(0, 400), regex=re.compile(   # curl -u user:pass
         r"\s(?:-u|--user)[ =]?[\"']?[^\s:\"'<>]{0,64}:([^\s\"'<>]{3,256})(?![^\s\"'])"), group=1,
         validate=not_reference),
+    Detector(D.SECRET_ASSIGNMENT, context=("mysql", "mariadb"), window=(0, 400), regex=re.compile(
+        # mysql/mysqldump/mariadb -pPASSWORD: the password glued to -p (with a space, -p prompts)
+        r"(?:mysql|mariadb)[\w-]*[^\n]*?\s-p(?:\"([^\s\"]{3,256})\"|'([^\s']{3,256})'|([^\s\"'<>|;&]{3,256}))(?=\s|$)"),
+        group=(1, 2, 3), validate=not_reference),
     Detector(D.SECRET_ASSIGNMENT, context=("kind: Secret", "kind: secret", "kind:Secret", "kind: 'Secret'",
                                            'kind: "Secret"', "kind: 'secret'", 'kind: "secret"'), exact=True,
              window=(2000, 2000),
