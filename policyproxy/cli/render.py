@@ -124,7 +124,8 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
         red = net.redaction
         network["redaction"] = {
             "enabled": red.enabled,
-            "endpoints": list(red.endpoints),
+            "endpoints": [{"endpoint": e, "api": dict(red.endpoint_apis)[e]} if e in dict(red.endpoint_apis) else e
+                          for e in red.endpoints],
             "default_action": red.default_action.value,
             "max_body_bytes": red.max_body_bytes,
             "detectors": {name: action.value for name, action in red.detectors},
@@ -144,7 +145,9 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "default_permissions": settings.profile,
         "permissions": {settings.profile: {"network": network}},
-        "gateway": {"routes": dict(settings.gateway_routes)},
+        "gateway": {"routes": {name: {"url": url, "api": dict(settings.gateway_apis)[name]}
+                               if name in dict(settings.gateway_apis) else url
+                               for name, url in settings.gateway_routes}},
     }
     otel = settings.otel
     audit = settings.audit

@@ -15,6 +15,7 @@ import phonenumbers
 
 from policyproxy.config.reader import Reader
 from policyproxy.config.schema import (
+    API_SHAPES,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PHONE_REGIONS,
     DEFAULT_PROXY_URL,
@@ -272,11 +273,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     if default_action is RedactionAction.OFF:
         r.error((*path, "default_action"),
                 'must be "mask", "redact" or "block" (use enabled = false to turn redaction off)')
-    endpoints = r.string_list(table, "endpoints", path) if "endpoints" in table else DEFAULT_REDACTION_ENDPOINTS
-    for i, endpoint in enumerate(endpoints):
-        problem = endpoint_problem(endpoint)
-        if problem:
-            r.error((*path, "endpoints", i), problem)
+    endpoints, endpoint_apis = _endpoints(r, table, path)
     detectors: list[tuple[DetectorName, RedactionAction]] = []
     for name, action in r.table(table.get("detectors", {}), (*path, "detectors")).items():
         where = (*path, "detectors", name)
@@ -333,6 +330,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     return RedactionSpec(
         enabled=r.get(table, "enabled", path, bool, True),
         endpoints=tuple(endpoints),
+        endpoint_apis=endpoint_apis,
         default_action=default_action,
         detectors=tuple(detectors),
         patterns=tuple(patterns),
@@ -348,6 +346,43 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         phone_regions=tuple(phone_regions),
         ner_model=ner_model,
     )
+
+
+def _endpoints(r: Reader, table: Mapping[str, Any], path: KeyPath
+               ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """``endpoints``: each a ``"host/path-prefix"`` string, or ``{ endpoint = "...", api = "openai" }``
+    naming the API shape a compatible host speaks (its provider in events; Gemini streams by shape)."""
+    if "endpoints" not in table:
+        return DEFAULT_REDACTION_ENDPOINTS, ()
+    raw = table["endpoints"]
+    if not isinstance(raw, list):
+        r.error((*path, "endpoints"), 'must be an array of "host/path-prefix" strings or { endpoint, api } tables')
+        return (), ()
+    endpoints: list[str] = []
+    apis: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        at = (*path, "endpoints", i)
+        if isinstance(item, dict):
+            entry = r.table(item, at, {"endpoint", "api"})
+            endpoint = r.get(entry, "endpoint", at, str, None)
+            api = r.get(entry, "api", at, str, None)
+            if endpoint is None:
+                r.error(at, 'needs endpoint = "host/path-prefix"')
+                continue
+            if api is not None and api not in API_SHAPES:
+                r.error((*at, "api"), f"must be one of {', '.join(API_SHAPES)}, got {api!r}")
+            elif api is not None:
+                apis.append((endpoint, api))
+        elif isinstance(item, str):
+            endpoint = item
+        else:
+            r.error(at, 'must be a "host/path-prefix" string or an { endpoint, api } table')
+            continue
+        problem = endpoint_problem(endpoint)
+        if problem:
+            r.error(at, problem)
+        endpoints.append(endpoint)
+    return tuple(endpoints), tuple(apis)
 
 
 def endpoint_problem(endpoint: str) -> str | None:

@@ -28,11 +28,15 @@ DEFAULT_REDACTION_ENDPOINTS = (
     "api.openai.com/v1/realtime",
     "api.openai.com/v1/assistants",
     "api.openai.com/v1/threads",
+    "generativelanguage.googleapis.com/v1beta/models",   # Gemini generateContent, streamGenerateContent
+    "generativelanguage.googleapis.com/v1/models",
 )
 DEFAULT_GATEWAY_ROUTES = (
     ("anthropic", "https://api.anthropic.com"),
     ("openai", "https://api.openai.com"),
+    ("google", "https://generativelanguage.googleapis.com"),
 )
+API_SHAPES = ("anthropic", "openai", "gemini")   # what an endpoint or route may say it speaks
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
@@ -103,6 +107,7 @@ DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "AU", "ES", "
 class RedactionSpec:
     enabled: bool = True
     endpoints: tuple[str, ...] = DEFAULT_REDACTION_ENDPOINTS
+    endpoint_apis: tuple[tuple[str, str], ...] = ()   # endpoint -> API shape, where the config said
     default_action: RedactionAction = RedactionAction.MASK
     detectors: tuple[tuple[DetectorName, RedactionAction], ...] = ()   # str-valued: "email" works too
     patterns: tuple[CustomPattern, ...] = ()
@@ -173,6 +178,7 @@ class Settings:
     network: NetworkSpec
     otel: OtelSpec = OtelSpec()
     gateway_routes: tuple[tuple[str, str], ...] = DEFAULT_GATEWAY_ROUTES
+    gateway_apis: tuple[tuple[str, str], ...] = ()    # route name -> API shape (a redaction route)
     audit: AuditSpec = AuditSpec()
     admin: AdminSpec = AdminSpec()
     config_file: Path | None = None

@@ -7,6 +7,7 @@ a ``ConfigError`` naming the variable or path, never the value.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
 from policyproxy.config.source import process_environment, read_secret_file
@@ -53,8 +54,18 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
 
     rules = [(DomainPattern.parse(rule.pattern), rule) for rule in net.domains]
     endpoints: dict[str, list[tuple[str, str]]] = {}
+    apis: dict[str, str] = {}
     if redaction is not None:
-        for endpoint in redaction.endpoints:
+        apis = dict(redaction.endpoint_apis)
+        listed = list(redaction.endpoints)
+        # A gateway route that names its API shape is a redaction endpoint, host and base path.
+        routes = dict(settings.gateway_routes)
+        for name, api in settings.gateway_apis:
+            parts = urlsplit(routes[name])
+            endpoint = f"{parts.hostname}{parts.path.rstrip('/')}/"
+            listed.append(endpoint)
+            apis[endpoint] = api
+        for endpoint in listed:
             host, _, path = endpoint.partition("/")
             canonical = normalize_path("/" + path) or "/" + path
             endpoints.setdefault(normalize_host(host) or host.lower(), []).append((canonical.lower(), endpoint))
@@ -67,7 +78,8 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
         allow=DomainIndex.build((p, r) for p, r in rules if r.verdict is Verdict.ALLOW),
         hooks={host: tuple(items) for host, items in hooks.items()},
         endpoints={host: tuple(items) for host, items in endpoints.items()},
-        gateway_paths=tuple(sorted({p for items in endpoints.values() for p, _ in items})),
+        gateway_paths=tuple(sorted({p for items in endpoints.values() for p, e in items if e not in apis})),
+        endpoint_apis=apis,
         allowed_literals=frozenset(p.domain for p, r in rules if r.verdict is Verdict.ALLOW
                                    and p.kind is DomainKind.EXACT and parse_ip(p.domain) is not None),
         local_source=Source.REQUIREMENTS if "allow_local_binding" in settings.managed_keys else Source.DEFAULT,

@@ -75,6 +75,7 @@ class Policy:
     hooks: Mapping[str, tuple[CompiledHook, ...]]
     endpoints: Mapping[str, tuple[tuple[str, str], ...]]   # host -> (lower path prefix, endpoint)
     gateway_paths: tuple[str, ...]
+    endpoint_apis: Mapping[str, str] = field(default_factory=dict)   # endpoint -> API shape it was declared with
     allowed_literals: frozenset[str] = frozenset()   # IP literals allowed by an exact pattern
     local_source: Source = Source.DEFAULT
     mode_source: Source = Source.PROFILE
@@ -217,7 +218,7 @@ class Policy:
         lowered = path.lower()
         for prefix, endpoint in endpoints or ():
             if lowered.startswith(prefix):
-                return RedactionTarget(endpoint)
+                return RedactionTarget(endpoint, self.endpoint_apis.get(endpoint))
         if protocol is Protocol.GATEWAY:
             for prefix in self.gateway_paths:
                 if lowered.startswith(prefix):

@@ -32,6 +32,7 @@ from policyproxy.proxy.target import DEFAULT_PORTS, Routed
 from policyproxy.proxy.upstream import upstream_proxy
 from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols, relay
 from policyproxy.reasons import Mode, Reason, Source, Verdict
+from policyproxy.redaction.genai import GenAI
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
 
@@ -75,11 +76,14 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         if decision.allowed and request.body_exists and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(responses.CONTINUE)   # the client waits for this before sending the body
         if decision.allowed and decision.redaction is not None:
+            outcome.genai = GenAI.describe(decision.redaction.api, decision.host, decision.path or routed.path)
             if snap.redactor is not None:
                 vault = ctx.inspector.vault(conn.identity, conn.client)
                 if request.body_exists:
                     inspection = await ctx.inspector.inspect(snap.settings, snap.redactor, decision, request, vault)
                     decision, outcome.redactions = inspection.decision, inspection.counts
+                    if outcome.genai is not None and inspection.model is not None:
+                        outcome.genai.request_model = outcome.genai.request_model or inspection.model
                     if not decision.allowed and inspection.answer is not None:
                         return _answer(outcome, inspection.answer)
                     body = inspection.body
@@ -144,7 +148,8 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
     answered = time.perf_counter()
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-        restore = None if vault is None or no_body else restorer(upstream, vault, scan)
+        observe = outcome.genai.observe if outcome.genai is not None else None
+        restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):

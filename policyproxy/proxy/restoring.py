@@ -11,16 +11,18 @@ import aiohttp
 from policyproxy.config.schema import ResponseScanning, Settings
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
-from policyproxy.redaction.restore import ResponseScan, StreamRestorer, restore_body
+from policyproxy.redaction.restore import Observer, ResponseScan, StreamRestorer, restore_body
 
 
 class Restore:
-    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None) -> None:
+    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None,
+                 observe: Observer | None = None) -> None:
         self.vault = vault
         self.whole = not sse
         self.inflater = inflater
         self.scan = scan
-        self.stream = StreamRestorer(vault, scan) if sse else None
+        self.observe = observe
+        self.stream = StreamRestorer(vault, scan, observe=observe) if sse else None
 
     def _decode(self, data: bytes) -> bytes:
         return self.inflater.decompress(data) if self.inflater is not None else data
@@ -38,7 +40,7 @@ class Restore:
         data = self._decode(await upstream.read())
         if self.inflater is not None:
             data += self.inflater.flush()
-        return restore_body(data, self.vault, self.scan)
+        return restore_body(data, self.vault, self.scan, self.observe)
 
 
 def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | None) -> ResponseScan | None:
@@ -49,7 +51,8 @@ def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | 
     return ResponseScan(redactor.find, mask=spec.responses is ResponseScanning.MASK)
 
 
-def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None) -> Restore | None:
+def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None,
+             observe: Observer | None = None) -> Restore | None:
     """How to restore this answer, or None when it is passed through (placeholders stay)."""
     encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
@@ -60,7 +63,7 @@ def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan 
         return None   # an encoding we cannot decode
     content_type = upstream.headers.get("Content-Type", "").lower()
     if "text/event-stream" in content_type:
-        return Restore(vault, True, inflater, scan)
+        return Restore(vault, True, inflater, scan, observe)
     if "json" in content_type or content_type.startswith("text/"):
-        return Restore(vault, False, inflater, scan)
+        return Restore(vault, False, inflater, scan, observe)
     return None

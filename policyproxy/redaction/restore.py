@@ -93,14 +93,33 @@ def restore_json(node: Any, vault: Vault, scan: ResponseScan | None = None, coun
     return node
 
 
-def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None) -> bytes:
+Observer = Callable[[Any], None]   # sees each parsed JSON document of an answer (GenAI usage)
+
+
+def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None,
+                 observe: Observer | None = None) -> bytes:
     """A whole response body restored: as JSON when it parses (values escaped where they land),
     else as text; a body too deep to walk is restored as text too (never an exception)."""
     try:
-        return jsontext.dumps(restore_json(json.loads(data), vault, scan))
+        document = json.loads(data)
+        if observe is not None:
+            observe(document)
+        if isinstance(document, list) and document and all(isinstance(d, dict) and "candidates" in d
+                                                           for d in document):
+            return jsontext.dumps(_restore_chunks(document, vault, scan))
+        return jsontext.dumps(restore_json(document, vault, scan))
     except (ValueError, UnicodeDecodeError, RecursionError):
         text = data.decode("utf-8", "replace")
         return restore_text(scan.text(text) if scan is not None else text, vault).encode("utf-8")
+
+
+def _restore_chunks(chunks: list[Any], vault: Vault, scan: ResponseScan | None) -> list[Any]:
+    """A Gemini ``streamGenerateContent`` JSON array: its elements are one delta stream (a placeholder
+    may be split across two of them), restored as the SSE form is."""
+    stream = StreamRestorer(vault, scan)
+    events = [e for chunk in chunks for e in stream._event(Event(["data: " + json.dumps(chunk)]))]
+    events += stream._flush(lambda key: True)
+    return [json.loads(e.data or "null") for e in events]
 
 
 # ---- streams --------------------------------------------------------------------------------------
@@ -127,6 +146,7 @@ class StreamRestorer:
     reader: EventReader = field(default_factory=EventReader)
     held: dict[tuple[Any, ...], _Held] = field(default_factory=dict)
     seen: dict[tuple[Any, ...], tuple[list[str], int]] = field(default_factory=dict)   # audit: text, size
+    observe: Observer | None = None
 
     def feed(self, data: bytes) -> bytes:
         return b"".join(e.encode() for event in self.reader.feed(data) for e in self._event(event))
@@ -148,6 +168,8 @@ class StreamRestorer:
             payload = json.loads(data)
         except ValueError:
             return [event]
+        if self.observe is not None:
+            self.observe(payload)
         if not isinstance(payload, dict):
             return [event]
         kind = payload.get("type")
@@ -156,6 +178,8 @@ class StreamRestorer:
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
                     "response.refusal.delta"):
             return self._responses_delta(event, payload)
+        if isinstance(payload.get("candidates"), list):
+            return self._gemini_chunk(event, payload)
         choices = payload.get("choices")
         if isinstance(choices, list) and any(isinstance(c, dict) and ("delta" in c or "text" in c) for c in choices):
             return self._chat_chunk(event, payload)
@@ -246,6 +270,39 @@ class StreamRestorer:
                 before += self._flush(_other_keys_of(index, present))
         return [*before, _with_json(event, clone) if changed else event]
 
+    def _gemini_chunk(self, event: Event, payload: dict[str, Any]) -> list[Event]:
+        """A Gemini ``streamGenerateContent?alt=sse`` chunk: ``candidates[].content.parts[].text`` is the
+        delta stream of its candidate (a placeholder may be split across chunks); everything else in
+        the chunk (function calls arrive whole) is restored as it stands."""
+        clone = copy.deepcopy(payload)
+        before: list[Event] = []
+        for candidate in clone["candidates"]:
+            if not isinstance(candidate, dict):
+                continue
+            index = candidate.get("index") or 0
+            final = candidate.get("finishReason") is not None
+            content = candidate.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            key = ("gemini", index)
+            if isinstance(parts, list):
+                texts = [i for i, part in enumerate(parts)
+                         if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought")]
+                for i, part in enumerate(parts):
+                    if i in texts:
+                        part["text"] = self._release(key, part["text"], False, _gemini_maker(event, payload, index),
+                                                     final and i == texts[-1])
+                    elif isinstance(part, dict):   # function calls and responses arrive whole
+                        signature = part.get("thoughtSignature")
+                        parts[i] = restore_json({k: v for k, v in part.items() if k != "thoughtSignature"},
+                                                self.vault, self.scan)
+                        if signature is not None:
+                            parts[i]["thoughtSignature"] = signature
+            if candidate.get("finishReason") is not None:
+                before += self._flush(lambda k, index=index: k == ("gemini", index))   # type: ignore[misc]
+        rest = {k: v for k, v in clone.items() if k != "candidates"}
+        restored = restore_json(rest, self.vault, self.scan, count=False)
+        return [*before, _with_json(event, {**restored, "candidates": clone["candidates"]})]
+
     # -- holding back ----------------------------------------------------------------------------
     def _release(self, key: tuple[Any, ...], delta: str, json_escape: bool, make: Callable[[str], Event],
                  final: bool = False) -> str:
@@ -318,6 +375,15 @@ def _mask_cut(text: str) -> int:
 
 def _with_json(event: Event, payload: Any) -> Event:
     return event.with_data(jsontext.dumps(payload).decode("utf-8"))
+
+
+def _gemini_maker(event: Event, payload: dict[str, Any], index: Any) -> Callable[[str], Event]:
+    def make(text: str) -> Event:
+        envelope = {k: v for k, v in payload.items() if k not in ("candidates", "usageMetadata")}
+        envelope["candidates"] = [{"index": index, "content": {"role": "model", "parts": [{"text": text}]}}]
+        return _with_json(event, envelope)
+
+    return make
 
 
 def _chat_maker(event: Event, payload: dict[str, Any], index: Any, call: Any) -> Callable[[str], Event]:

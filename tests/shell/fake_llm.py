@@ -113,6 +113,9 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
         events.append((None, {**envelope, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **first}]},
                                                        "finish_reason": None}]}))
     events.append((None, {**envelope, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}))
+    if (body.get("stream_options") or {}).get("include_usage"):   # usage comes in a last chunk of its own
+        events.append((None, {**envelope, "choices": [],
+                              "usage": {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}}))
     return await _sse(request, events)
 
 
@@ -124,7 +127,8 @@ async def responses(request: web.Request, body: dict[str, Any], size: int) -> we
     call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "echo", "arguments": arguments,
             "status": "completed"}
     full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
-            "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+            "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": 13, "output_tokens": 21, "total_tokens": 34}}
     if not body.get("stream"):
         return web.json_response(full)
     events: list[tuple[str | None, dict[str, Any]]] = [
@@ -171,6 +175,51 @@ async def embeddings(request: web.Request, body: dict[str, Any], size: int) -> w
     return web.json_response({"object": "list", "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1},
                               "data": [{"object": "embedding", "index": i, "embedding": [0.0, 1.0]}
                                        for i in range(count)]})
+
+
+def _gemini_text(body: dict[str, Any]) -> str:
+    """The last user turn's text parts, and any function response's ``echo`` (a tool output)."""
+    turn = [c for c in body["contents"] if c.get("role", "user") == "user"][-1]
+    out = []
+    for part in turn["parts"]:
+        if "text" in part:
+            out.append(part["text"])
+        elif "functionResponse" in part:
+            out.append(json.dumps(part["functionResponse"].get("response", {})))
+    return "".join(out)
+
+
+async def gemini(request: web.Request) -> web.StreamResponse:
+    """Gemini ``generateContent`` / ``streamGenerateContent`` (``alt=sse``, or a streamed JSON array):
+    the last user text echoed as text in chunks of ``x-test-chunk`` characters, then as a function call."""
+    body = json.loads(await request.read())
+    model, _, method = request.match_info["tail"].partition(":")
+    text = _gemini_text(body) + (f" {request.headers['x-test-emit']}" if "x-test-emit" in request.headers else "")
+    size = int(request.headers.get("x-test-chunk", "4"))
+    usage = {"promptTokenCount": 7, "candidatesTokenCount": 9, "totalTokenCount": 16}
+    call = {"functionCall": {"name": "echo", "args": {"echo": text}}}
+    if method == "generateContent":
+        return web.json_response({"candidates": [{"index": 0, "finishReason": "STOP", "content": {
+            "role": "model", "parts": [{"text": text}, call]}}], "usageMetadata": usage,
+            "modelVersion": f"{model}-001", "responseId": "r1"})
+    chunks = [{"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": part}]}}],
+               "usageMetadata": {"promptTokenCount": 7}, "modelVersion": f"{model}-001", "responseId": "r1"}
+              for part in _chunks(text, size)]
+    chunks.append({"candidates": [{"index": 0, "finishReason": "STOP", "content": {"role": "model", "parts": [call]}}],
+                   "usageMetadata": usage, "modelVersion": f"{model}-001", "responseId": "r1"})
+    if request.query.get("alt") == "sse":
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
+    else:
+        response = web.StreamResponse(headers={"Content-Type": "application/json; charset=UTF-8"})
+        await response.prepare(request)
+        for i, chunk in enumerate(chunks):
+            await response.write((("[" if i == 0 else ",\r\n") + json.dumps(chunk)).encode())
+        await response.write(b"]")
+    await response.write_eof()
+    return response
 
 
 HANDLERS = {"/v1/messages": anthropic, "/v1/chat/completions": chat, "/v1/responses": responses,
