@@ -135,6 +135,7 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "allow_sha256": list(red.allow_sha256),
             "mapping_ttl_seconds": red.mapping_ttl_seconds,
             "responses": red.responses.value,
+            "websocket": red.websocket.value,
             "explain_placeholders": red.explain_placeholders,
             "phone_regions": list(red.phone_regions),
         }

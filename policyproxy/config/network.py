@@ -30,6 +30,7 @@ from policyproxy.config.schema import (
     RedactionSpec,
     ResponseScanning,
     SecretRef,
+    WebSocketRedaction,
 )
 from policyproxy.config.source import KeyPath
 from policyproxy.grammar.headers import HOP_BY_HOP, is_upstream_name
@@ -56,7 +57,7 @@ INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "prefix"})
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
                             "mapping_ttl_seconds", "mapping_store", "responses", "explain_placeholders",
-                            "phone_regions", "ner_model"})
+                            "phone_regions", "ner_model", "websocket"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -343,6 +344,8 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         responses=r.choice(table, "responses", path, ResponseScanning, tuple(m.value for m in ResponseScanning),
                            ResponseScanning.AUDIT),
         explain_placeholders=r.get(table, "explain_placeholders", path, bool, False),
+        websocket=r.choice(table, "websocket", path, WebSocketRedaction, tuple(m.value for m in WebSocketRedaction),
+                           WebSocketRedaction.INSPECT),
         phone_regions=tuple(phone_regions),
         ner_model=ner_model,
     )

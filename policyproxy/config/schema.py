@@ -99,6 +99,13 @@ class ResponseScanning(Enum):
     OFF = "off"      # not looked for
     AUDIT = "audit"  # counted by detector in the decision event (never the values)
     MASK = "mask"    # counted, and replaced by [REDACTED:<detector>] before the client sees them
+class WebSocketRedaction(Enum):
+    """What a WebSocket upgrade on a redaction endpoint gets."""
+
+    INSPECT = "inspect"   # accepted; each client message redacted, each server event restored
+    REFUSE = "refuse"     # 426 (clients such as Codex fall back to HTTP and SSE)
+
+
 # Regions whose national phone formats are recognised (ISO 3166 alpha-2); "+CC" numbers are always.
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "MX")
 
@@ -120,6 +127,7 @@ class RedactionSpec:
     responses: ResponseScanning = ResponseScanning.AUDIT
     explain_placeholders: bool = False       # add a system note: placeholders are opaque, echo them verbatim
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS   # libphonenumber regions for national forms; () = off
+    websocket: WebSocketRedaction = WebSocketRedaction.INSPECT
     ner_model: str | None = None             # a spaCy pipeline (package name or path) for names; [ner] extra
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from policyproxy import responses
+from policyproxy.config.schema import WebSocketRedaction
 from policyproxy.errors import UpstreamAnswered, UpstreamError
 from policyproxy.policy.decide import Policy
 from policyproxy.policy.model import Decision, Request, Target
@@ -30,11 +32,20 @@ from policyproxy.proxy.outcome import Outcome
 from policyproxy.proxy.restoring import response_scan, restorer
 from policyproxy.proxy.target import DEFAULT_PORTS, Routed
 from policyproxy.proxy.upstream import upstream_proxy
-from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols, relay
+from policyproxy.proxy.websocket import (
+    HANDSHAKE,
+    Channel,
+    is_upgrade,
+    offered_protocols,
+    offers_deflate,
+    relay,
+    relay_inspected,
+)
 from policyproxy.reasons import Mode, Reason, Source, Verdict
 from policyproxy.redaction.genai import GenAI
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
+from policyproxy.redaction.wsmessages import ClientMessages, ServerMessages
 
 
 def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
@@ -68,9 +79,12 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
             # then connects to exactly these addresses (``Resolver.resolve``).
             addresses, pinned = await ctx.resolver.lookup(routed.host, routed.port)
             decision = policy.check_addresses(decision, addresses, routed.trusted or pinned)
-        if decision.allowed and decision.redaction is not None and upgrade:
+        spec = snap.settings.network.redaction
+        if (decision.allowed and decision.redaction is not None and upgrade
+                and (spec is None or spec.websocket is WebSocketRedaction.REFUSE)):
             decision = refuse(decision, Reason.INSPECTION_FAILED, Source.DEFAULT,
-                              "WebSocket on a redaction endpoint cannot be inspected; use HTTP (server-sent events)")
+                              "WebSocket on a redaction endpoint is refused (redaction.websocket = \"refuse\"); "
+                              "use HTTP (server-sent events)")
             return _answer(outcome, responses.websocket_refused(decision))
         vault = body = None
         if decision.allowed and request.body_exists and request.headers.get("Expect", "").lower() == "100-continue":
@@ -87,7 +101,7 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                     if not decision.allowed and inspection.answer is not None:
                         return _answer(outcome, inspection.answer)
                     body = inspection.body
-            elif request.body_exists:
+            elif request.body_exists or upgrade:
                 decision = Inspector.unavailable(decision)
         if not decision.allowed:
             return _answer(outcome, responses.block_answer(decision))
@@ -96,9 +110,26 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         headers = request_headers(request.headers.items(), decision.edits,
                                   host_header(routed.host, routed.port, DEFAULT_PORTS.get(routed.scheme, 80)))
         proxy = upstream_proxy(snap.settings.network.allow_upstream_proxy, routed.scheme, routed.host)
-        if upgrade:
-            return await _websocket(ctx, request, headers, url, proxy, outcome)
         scan = response_scan(snap.settings, snap.redactor, vault)
+        if upgrade:
+            channel = None
+            if vault is not None and snap.redactor is not None and spec is not None:
+                messages = ClientMessages(snap.redactor, vault, spec.max_body_bytes)
+                observe = outcome.genai.observe if outcome.genai is not None else None
+                channel = Channel(functools.partial(ctx.inspector.redact_message, messages),
+                                  ServerMessages(vault, scan, observe))
+            try:
+                return await _websocket(ctx, request, headers, url, proxy, outcome, channel)
+            finally:
+                if channel is not None:
+                    outcome.redactions = messages.counts
+                    if scan is not None:
+                        outcome.emitted = scan.counts
+                    if outcome.genai is not None and messages.model is not None:
+                        outcome.genai.request_model = messages.model
+                    if channel.refused is not None:   # closed with 1008: the event says why
+                        decision = refuse(decision, Reason.PII_BLOCKED if channel.refused.blocked
+                                          else Reason.INSPECTION_FAILED, Source.DEFAULT, channel.refused.reason)
         try:
             return await _send(ctx, request, url, headers, proxy, body, vault, scan, outcome, started)
         finally:
@@ -109,11 +140,13 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
 
 
 async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple[str, str]], url: URL,
-                     proxy: str | None, outcome: Outcome) -> web.StreamResponse:
-    """101 is recorded only once both sides are upgraded; the upstream's other answers are relayed."""
+                     proxy: str | None, outcome: Outcome, channel: Channel | None) -> web.StreamResponse:
+    """101 is recorded only once both sides are upgraded; the upstream's other answers are relayed.
+    ``channel``: a redaction endpoint's messages are inspected (``relay_inspected``)."""
     headers = [(k, v) for k, v in headers if k.lower() not in HANDSHAKE]
     try:
-        upstream = await ctx.upstream.ws_connect(url, headers, offered_protocols(request), proxy)
+        upstream = await ctx.upstream.ws_connect(url, headers, offered_protocols(request), proxy,
+                                                 compress=15 if offers_deflate(request) else 0)
     except UpstreamAnswered as answered:
         return _answer(outcome, responses.relayed_answer(answered.status, answered.headers, answered.body))
     except UpstreamError as exc:
@@ -126,7 +159,10 @@ async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple
         await upstream.close()
         raise
     outcome.status = 101
-    await relay(client, upstream)
+    if channel is not None:
+        await relay_inspected(client, upstream, channel)
+    else:
+        await relay(client, upstream)
     return client
 
 

@@ -117,8 +117,8 @@ def _restore_chunks(chunks: list[Any], vault: Vault, scan: ResponseScan | None) 
     """A Gemini ``streamGenerateContent`` JSON array: its elements are one delta stream (a placeholder
     may be split across two of them), restored as the SSE form is."""
     stream = StreamRestorer(vault, scan)
-    events = [e for chunk in chunks for e in stream._event(Event(["data: " + json.dumps(chunk)]))]
-    events += stream._flush(lambda key: True)
+    events = [e for chunk in chunks for e in stream.restore_event(Event(["data: " + json.dumps(chunk)]))]
+    events += stream.release()
     return [json.loads(e.data or "null") for e in events]
 
 
@@ -156,6 +156,17 @@ class StreamRestorer:
         for key in list(self.seen):
             self._audit(key, "", final=True)
         return out + self.reader.rest()
+
+    def restore_event(self, event: Event) -> list[Event]:
+        """One whole event (a WebSocket message is one): the events to send for it, in order."""
+        return self._event(event)
+
+    def release(self) -> list[Event]:
+        """Everything still held back, restored (the channel ended)."""
+        out = self._flush(lambda key: True)
+        for key in list(self.seen):
+            self._audit(key, "", final=True)
+        return out
 
     # -- one event -----------------------------------------------------------------------------
     def _event(self, event: Event) -> list[Event]:

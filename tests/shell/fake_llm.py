@@ -120,7 +120,15 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
 
 
 async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body, request)
+    full, events = responses_events(body, _last_user_text(body, request), size)
+    if not body.get("stream"):
+        return web.json_response(full)
+    return await _sse(request, events)
+
+
+def responses_events(body: dict[str, Any], text: str, size: int) -> tuple[dict[str, Any],
+                                                                        list[tuple[str | None, dict[str, Any]]]]:
+    """The whole Responses object and the events that stream it (SSE and the WebSocket transport alike)."""
     arguments = json.dumps({"echo": text})
     message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
                "content": [{"type": "output_text", "text": text, "annotations": []}]}
@@ -129,8 +137,6 @@ async def responses(request: web.Request, body: dict[str, Any], size: int) -> we
     full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
             "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
             "usage": {"input_tokens": 13, "output_tokens": 21, "total_tokens": 34}}
-    if not body.get("stream"):
-        return web.json_response(full)
     events: list[tuple[str | None, dict[str, Any]]] = [
         ("response.created", {"type": "response.created", "response": {**full, "status": "in_progress", "output": []}})]
     events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
@@ -145,7 +151,31 @@ async def responses(request: web.Request, body: dict[str, Any], size: int) -> we
                                                              "item_id": "fc_1", "output_index": 1,
                                                              "arguments": arguments}))
     events.append(("response.completed", {"type": "response.completed", "response": full}))
-    return await _sse(request, events)
+    return full, events
+
+
+async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) -> web.WebSocketResponse:
+    """Codex's WebSocket Responses transport: each ``response.create`` message is answered with the
+    same events the SSE stream carries, one per message (text split in ``x-test-chunk`` pieces).
+    ``x-test-ws-raw: 1`` echoes each client message back verbatim instead."""
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    size = int(request.headers.get("x-test-chunk", "4"))
+    async for message in socket:
+        if message.type != web.WSMsgType.TEXT:
+            continue
+        seen.append({"method": "WS", "path": request.path, "query": "", "headers": [], "body": message.data,
+                     "host": request.host, "tls": request.secure})
+        if request.headers.get("x-test-ws-raw") == "1":
+            await socket.send_str(message.data)
+            continue
+        body = json.loads(message.data)
+        if body.get("type") != "response.create":
+            continue
+        _, events = responses_events(body, _user_text(body), size)
+        for _, payload in events:
+            await socket.send_str(json.dumps(payload))
+    return socket
 
 
 async def completions(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.shell.fake_llm import HANDLERS, gemini
+from tests.shell.fake_llm import HANDLERS, gemini, responses_websocket
 
 NAMES = ("api.github.com", "api.anthropic.com", "api.openai.com", "upstream.test", "tunnel.test",
          "registry.npmjs.org", "rebind.test", "localhost", "generativelanguage.googleapis.com")
@@ -77,6 +77,7 @@ class Upstream:
         app.router.add_route("*", "/sse", self.sse)
         app.router.add_route("*", "/v1/sse", self.sse)
         app.router.add_route("GET", "/ws", self.ws)
+        app.router.add_route("GET", "/v1/responses", self.responses_ws)
         for path in HANDLERS:
             app.router.add_route("POST", path, self.llm)
             for base in ("/compat", "/zai"):   # OpenAI/Anthropic-compatible base paths
@@ -129,6 +130,12 @@ class Upstream:
                               "headers": [[k, v] for k, v in request.headers.items()],
                               "body": raw.decode("utf-8", "replace"), "host": request.host, "tls": request.secure})
         return await gemini(request)
+
+    async def responses_ws(self, request: web.Request) -> web.WebSocketResponse:
+        self.requests.append({"method": "GET", "path": request.path, "query": "", "body": "",
+                              "headers": [[k, v] for k, v in request.headers.items()], "host": request.host,
+                              "tls": request.secure})
+        return await responses_websocket(request, self.requests)
 
     async def ws(self, request: web.Request) -> web.WebSocketResponse:
         self.requests.append({"method": "GET", "path": "/ws", "query": "", "body": "",
