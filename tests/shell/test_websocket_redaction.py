@@ -72,7 +72,7 @@ def upstream_messages(upstream, count: int) -> list[str]:
 @pytest.mark.parametrize("chunk", [1, 3, 5, 11])
 def test_response_create_redacted_events_restored_across_messages(proxy, upstream, chunk):
     before = lines(proxy)
-    events, socket = asyncio.run(converse(proxy, upstream, [create(PROMPT)], {"x-test-chunk": str(chunk)}))
+    events, _socket = asyncio.run(converse(proxy, upstream, [create(PROMPT)], {"x-test-chunk": str(chunk)}))
     text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     arguments = "".join(e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta")
     assert text == PROMPT
@@ -100,7 +100,7 @@ def test_permessage_deflate_negotiated_with_both_sides(proxy, upstream):
     handshake = next(r for r in reversed(upstream.requests) if r["method"] == "GET" and r["path"] == "/v1/responses")
     offered = {k.lower(): v for k, v in handshake["headers"]}.get("sec-websocket-extensions", "")
     assert "permessage-deflate" in offered   # and asked the upstream, as the client had asked
-    events, socket = asyncio.run(converse(proxy, upstream, [create("hello")], compress=0))
+    _events, socket = asyncio.run(converse(proxy, upstream, [create("hello")], compress=0))
     assert socket.compress == 0
     handshake = next(r for r in reversed(upstream.requests) if r["method"] == "GET" and r["path"] == "/v1/responses")
     assert "sec-websocket-extensions" not in {k.lower() for k, _ in handshake["headers"]}
