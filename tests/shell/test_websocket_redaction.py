@@ -95,7 +95,7 @@ def test_response_create_redacted_events_restored_across_messages(proxy, upstrea
 
 
 def test_permessage_deflate_negotiated_with_both_sides(proxy, upstream):
-    events, socket = asyncio.run(converse(proxy, upstream, [create("hello")]))
+    _events, socket = asyncio.run(converse(proxy, upstream, [create("hello")]))
     assert socket.compress == 15   # the proxy agreed with the client
     handshake = next(r for r in reversed(upstream.requests) if r["method"] == "GET" and r["path"] == "/v1/responses")
     offered = {k.lower(): v for k, v in handshake["headers"]}.get("sec-websocket-extensions", "")
