@@ -4,7 +4,8 @@ or a server-sent event stream restored as it flows."""
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -37,7 +38,11 @@ class Restore:
         return self.stream.feed(tail) + self.stream.close()
 
     async def read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
-        data = self._decode(await upstream.read())
+        return self.whole_body(await upstream.read())
+
+    def whole_body(self, raw: bytes) -> bytes:
+        """A whole (maybe compressed) body, decoded and restored."""
+        data = self._decode(raw)
         if self.inflater is not None:
             data += self.inflater.flush()
         return restore_body(data, self.vault, self.scan, self.observe)
@@ -51,9 +56,15 @@ def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | 
     return ResponseScan(redactor.find, mask=spec.responses is ResponseScanning.MASK)
 
 
-def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None,
+class _Headed(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def restorer(upstream: _Headed, vault: Vault, scan: ResponseScan | None,
              observe: Observer | None = None) -> Restore | None:
-    """How to restore this answer, or None when it is passed through (placeholders stay)."""
+    """How to restore this answer (an aiohttp or an httpx response), or None when it is passed through
+    (placeholders stay)."""
     encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
         inflater = zlib.decompressobj(47)
