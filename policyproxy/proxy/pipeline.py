@@ -45,7 +45,7 @@ from policyproxy.reasons import Mode, Reason, Source, Verdict
 from policyproxy.redaction.genai import GenAI
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
-from policyproxy.redaction.wsmessages import ClientMessages, ServerMessages
+from policyproxy.redaction.wsmessages import ClientMessages, MessageRefused, ServerMessages
 
 
 def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
@@ -115,9 +115,11 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
             channel = None
             if vault is not None and snap.redactor is not None and spec is not None:
                 messages = ClientMessages(snap.redactor, vault, spec.max_body_bytes)
+                if outcome.genai is not None:
+                    outcome.genai.channel = True   # one event for many responses: usage adds up
                 observe = outcome.genai.observe if outcome.genai is not None else None
-                channel = Channel(functools.partial(ctx.inspector.redact_message, messages),
-                                  ServerMessages(vault, scan, observe))
+                channel = Channel(functools.partial(_redact_message, ctx, messages),
+                                  ServerMessages(vault, scan, observe), spec.max_body_bytes)
             try:
                 return await _websocket(ctx, request, headers, url, proxy, outcome, channel)
             finally:
@@ -139,6 +141,16 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         ctx.reporter.report(decision, outcome)
 
 
+async def _redact_message(ctx: Context, messages: ClientMessages, data: str) -> str:
+    """A channel lives across reloads: each message is judged by the rules in force when it arrives."""
+    live = ctx.live.snapshot
+    spec = live.settings.network.redaction
+    if live.redactor is None or spec is None:
+        raise MessageRefused("redaction is not configured for this endpoint")
+    messages.redactor, messages.limit = live.redactor, spec.max_body_bytes
+    return await ctx.inspector.redact_message(messages, data)
+
+
 async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple[str, str]], url: URL,
                      proxy: str | None, outcome: Outcome, channel: Channel | None) -> web.StreamResponse:
     """101 is recorded only once both sides are upgraded; the upstream's other answers are relayed.
@@ -151,8 +163,9 @@ async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple
         return _answer(outcome, responses.relayed_answer(answered.status, answered.headers, answered.body))
     except UpstreamError as exc:
         return _answer(outcome, responses.text_answer(exc.status, f"WebSocket to {url.host} failed: {exc.message}"))
+    # An inspected client message is read whole, so it is bounded (past the limit: closed with 1009).
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), autoping=False,
-                                   max_msg_size=0)
+                                   max_msg_size=channel.limit + 1 if channel is not None else 0)
     try:
         await client.prepare(request)
     except BaseException:

@@ -71,6 +71,7 @@ class Channel:
 
     redact: Callable[[str], Awaitable[str]]
     server: ServerMessages
+    limit: int = 0   # the largest client message read (bytes)
     refused: MessageRefused | None = None
 
 

@@ -92,6 +92,7 @@ class GenAI:
     response_model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    channel: bool = False   # a WebSocket: each ``response.completed``/``response.done`` is one more response
 
     @classmethod
     def describe(cls, api: str | None, host: str, path: str) -> GenAI:
@@ -114,6 +115,10 @@ class GenAI:
         if not isinstance(payload, dict):
             return
         kind = payload.get("type")
+        if self.channel:   # only a finished response counts (response.created repeats a usage, if any)
+            if kind in ("response.completed", "response.done", "response.incomplete", "response.failed"):
+                self._add(payload.get("response"))
+            return
         if kind == "message_start" and isinstance(payload.get("message"), dict):          # Anthropic stream
             payload = payload["message"]
         elif isinstance(kind, str) and kind.startswith("response.") and isinstance(payload.get("response"), dict):
@@ -143,6 +148,21 @@ class GenAI:
                 self.input_tokens = tokens_in
             if tokens_out is not None:
                 self.output_tokens = tokens_out
+
+    def _add(self, response: Any) -> None:
+        """One more response on a channel: its model, and its usage added to the channel's."""
+        if not isinstance(response, dict):
+            return
+        model = _model(response.get("model"))
+        if model is not None:
+            self.response_model = model
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            tokens_in, tokens_out = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+            if tokens_in is not None:
+                self.input_tokens = (self.input_tokens or 0) + tokens_in
+            if tokens_out is not None:
+                self.output_tokens = (self.output_tokens or 0) + tokens_out
 
     def attributes(self) -> dict[str, Any]:
         found = {

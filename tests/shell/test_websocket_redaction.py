@@ -183,3 +183,90 @@ def test_openai_sdk_responses_connect_through_the_gateway(proxy, upstream):
     assert text == PROMPT
     sent = upstream_messages(upstream, 1)[0]
     assert PLANTED["email"] not in sent and PLANTED["aws"] not in sent
+
+
+def test_usage_adds_up_over_responses_on_one_channel(proxy, upstream):
+    before = lines(proxy)
+
+    async def talk():
+        context = ssl.create_default_context(cafile=str(proxy.ca))
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"wss://api.openai.com:{upstream.tls_port}/v1/responses", proxy=proxy.url, ssl=context) as socket:
+            for turn in ("one", "two"):
+                await socket.send_str(create(turn))
+                while json.loads((await asyncio.wait_for(socket.receive(), 10)).data)["type"] != "response.completed":
+                    pass
+
+    asyncio.run(talk())
+    record = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"][-1]
+    assert record["gen_ai.usage.input_tokens"] == 26 and record["gen_ai.usage.output_tokens"] == 42
+
+
+class TestResources:
+    """Attack class: messages and clients that try to make the proxy hold or forward too much."""
+
+    def test_oversized_message_is_not_read_whole_nor_sent(self, start_proxy, upstream):
+        proxy = start_proxy(config(upstream.tls_port).replace('websocket = "inspect"',
+                                                              'websocket = "inspect"\nmax_body_bytes = 4096'))
+        count = len(upstream_messages(upstream, 10_000))
+
+        async def talk():
+            context = ssl.create_default_context(cafile=str(proxy.ca))
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                    f"wss://api.openai.com:{upstream.tls_port}/v1/responses", proxy=proxy.url, ssl=context) as socket:
+                await socket.send_str(create("x" * 10_000))
+                got = await asyncio.wait_for(socket.receive(), 10)
+                return got.type, socket.close_code
+
+        kind, code = asyncio.run(talk())
+        assert kind == aiohttp.WSMsgType.CLOSE and code in (1008, 1009)
+        assert len(upstream_messages(upstream, 10_000)) == count
+
+    def test_client_vanishing_mid_stream_leaves_one_event_and_a_working_proxy(self, proxy, upstream):
+        before = lines(proxy)
+
+        async def vanish():
+            context = ssl.create_default_context(cafile=str(proxy.ca))
+            async with aiohttp.ClientSession() as session:
+                socket = await session.ws_connect(f"wss://api.openai.com:{upstream.tls_port}/v1/responses",
+                                                  proxy=proxy.url, ssl=context, headers={"x-test-chunk": "1"})
+                await socket.send_str(create(PROMPT))
+                await socket.receive()
+                socket._response.connection.transport.abort()   # gone without a close frame
+
+        asyncio.run(vanish())
+        events, _ = asyncio.run(converse(proxy, upstream, [create(PROMPT)]))
+        assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == PROMPT
+        records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
+        assert len(records) == 2
+
+
+def test_after_sighup_an_open_channel_is_judged_by_the_new_rules(start_proxy, upstream):
+    """Attack class: reload in the middle. A channel opened under lax rules does not keep them."""
+    import signal
+    import time
+
+    lax = config(upstream.tls_port).replace('us_ssn = "block"', 'us_ssn = "off"')
+    proxy = start_proxy(lax)
+
+    async def talk():
+        context = ssl.create_default_context(cafile=str(proxy.ca))
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"wss://api.openai.com:{upstream.tls_port}/v1/responses", proxy=proxy.url, ssl=context) as socket:
+            await socket.send_str(create("ssn 123-45-6789"))
+            while json.loads((await asyncio.wait_for(socket.receive(), 10)).data)["type"] != "response.completed":
+                pass
+            assert "123-45-6789" in upstream_messages(upstream, 1)[0]   # off: goes out as written
+            proxy.config.write_text(config(upstream.tls_port))
+            proxy.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while "reloaded" not in proxy.logs() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            count = len(upstream_messages(upstream, 10_000))
+            await socket.send_str(create("ssn 123-45-6789"))
+            got = await asyncio.wait_for(socket.receive(), 10)
+            return got, socket.close_code, count
+
+    got, code, count = asyncio.run(talk())
+    assert code == 1008 and "us_ssn" in got.extra
+    assert len(upstream_messages(upstream, 10_000)) == count
