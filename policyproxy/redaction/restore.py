@@ -132,6 +132,10 @@ class _Held:
     pending: str = ""                          # under response masking: text not yet scanned
 
 
+# Responses (SSE and WebSocket) and Realtime text deltas: one delta stream per item and content part.
+_RESPONSES_DELTAS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
+                               "response.refusal.delta", "response.text.delta", "response.audio_transcript.delta",
+                               "response.output_audio_transcript.delta"})
 AUDIT_WINDOW = 256 * 1024   # model text kept per delta stream for audit scanning (scanned in windows)
 MASK_HOLD = 2048            # under masking, text is released at line ends, or at a space past this size
 MASK_HOLD_PEM = 16 * 1024   # ... but a private key block is held whole up to this size
@@ -186,8 +190,7 @@ class StreamRestorer:
         kind = payload.get("type")
         if kind == "content_block_delta":
             return self._anthropic_delta(event, payload)
-        if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
-                    "response.refusal.delta"):
+        if kind in _RESPONSES_DELTAS:
             return self._responses_delta(event, payload)
         if isinstance(payload.get("candidates"), list):
             return self._gemini_chunk(event, payload)
