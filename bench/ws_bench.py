@@ -39,10 +39,11 @@ def main() -> None:
         turn = ("Deploy notes: ask dana.kowalski@acme-corp.io about build 42. " * (size // 60))[:size]
         message = json.dumps({"type": "response.create", "model": "gpt-5-codex",
                               "input": [{"type": "message", "role": "user", "content": turn}]})
-        fresh = per_call(lambda i: ClientMessages(redactor, Vaults().for_scope(f"s{i}"), 1 << 25).text(message), 20)
+        fresh = per_call(lambda i, m=message: ClientMessages(redactor, Vaults().for_scope(f"s{i}"), 1 << 25).text(m),
+                         20)
         client = ClientMessages(redactor, vault, 1 << 25)
         client.text(message)
-        cached = per_call(lambda i: client.text(message), 200)
+        cached = per_call(lambda i, c=client, m=message: c.text(m), 200)
         print(f"response.create {size:>7} chars: {fresh:9.1f} µs first, {cached:8.1f} µs re-sent (cached)")
 
 

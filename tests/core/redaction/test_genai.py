@@ -131,3 +131,16 @@ def test_api_shapes_reach_the_decision(tmp_path):
 def test_api_shape_errors_name_the_key(tmp_path, text, message):
     base = '[permissions.p.network.domains]\n"*" = "allow"\n'
     assert message in only_error(tmp_path, base + text)
+
+
+def test_an_api_route_does_not_make_connect_traffic_to_its_host_an_endpoint(tmp_path):
+    """Attack class: other paths to the same host. A local route with ``api`` redacts what goes
+    through the route; a CONNECT or plain request to a dev server on the same host is not inspected."""
+    text = ROUTED + '[gateway.routes.local]\nurl = "http://127.0.0.1:11434"\napi = "openai"\n'
+    policy = compile_policy(settings(tmp_path, text.replace('"*" = "allow"', '"*" = "allow"\n"127.0.0.1" = "allow"')))
+    routed = policy.decide(Target("127.0.0.1", 11434, Protocol.GATEWAY, trusted=True),
+                           Request("POST", "/v1/chat/completions", "", ()))
+    assert routed.redaction is not None and routed.redaction.api == "openai"
+    other = policy.decide(Target("127.0.0.1", 8000, Protocol.HTTP, trusted=True), Request("POST", "/form", "", ()))
+    assert other.redaction is None
+    assert not policy.decide(Target("127.0.0.1", 8443, Protocol.HTTPS_CONNECT, trusted=True)).intercept
