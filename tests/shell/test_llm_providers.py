@@ -203,3 +203,19 @@ def test_an_intercepted_endpoint_with_an_api_shape(proxy, upstream, monkeypatch)
     record = llm_record(audit(proxy, before))
     assert record["gen_ai.provider.name"] == "openai" and record["network.transport.protocol"] == "https_mitm"
     assert record["gen_ai.request.model"] == record["gen_ai.response.model"] == "qwen"
+
+
+def test_gemini_sdk_through_interception(proxy, upstream, monkeypatch):
+    """google-genai with ``HTTPS_PROXY`` to the default Gemini endpoint host (pinned to the fake)."""
+    genai = pytest.importorskip("google.genai")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.bundle))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    before = lines(proxy)
+    client = genai.Client(api_key="k", http_options={
+        "base_url": f"https://generativelanguage.googleapis.com:{upstream.tls_port}", "api_version": "v1beta"})
+    text = "".join(part.text or "" for part in client.models.generate_content_stream(model="gemini-x", contents=PROMPT))
+    assert text == PROMPT
+    assert_upstream_saw_placeholders(upstream)
+    record = llm_record(audit(proxy, before))
+    assert record["network.transport.protocol"] == "https_mitm" and record["gen_ai.provider.name"] == "gcp.gemini"
