@@ -157,7 +157,7 @@ def responses_events(body: dict[str, Any], text: str, size: int) -> tuple[dict[s
 async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) -> web.WebSocketResponse:
     """Codex's WebSocket Responses transport: each ``response.create`` message is answered with the
     same events the SSE stream carries, one per message (text split in ``x-test-chunk`` pieces).
-    ``x-test-ws-raw: 1`` echoes each client message back verbatim instead."""
+    ``x-test-ws-raw: 1`` (and ``/v1/realtime``) echoes each client message back verbatim instead."""
     socket = web.WebSocketResponse()
     await socket.prepare(request)
     size = int(request.headers.get("x-test-chunk", "4"))
@@ -166,7 +166,7 @@ async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) 
             continue
         seen.append({"method": "WS", "path": request.path, "query": "", "headers": [], "body": message.data,
                      "host": request.host, "tls": request.secure})
-        if request.headers.get("x-test-ws-raw") == "1":
+        if request.headers.get("x-test-ws-raw") == "1" or request.path.endswith("/realtime"):
             await socket.send_str(message.data)
             continue
         body = json.loads(message.data)

@@ -78,6 +78,7 @@ class Upstream:
         app.router.add_route("*", "/v1/sse", self.sse)
         app.router.add_route("GET", "/ws", self.ws)
         app.router.add_route("GET", "/v1/responses", self.responses_ws)
+        app.router.add_route("GET", "/v1/realtime", self.responses_ws)
         for path in HANDLERS:
             app.router.add_route("POST", path, self.llm)
             for base in ("/compat", "/zai"):   # OpenAI/Anthropic-compatible base paths
