@@ -48,7 +48,9 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     otel = settings.otel
     lines.append(f"otel:         {otel.exporter}" + (f" -> {otel.endpoint}" if otel.endpoint else "")
                  + (f" ({otel.source.value})" if otel.exporter != "none" else ""))
-    lines.append("gateway:      " + ", ".join(f"/{name}/ -> {url}" for name, url in settings.gateway_routes))
+    apis = dict(settings.gateway_apis)
+    lines.append("gateway:      " + ", ".join(f"/{name}/ -> {url}" + (f" (api {apis[name]})" if name in apis else "")
+                                              for name, url in settings.gateway_routes))
     audit = settings.audit
     lines.append(f"audit log:    {'off' if not audit.enabled else (audit.path or '$POLICYPROXY_HOME/audit.jsonl')}"
                  f" (rotates at {audit.max_bytes // (1024 * 1024)} MiB, keeps {audit.backups})")
