@@ -219,7 +219,8 @@ class TestResources:
                 return got.type, socket.close_code
 
         kind, code = asyncio.run(talk())
-        assert kind == aiohttp.WSMsgType.CLOSE and code in (1008, 1009)
+        # 1009 or a dropped connection when the frame is over aiohttp's bound, 1008 past the inspection limit
+        assert kind == aiohttp.WSMsgType.CLOSE and code in (1006, 1008, 1009)
         assert len(upstream_messages(upstream, 10_000)) == count
 
     def test_client_vanishing_mid_stream_leaves_one_event_and_a_working_proxy(self, proxy, upstream):
