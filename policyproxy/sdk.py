@@ -115,7 +115,7 @@ class Engine:
             return None, None
         scan = response_scan(self.settings, self.redactor, self.vault)
         observe = outcome.genai.observe if outcome.genai is not None else None
-        return restorer(response, self.vault, scan, observe), scan
+        return restorer(response, self.vault, scan, observe, response.request.url.path), scan
 
     def report(self, decision: Decision, outcome: Outcome, scan: ResponseScan | None) -> None:
         if scan is not None:

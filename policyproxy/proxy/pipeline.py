@@ -198,7 +198,7 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
         observe = outcome.genai.observe if outcome.genai is not None else None
-        restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe)
+        restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe, url.path)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):

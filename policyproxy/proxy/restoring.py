@@ -12,18 +12,20 @@ import aiohttp
 from policyproxy.config.schema import ResponseScanning, Settings
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
-from policyproxy.redaction.restore import Observer, ResponseScan, StreamRestorer, restore_body
+from policyproxy.redaction.restore import ArrayStreamRestorer, Observer, ResponseScan, StreamRestorer, restore_body
 
 
 class Restore:
     def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None,
-                 observe: Observer | None = None) -> None:
+                 observe: Observer | None = None, array: bool = False) -> None:
         self.vault = vault
-        self.whole = not sse
+        self.whole = not sse and not array
         self.inflater = inflater
         self.scan = scan
         self.observe = observe
-        self.stream = StreamRestorer(vault, scan, observe=observe) if sse else None
+        self.stream: StreamRestorer | ArrayStreamRestorer | None = (
+            StreamRestorer(vault, scan, observe=observe) if sse
+            else ArrayStreamRestorer(vault, scan, observe) if array else None)
 
     def _decode(self, data: bytes) -> bytes:
         return self.inflater.decompress(data) if self.inflater is not None else data
@@ -62,9 +64,9 @@ class _Headed(Protocol):
 
 
 def restorer(upstream: _Headed, vault: Vault, scan: ResponseScan | None,
-             observe: Observer | None = None) -> Restore | None:
+             observe: Observer | None = None, path: str = "") -> Restore | None:
     """How to restore this answer (an aiohttp or an httpx response), or None when it is passed through
-    (placeholders stay)."""
+    (placeholders stay). ``path``: a Gemini ``:streamGenerateContent`` JSON answer is a streamed array."""
     encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
         inflater = zlib.decompressobj(47)
@@ -76,5 +78,6 @@ def restorer(upstream: _Headed, vault: Vault, scan: ResponseScan | None,
     if "text/event-stream" in content_type:
         return Restore(vault, True, inflater, scan, observe)
     if "json" in content_type or content_type.startswith("text/"):
-        return Restore(vault, False, inflater, scan, observe)
+        array = "json" in content_type and path.lower().endswith(":streamgeneratecontent")
+        return Restore(vault, False, inflater, scan, observe, array=array)
     return None

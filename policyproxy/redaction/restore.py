@@ -313,9 +313,11 @@ class StreamRestorer:
                             parts[i]["thoughtSignature"] = signature
             if candidate.get("finishReason") is not None:
                 before += self._flush(lambda k, index=index: k == ("gemini", index))   # type: ignore[misc]
-        rest = {k: v for k, v in clone.items() if k != "candidates"}
-        restored = restore_json(rest, self.vault, self.scan, count=False)
-        return [*before, _with_json(event, {**restored, "candidates": clone["candidates"]})]
+        rest = iter(restore_json({k: v for k, v in clone.items() if k != "candidates"}, self.vault, self.scan,
+                                 count=False).items())
+        # The chunk's keys in their order, the candidates where they were.
+        out = dict(("candidates", clone["candidates"]) if key == "candidates" else next(rest) for key in clone)
+        return [*before, _with_json(event, out)]
 
     # -- holding back ----------------------------------------------------------------------------
     def _release(self, key: tuple[Any, ...], delta: str, json_escape: bool, make: Callable[[str], Event],
@@ -419,3 +421,107 @@ def _text_maker(event: Event, payload: dict[str, Any], index: Any) -> Callable[[
 
     return make
 
+
+
+_WHITESPACE = b" \t\r\n"
+
+
+class ArrayStreamRestorer:
+    """A Gemini ``streamGenerateContent`` answer without ``alt=sse``: one JSON array whose elements
+    arrive as the model writes them. Each element is cut out as soon as it is whole (at a ``,`` or
+    ``]`` outside strings at the top level), restored as an SSE event would be (a placeholder split
+    across elements held back), and sent on; the array is re-serialised compactly. An answer that is
+    not an array is read whole and restored as a JSON body."""
+
+    def __init__(self, vault: Vault, scan: ResponseScan | None = None, observe: Observer | None = None) -> None:
+        self.vault, self.scan, self.observe = vault, scan, observe
+        self.stream = StreamRestorer(vault, scan)
+        self.state = "start"          # start | array | after (the array ended) | whole (not an array)
+        self.element = bytearray()
+        self.depth = 0
+        self.in_string = self.escape = False
+        self.count = 0                # elements sent so far
+        self.rest = bytearray()       # what is buffered in "whole" state
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        i = 0
+        if self.state == "start":
+            stripped = data.lstrip(_WHITESPACE)
+            if not stripped:
+                return b""
+            if stripped[:1] != b"[":
+                self.state = "whole"
+            else:
+                self.state = "array"
+                out += b"["
+                i = len(data) - len(stripped) + 1
+        if self.state == "whole":
+            self.rest += data
+            return b""
+        if self.state == "after":
+            return bytes(data)
+        element = self.element
+        while i < len(data):
+            byte = data[i]
+            if self.in_string:
+                if self.escape:
+                    self.escape = False
+                elif byte == 0x5C:   # backslash
+                    self.escape = True
+                elif byte == 0x22:
+                    self.in_string = False
+                element.append(byte)
+            elif byte == 0x22:
+                self.in_string = True
+                element.append(byte)
+            elif byte in b"{[":
+                self.depth += 1
+                element.append(byte)
+            elif byte in b"}]" and self.depth > 0:
+                self.depth -= 1
+                element.append(byte)
+            elif self.depth == 0 and byte in b",]":
+                out += self._element()
+                if byte == 0x5D:   # the array's end
+                    out += self._released() + b"]"
+                    self.state = "after"
+                    out += data[i + 1:]
+                    return bytes(out)
+            else:
+                element.append(byte)
+            i += 1
+        return bytes(out)
+
+    def close(self) -> bytes:
+        if self.state == "whole":
+            return restore_body(bytes(self.rest), self.vault, self.scan, self.observe)
+        if self.state == "array":   # cut short: what is whole and what was held, no closing bracket
+            return self._element() + self._released()
+        return b""
+
+    def _element(self) -> bytes:
+        raw = bytes(self.element).strip(_WHITESPACE)
+        self.element.clear()   # the same buffer: ``feed`` holds it
+        if not raw:
+            return b""
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            return self._emit([restore_text(raw.decode("utf-8", "replace"), self.vault).encode("utf-8")])
+        if self.observe is not None:
+            self.observe(document)
+        if isinstance(document, dict) and isinstance(document.get("candidates"), list):
+            events = self.stream.restore_event(Event(["data: " + json.dumps(document)]))
+            return self._emit([(e.data or "null").encode("utf-8") for e in events])
+        return self._emit([jsontext.dumps(restore_json(document, self.vault, self.scan))])
+
+    def _released(self) -> bytes:
+        return self._emit([(e.data or "null").encode("utf-8") for e in self.stream.release()])
+
+    def _emit(self, elements: list[bytes]) -> bytes:
+        out = bytearray()
+        for element in elements:
+            out += (b"," if self.count else b"") + element
+            self.count += 1
+        return bytes(out)

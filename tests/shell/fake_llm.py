@@ -9,6 +9,7 @@ points) or not. ``x-test-minimal: 1`` drops every optional field from stream eve
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -245,8 +246,10 @@ async def gemini(request: web.Request) -> web.StreamResponse:
     else:
         response = web.StreamResponse(headers={"Content-Type": "application/json; charset=UTF-8"})
         await response.prepare(request)
+        pause = float(request.headers.get("x-test-pause", "0"))
         for i, chunk in enumerate(chunks):
             await response.write((("[" if i == 0 else ",\r\n") + json.dumps(chunk)).encode())
+            await asyncio.sleep(pause)
         await response.write(b"]")
     await response.write_eof()
     return response

@@ -138,6 +138,23 @@ class TestGemini:
         assert llm_record(audit(proxy, before))["gen_ai.usage.input_tokens"] == 7
 
 
+    def test_json_array_stream_is_not_buffered(self, proxy, upstream):
+        """The first element reaches the client while the model is still writing (0.3 s between)."""
+        body = {"contents": [{"role": "user", "parts": [{"text": "abcdefgh"}]}]}
+        started = time.monotonic()
+        with httpx.stream("POST", f"{proxy.url}/google/v1beta/models/g:streamGenerateContent", json=body,
+                          headers={"x-test-chunk": "4", "x-test-pause": "0.3"}, timeout=20) as answer:
+            pieces = answer.iter_raw()
+            first = b""
+            while b'"text":"abcd"' not in first:
+                first += next(pieces)
+            arrived = time.monotonic() - started
+            rest = b"".join(pieces)
+        assert first.startswith(b'[{"candidates"') and arrived < 0.75   # the three elements take 0.9 s
+        assert [c["candidates"][0]["content"]["parts"][0].get("text") for c in json.loads(first + rest)][:2] == \
+            ["abcd", "efgh"]
+
+
 class TestCompatibleRoutes:
     """A route that names its API shape redacts everything under it, whatever its host and base path."""
 

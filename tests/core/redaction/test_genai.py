@@ -144,3 +144,36 @@ def test_an_api_route_does_not_make_connect_traffic_to_its_host_an_endpoint(tmp_
     other = policy.decide(Target("127.0.0.1", 8000, Protocol.HTTP, trusted=True), Request("POST", "/form", "", ()))
     assert other.redaction is None
     assert not policy.decide(Target("127.0.0.1", 8443, Protocol.HTTPS_CONNECT, trusted=True)).intercept
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 64])
+def test_gemini_json_array_stream_restored_as_it_arrives(size):
+    """The array form, fed in pieces that cut strings, escapes and brackets anywhere."""
+    from policyproxy.redaction.restore import ArrayStreamRestorer
+
+    vault = Vaults().for_scope("s")
+    token = vault.placeholder("email", "a@b.io")
+    text = f'say "{token}", [ok] \\ {{}} done'
+    parts = [text[i:i + 3] for i in range(0, len(text), 3)]
+    chunks = [gemini_chunk(p, i == len(parts) - 1) for i, p in enumerate(parts)]
+    chunks[0]["usageMetadata"] = {"promptTokenCount": 3}
+    raw = ("[" + ",\r\n".join(json.dumps(c) for c in chunks) + "]").encode()
+    seen = []
+    restorer = ArrayStreamRestorer(vault, observe=seen.append)
+    out = b"".join(restorer.feed(raw[i:i + size]) for i in range(0, len(raw), size)) + restorer.close()
+    array = json.loads(out)
+    assert "".join(e["candidates"][0]["content"]["parts"][0]["text"] for e in array) == text.replace(token, "a@b.io")
+    assert len(seen) == len(chunks) and seen[0]["usageMetadata"] == {"promptTokenCount": 3}
+    first = ArrayStreamRestorer(vault)
+    assert first.feed(raw[:raw.index(b",\r\n") + 1]).startswith(b'[{"candidates"')   # sent before the rest came
+
+
+def test_array_restorer_falls_back_to_whole_for_an_object():
+    from policyproxy.redaction.restore import ArrayStreamRestorer
+
+    vault = Vaults().for_scope("s")
+    token = vault.placeholder("email", "a@b.io")
+    restorer = ArrayStreamRestorer(vault)
+    body = json.dumps({"error": {"message": f"bad {token}"}}).encode()
+    assert restorer.feed(body[:5]) == b"" and restorer.feed(body[5:]) == b""
+    assert json.loads(restorer.close())["error"]["message"] == "bad a@b.io"
