@@ -109,13 +109,13 @@ class Engine:
         return httpx2.Response(answer.status, headers=list(answer.headers), content=answer.body)
 
     def restoring(self, decision: Decision, outcome: Outcome, response: httpx2.Response,
-                  method: str) -> tuple[Restore | None, ResponseScan | None]:
+                  request: httpx2.Request) -> tuple[Restore | None, ResponseScan | None]:
         outcome.status = response.status_code
-        if decision.redaction is None or method == "HEAD" or response.status_code in (204, 304):
+        if decision.redaction is None or request.method == "HEAD" or response.status_code in (204, 304):
             return None, None
         scan = response_scan(self.settings, self.redactor, self.vault)
         observe = outcome.genai.observe if outcome.genai is not None else None
-        return restorer(response, self.vault, scan, observe, response.request.url.path), scan
+        return restorer(response, self.vault, scan, observe, request.url.path), scan
 
     def report(self, decision: Decision, outcome: Outcome, scan: ResponseScan | None) -> None:
         if scan is not None:
@@ -172,7 +172,7 @@ class PolicyTransport(httpx2.BaseTransport):
         except httpx2.TransportError:
             engine.report(decision, outcome, None)
             raise
-        restore, scan = engine.restoring(decision, outcome, upstream, request.method)
+        restore, scan = engine.restoring(decision, outcome, upstream, request)
         reported = False
 
         def done() -> None:
@@ -223,7 +223,7 @@ class AsyncPolicyTransport(httpx2.AsyncBaseTransport):
         except httpx2.TransportError:
             engine.report(decision, outcome, None)
             raise
-        restore, scan = engine.restoring(decision, outcome, upstream, request.method)
+        restore, scan = engine.restoring(decision, outcome, upstream, request)
         reported = False
 
         async def done() -> None:
