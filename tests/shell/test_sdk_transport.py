@@ -142,3 +142,20 @@ def test_blocked_detector_is_not_sent(setup, upstream, tmp_path):
     http.close()
     record = records(audit, 1)[-1]
     assert record["network.policy.reason"] == "pii_blocked" and "6789" not in json.dumps(record)
+
+
+def test_google_genai_sdk_streamed(setup, upstream, tmp_path):
+    genai = pytest.importorskip("google.genai")
+    from policyproxy import sdk
+    config, audit, context, base = setup
+    config.write_text(CONFIG.replace('{ endpoint = "localhost/v1", api = "anthropic" }',
+                                     '{ endpoint = "localhost/v1beta", api = "gemini" }')
+                      .replace('path_prefixes = ["/v1/"]', 'path_prefixes = ["/v1beta/"]'))
+    http = sdk.client(config=config, audit_log=audit, transport=httpx2.HTTPTransport(verify=context))
+    client = genai.Client(api_key="k", http_options={"base_url": base, "api_version": "v1beta", "httpx_client": http})
+    text = "".join(part.text or "" for part in client.models.generate_content_stream(model="gemini-x", contents=PROMPT))
+    assert text == PROMPT
+    assert_upstream_saw_placeholders_and_the_key(upstream)
+    http.close()
+    record = records(audit, 1)[-1]
+    assert record["gen_ai.provider.name"] == "gcp.gemini" and record["gen_ai.usage.output_tokens"] == 9
