@@ -94,7 +94,9 @@ def render_policy(settings: Settings, policy: Policy) -> str:
     otel = settings.otel
     lines.append(f"otel:         {otel.exporter}" + (f" -> {otel.endpoint}" if otel.endpoint else "")
                  + (f" ({otel.source.value})" if otel.exporter != "none" else ""))
-    lines.append("gateway:      " + ", ".join(f"/{name}/ -> {url}" for name, url in settings.gateway_routes))
+    apis = dict(settings.gateway_apis)
+    lines.append("gateway:      " + ", ".join(f"/{name}/ -> {url}" + (f" (api {apis[name]})" if name in apis else "")
+                                              for name, url in settings.gateway_routes))
     audit = settings.audit
     lines.append(f"audit log:    {'off' if not audit.enabled else (audit.path or '$POLICYPROXY_HOME/audit.jsonl')}"
                  f" (rotates at {audit.max_bytes // (1024 * 1024)} MiB, keeps {audit.backups})")
@@ -213,7 +215,8 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
         red = net.redaction
         network["redaction"] = {
             "enabled": red.enabled,
-            "endpoints": list(red.endpoints),
+            "endpoints": [{"endpoint": e, "api": dict(red.endpoint_apis)[e]} if e in dict(red.endpoint_apis) else e
+                          for e in red.endpoints],
             "default_action": red.default_action.value,
             "max_body_bytes": red.max_body_bytes,
             "detectors": {name: action.value for name, action in red.detectors},
@@ -223,6 +226,7 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "allow_sha256": list(red.allow_sha256),
             "mapping_ttl_seconds": red.mapping_ttl_seconds,
             "responses": red.responses.value,
+            "websocket": red.websocket.value,
             "explain_placeholders": red.explain_placeholders,
             "phone_regions": list(red.phone_regions),
         }
@@ -233,7 +237,9 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "default_permissions": settings.profile,
         "permissions": {settings.profile: {"network": network}},
-        "gateway": {"routes": dict(settings.gateway_routes)},
+        "gateway": {"routes": {name: {"url": url, "api": dict(settings.gateway_apis)[name]}
+                               if name in dict(settings.gateway_apis) else url
+                               for name, url in settings.gateway_routes}},
     }
     otel = settings.otel
     audit = settings.audit

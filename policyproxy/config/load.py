@@ -22,7 +22,7 @@ from policyproxy.config.network import CODEX_ONLY_KEYS, parse_network
 from policyproxy.config.otel import parse_otel
 from policyproxy.config.reader import Reader
 from policyproxy.config.requirements import DEFAULT_REQUIREMENTS_PATH, apply_requirements, parse_requirements
-from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpec, Settings
+from policyproxy.config.schema import API_SHAPES, DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpec, Settings
 from policyproxy.config.source import KeyPath, TomlSource, format_key, load_toml
 from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
 from policyproxy.grammar.hosts import url_host
@@ -119,7 +119,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
     r = Reader(locate)
     network = parse_network(r, merged)
     otel = parse_otel(top, data["otel"]) if "otel" in data else OtelSpec()
-    routes = _parse_gateway(top, data.get("gateway", {}))
+    routes, route_apis = _parse_gateway(top, data.get("gateway", {}))
     audit = _parse_audit(top, data.get("audit", {}))
     admin = parse_admin(top, data.get("admin", {}))
     errors = top.errors + r.errors
@@ -159,6 +159,7 @@ def settings_from_sources(src: TomlSource, req_src: TomlSource | None, profile: 
         network=network,
         otel=otel,
         gateway_routes=routes,
+        gateway_apis=route_apis,
         audit=audit,
         admin=admin,
         config_file=src.path,
@@ -245,14 +246,35 @@ def _parse_audit(r: Reader, raw: object) -> AuditSpec:
     return AuditSpec(r.get(table, "enabled", ("audit",), bool, True), path, max(max_bytes, 1024), max(backups, 0))
 
 
-def _parse_gateway(r: Reader, raw: object) -> tuple[tuple[str, str], ...]:
+def _parse_gateway(r: Reader, raw: object) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(route -> base URL, route -> API shape). A route is a base URL string, or
+    ``{ url = "...", api = "anthropic" | "openai" | "gemini" }``: everything under it is then a
+    redaction endpoint speaking that API (a compatible provider without pretending to be its host)."""
     table = r.table(raw, ("gateway",), {"routes"})
     routes = dict(DEFAULT_GATEWAY_ROUTES)
+    apis: dict[str, str] = {}
     for name, url in r.table(table.get("routes", {}), ("gateway", "routes")).items():
         at = ("gateway", "routes", name)
         if not _ROUTE_NAME.fullmatch(name):
             r.error(at, "must be a lower-case route name of letters, digits, '_' or '-'")
             continue
+        if isinstance(url, dict):
+            entry = r.table(url, at, {"url", "api"})
+            api = r.get(entry, "api", at, str, None)
+            url = r.get(entry, "url", at, str, None)
+            if url is None:
+                r.error(at, 'needs url = "https://host/base"')
+                continue
+            if api is not None and api not in API_SHAPES:
+                r.error((*at, "api"), f"must be one of {', '.join(API_SHAPES)}, got {api!r}")
+                continue
+            if api is not None:
+                clash = next((other for other, a in apis.items() if routes.get(other) == url.rstrip("/") and a != api),
+                             None)
+                if clash is not None:
+                    r.error((*at, "api"), f"route {clash!r} has the same url with api = {apis[clash]!r}")
+                    continue
+                apis[name] = api
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             r.error(at, f"must be an http:// or https:// base URL, got {url!r}")
             continue
@@ -260,5 +282,5 @@ def _parse_gateway(r: Reader, raw: object) -> tuple[tuple[str, str], ...]:
             r.error(at, f"{url!r} has no valid host (and must not carry user:password)")
             continue
         routes[name] = url.rstrip("/")
-    return tuple(routes.items())
+    return tuple(routes.items()), tuple(apis.items())
 

@@ -15,6 +15,7 @@ import phonenumbers
 
 from policyproxy.config.reader import Reader
 from policyproxy.config.schema import (
+    API_SHAPES,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PHONE_REGIONS,
     DEFAULT_PROXY_URL,
@@ -30,6 +31,7 @@ from policyproxy.config.schema import (
     RedactionSpec,
     ResponseScanning,
     SecretRef,
+    WebSocketRedaction,
 )
 from policyproxy.config.source import KeyPath
 from policyproxy.grammar.headers import HOP_BY_HOP, is_upstream_name
@@ -56,7 +58,7 @@ INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "secret_comman
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
                             "mapping_ttl_seconds", "mapping_store", "responses", "explain_placeholders",
-                            "phone_regions", "ner_model"})
+                            "phone_regions", "ner_model", "websocket"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -282,11 +284,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     if default_action is RedactionAction.OFF:
         r.error((*path, "default_action"),
                 'must be "mask", "redact" or "block" (use enabled = false to turn redaction off)')
-    endpoints = r.string_list(table, "endpoints", path) if "endpoints" in table else DEFAULT_REDACTION_ENDPOINTS
-    for i, endpoint in enumerate(endpoints):
-        problem = endpoint_problem(endpoint)
-        if problem:
-            r.error((*path, "endpoints", i), problem)
+    endpoints, endpoint_apis = _endpoints(r, table, path)
     detectors: list[tuple[DetectorName, RedactionAction]] = []
     for name, action in r.table(table.get("detectors", {}), (*path, "detectors")).items():
         where = (*path, "detectors", name)
@@ -343,6 +341,7 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     return RedactionSpec(
         enabled=r.get(table, "enabled", path, bool, True),
         endpoints=tuple(endpoints),
+        endpoint_apis=endpoint_apis,
         default_action=default_action,
         detectors=tuple(detectors),
         patterns=tuple(patterns),
@@ -355,9 +354,48 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         responses=r.choice(table, "responses", path, ResponseScanning, tuple(m.value for m in ResponseScanning),
                            ResponseScanning.AUDIT),
         explain_placeholders=r.get(table, "explain_placeholders", path, bool, False),
+        websocket=r.choice(table, "websocket", path, WebSocketRedaction, tuple(m.value for m in WebSocketRedaction),
+                           WebSocketRedaction.INSPECT),
         phone_regions=tuple(phone_regions),
         ner_model=ner_model,
     )
+
+
+def _endpoints(r: Reader, table: Mapping[str, Any], path: KeyPath
+               ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """``endpoints``: each a ``"host/path-prefix"`` string, or ``{ endpoint = "...", api = "openai" }``
+    naming the API shape a compatible host speaks (its provider in events; Gemini streams by shape)."""
+    if "endpoints" not in table:
+        return DEFAULT_REDACTION_ENDPOINTS, ()
+    raw = table["endpoints"]
+    if not isinstance(raw, list):
+        r.error((*path, "endpoints"), 'must be an array of "host/path-prefix" strings or { endpoint, api } tables')
+        return (), ()
+    endpoints: list[str] = []
+    apis: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        at = (*path, "endpoints", i)
+        if isinstance(item, dict):
+            entry = r.table(item, at, {"endpoint", "api"})
+            endpoint = r.get(entry, "endpoint", at, str, None)
+            api = r.get(entry, "api", at, str, None)
+            if endpoint is None:
+                r.error(at, 'needs endpoint = "host/path-prefix"')
+                continue
+            if api is not None and api not in API_SHAPES:
+                r.error((*at, "api"), f"must be one of {', '.join(API_SHAPES)}, got {api!r}")
+            elif api is not None:
+                apis.append((endpoint, api))
+        elif isinstance(item, str):
+            endpoint = item
+        else:
+            r.error(at, 'must be a "host/path-prefix" string or an { endpoint, api } table')
+            continue
+        problem = endpoint_problem(endpoint)
+        if problem:
+            r.error(at, problem)
+        endpoints.append(endpoint)
+    return tuple(endpoints), tuple(apis)
 
 
 def endpoint_problem(endpoint: str) -> str | None:

@@ -32,11 +32,15 @@ DEFAULT_REDACTION_ENDPOINTS = (
     "api.openai.com/v1/threads",
     "api.openai.com/v1/moderations",
     "api.openai.com/v1/conversations",
+    "generativelanguage.googleapis.com/v1beta/models",   # Gemini generateContent, streamGenerateContent
+    "generativelanguage.googleapis.com/v1/models",
 )
 DEFAULT_GATEWAY_ROUTES = (
     ("anthropic", "https://api.anthropic.com"),
     ("openai", "https://api.openai.com"),
+    ("google", "https://generativelanguage.googleapis.com"),
 )
+API_SHAPES = ("anthropic", "openai", "gemini")   # what an endpoint or route may say it speaks
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
@@ -113,6 +117,13 @@ class ResponseScanning(Enum):
     OFF = "off"      # not looked for
     AUDIT = "audit"  # counted by detector in the decision event (never the values)
     MASK = "mask"    # counted, and replaced by [REDACTED:<detector>] before the client sees them
+class WebSocketRedaction(Enum):
+    """What a WebSocket upgrade on a redaction endpoint gets."""
+
+    INSPECT = "inspect"   # accepted; each client message redacted, each server event restored
+    REFUSE = "refuse"     # 426 (clients such as Codex fall back to HTTP and SSE)
+
+
 # Regions whose national phone formats are recognised (ISO 3166 alpha-2); "+CC" numbers are always.
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "MX")
 
@@ -121,6 +132,7 @@ DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "AU", "ES", "
 class RedactionSpec:
     enabled: bool = True
     endpoints: tuple[str, ...] = DEFAULT_REDACTION_ENDPOINTS
+    endpoint_apis: tuple[tuple[str, str], ...] = ()   # endpoint -> API shape, where the config said
     default_action: RedactionAction = RedactionAction.MASK
     detectors: tuple[tuple[DetectorName, RedactionAction], ...] = ()   # str-valued: "email" works too
     patterns: tuple[CustomPattern, ...] = ()
@@ -133,6 +145,7 @@ class RedactionSpec:
     responses: ResponseScanning = ResponseScanning.AUDIT
     explain_placeholders: bool = False       # add a system note: placeholders are opaque, echo them verbatim
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS   # libphonenumber regions for national forms; () = off
+    websocket: WebSocketRedaction = WebSocketRedaction.INSPECT
     ner_model: str | None = None             # a spaCy pipeline (package name or path) for names; [ner] extra
 
 
@@ -191,6 +204,7 @@ class Settings:
     network: NetworkSpec
     otel: OtelSpec = OtelSpec()
     gateway_routes: tuple[tuple[str, str], ...] = DEFAULT_GATEWAY_ROUTES
+    gateway_apis: tuple[tuple[str, str], ...] = ()    # route name -> API shape (a redaction route)
     audit: AuditSpec = AuditSpec()
     admin: AdminSpec = AdminSpec()
     config_file: Path | None = None

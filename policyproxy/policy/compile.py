@@ -7,6 +7,8 @@ and again when a request needs one, so rotation needs no reload.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from policyproxy.config.schema import HookSpec, Settings
 from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.grammar.hosts import normalize_host, parse_ip, url_host
@@ -51,11 +53,20 @@ def compile_policy(settings: Settings) -> Policy:
 
     rules = [(DomainPattern.parse(rule.pattern), rule) for rule in net.domains]
     endpoints: dict[str, list[tuple[str, str]]] = {}
+    routed: dict[str, list[tuple[str, str]]] = {}
+    apis: dict[str, str] = {}
     if redaction is not None:
+        apis = dict(redaction.endpoint_apis)
         for endpoint in redaction.endpoints:
-            host, _, path = endpoint.partition("/")
-            canonical = normalize_path("/" + path) or "/" + path
-            endpoints.setdefault(normalize_host(host) or host.lower(), []).append((canonical.lower(), endpoint))
+            _add_endpoint(endpoints, endpoint)
+        # A gateway route that names its API shape is a redaction endpoint (host and base path) for
+        # requests through that route only: CONNECT traffic to the same host (a local server) is not.
+        routes = dict(settings.gateway_routes)
+        for name, api in settings.gateway_apis:
+            parts = urlsplit(routes[name])
+            endpoint = f"{parts.hostname}{parts.path.rstrip('/')}/"
+            _add_endpoint(routed, endpoint)
+            apis[endpoint] = api
     return Policy(
         profile=settings.profile,
         mode=net.mode,
@@ -66,11 +77,19 @@ def compile_policy(settings: Settings) -> Policy:
         hooks={host: tuple(items) for host, items in hooks.items()},
         endpoints={host: tuple(items) for host, items in endpoints.items()},
         gateway_paths=tuple(sorted({p for items in endpoints.values() for p, _ in items})),
+        endpoint_apis=apis,
+        route_endpoints={host: tuple(items) for host, items in routed.items()},
         allowed_literals=frozenset(p.domain for p, r in rules if r.verdict is Verdict.ALLOW
                                    and p.kind is DomainKind.EXACT and parse_ip(p.domain) is not None),
         local_source=Source.REQUIREMENTS if "allow_local_binding" in settings.managed_keys else Source.DEFAULT,
         mode_source=Source.REQUIREMENTS if "mode" in settings.managed_keys else Source.PROFILE,
     )
+
+
+def _add_endpoint(index: dict[str, list[tuple[str, str]]], endpoint: str) -> None:
+    host, _, path = endpoint.partition("/")
+    canonical = normalize_path("/" + path) or "/" + path
+    index.setdefault(normalize_host(host) or host.lower(), []).append((canonical.lower(), endpoint))
 
 
 def _compile_hook(hook: HookSpec, edits: dict[str, HeaderEdits]) -> CompiledHook:

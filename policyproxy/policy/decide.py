@@ -75,6 +75,8 @@ class Policy:
     hooks: Mapping[str, tuple[CompiledHook, ...]]
     endpoints: Mapping[str, tuple[tuple[str, str], ...]]   # host -> (lower path prefix, endpoint)
     gateway_paths: tuple[str, ...]
+    endpoint_apis: Mapping[str, str] = field(default_factory=dict)   # endpoint -> API shape it was declared with
+    route_endpoints: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)   # gateway only
     allowed_literals: frozenset[str] = frozenset()   # IP literals allowed by an exact pattern
     local_source: Source = Source.DEFAULT
     mode_source: Source = Source.PROFILE
@@ -135,6 +137,8 @@ class Policy:
                                   "(allow_plaintext_secrets is not set)", allowed_rule.pattern, path)
         # 7. redaction endpoints (the body is judged by the redaction engine)
         redaction = None
+        if target.protocol is Protocol.GATEWAY and host in self.route_endpoints:
+            endpoints = self.route_endpoints[host] + (endpoints or ())
         if endpoints is not None or (target.protocol is Protocol.GATEWAY and self.gateway_paths):
             if path is None:
                 return self._deny(target, host, Reason.INSPECTION_FAILED, Source.DEFAULT, method,
@@ -219,7 +223,7 @@ class Policy:
         readings = {path.lower(), lenient_path(path).lower()}
         for prefix, endpoint in endpoints or ():
             if any(lowered.startswith(prefix) for lowered in readings):
-                return RedactionTarget(endpoint)
+                return RedactionTarget(endpoint, self.endpoint_apis.get(endpoint))
         if protocol is Protocol.GATEWAY:
             for prefix in self.gateway_paths:
                 if any(lowered.startswith(prefix) for lowered in readings):

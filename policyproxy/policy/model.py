@@ -113,6 +113,7 @@ class RedactionTarget:
     """The redaction endpoint a request falls under (``host/path-prefix`` as configured)."""
 
     endpoint: str
+    api: str | None = None   # the API shape it speaks, where the config said (else inferred from host/path)
 
 
 @dataclass(frozen=True, slots=True)

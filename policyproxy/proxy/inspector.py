@@ -8,9 +8,11 @@ and text cache are never touched concurrently); the per-scope locks live only wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from policyproxy.reasons import Reason, Source, Verdict
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.inspect import Inspection, InspectionFailed, conclude, failed, inspect, parse_body
 from policyproxy.redaction.placeholders import Vault, Vaults
+from policyproxy.redaction.wsmessages import ClientMessages
 from policyproxy.stores.sqlite import SqliteMappingStore
 
 # Bodies larger than this are redacted on a worker thread, so one big request cannot stall the loop.
@@ -81,17 +84,30 @@ class Inspector:
             if len(body) > limit:
                 return inspect(redactor, vault, decision, bytes(body), None, limit)
         encoding = request.headers.get("Content-Encoding")
+        async with self._scope(vault):
+            return await self._inspect(settings, redactor, decision, vault, bytes(body), encoding, limit)
+
+    @contextlib.asynccontextmanager
+    async def _scope(self, vault: Vault) -> AsyncIterator[None]:
         scope = self._scopes.get(vault.scope)
         if scope is None:
             scope = self._scopes[vault.scope] = _ScopeLock()
         scope.users += 1
         try:
             async with scope.lock:
-                return await self._inspect(settings, redactor, decision, vault, bytes(body), encoding, limit)
+                yield
         finally:
             scope.users -= 1
             if scope.users == 0:
                 del self._scopes[vault.scope]
+
+    async def redact_message(self, messages: ClientMessages, data: str) -> str:
+        """One WebSocket client message, under its scope's lock (a large one on a worker thread);
+        ``MessageRefused`` when it must not be sent."""
+        async with self._scope(messages.vault):
+            if len(data) < OFFLOAD_BYTES:
+                return messages.text(data)
+            return await asyncio.get_running_loop().run_in_executor(self.scanner, messages.text, data)
 
     async def _inspect(self, settings: Settings, redactor: Redactor, decision: Decision, vault: Vault, body: bytes,
                        encoding: str | None, limit: int) -> Inspection:

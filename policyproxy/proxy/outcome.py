@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from policyproxy.policy.model import Decision
+from policyproxy.redaction.genai import GenAI
 
 
 @dataclass(slots=True)
@@ -19,6 +20,7 @@ class Outcome:
     redactions: dict[str, int] = field(default_factory=dict)
     emitted: dict[str, int] = field(default_factory=dict)   # found in the model's answer (redaction.responses)
     added_ms: float | None = None          # what the proxy added to the upstream's time
+    genai: GenAI | None = None             # on LLM endpoints: provider, operation, models, token usage
 
 
 DecisionSink = Callable[[Decision, Outcome], None]

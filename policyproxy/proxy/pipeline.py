@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from policyproxy import responses
+from policyproxy.config.schema import WebSocketRedaction
 from policyproxy.errors import UpstreamAnswered, UpstreamError
 from policyproxy.policy.decide import Policy
 from policyproxy.policy.model import Decision, Request, Target
@@ -30,11 +32,21 @@ from policyproxy.proxy.outcome import Outcome
 from policyproxy.proxy.restoring import response_scan, restorer
 from policyproxy.proxy.target import DEFAULT_PORTS, Routed
 from policyproxy.proxy.upstream import upstream_proxy
-from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols, relay
+from policyproxy.proxy.websocket import (
+    HANDSHAKE,
+    Channel,
+    is_upgrade,
+    offered_protocols,
+    offers_deflate,
+    relay,
+    relay_inspected,
+)
 from policyproxy.reasons import Mode, Reason, Source, Verdict
+from policyproxy.redaction.genai import GenAI
 from policyproxy.redaction.inspect import screen_query
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
+from policyproxy.redaction.wsmessages import ClientMessages, MessageRefused, ServerMessages
 from policyproxy.secret_provider import SecretUnavailable
 
 
@@ -69,24 +81,30 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
             # then connects to exactly these addresses (``Resolver.resolve``).
             addresses, pinned = await ctx.resolver.lookup(routed.host, routed.port)
             decision = policy.check_addresses(decision, addresses, routed.trusted or pinned)
-        if decision.allowed and decision.redaction is not None and upgrade:
+        spec = snap.settings.network.redaction
+        if (decision.allowed and decision.redaction is not None and upgrade
+                and (spec is None or spec.websocket is WebSocketRedaction.REFUSE)):
             decision = refuse(decision, Reason.INSPECTION_FAILED, Source.DEFAULT,
-                              "WebSocket on a redaction endpoint cannot be inspected; use HTTP (server-sent events)")
+                              "WebSocket on a redaction endpoint is refused (redaction.websocket = \"refuse\"); "
+                              "use HTTP (server-sent events)")
             return _answer(outcome, responses.websocket_refused(decision))
         vault = body = None
         if decision.allowed and request.body_exists and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(responses.CONTINUE)   # the client waits for this before sending the body
         if decision.allowed and decision.redaction is not None:
+            outcome.genai = GenAI.describe(decision.redaction.api, decision.host, decision.path or routed.path)
             if snap.redactor is not None:
                 vault = ctx.inspector.vault(conn.identity, conn.client)
                 decision = screen_query(snap.redactor, decision, routed.query)
                 if decision.allowed and request.body_exists:
                     inspection = await ctx.inspector.inspect(snap.settings, snap.redactor, decision, request, vault)
                     decision, outcome.redactions = inspection.decision, inspection.counts
+                    if outcome.genai is not None and inspection.model is not None:
+                        outcome.genai.request_model = outcome.genai.request_model or inspection.model
                     if not decision.allowed and inspection.answer is not None:
                         return _answer(outcome, inspection.answer)
                     body = inspection.body
-            elif request.body_exists:
+            elif request.body_exists or upgrade:
                 decision = Inspector.unavailable(decision)
         headers: list[tuple[str, str]] = []
         if decision.allowed:
@@ -104,9 +122,28 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         url = URL.build(scheme=routed.scheme, host=routed.host.strip("[]"), port=routed.port,
                         path=decision.path or "/", query_string=routed.query, encoded=True)
         proxy = upstream_proxy(snap.settings.network.allow_upstream_proxy, routed.scheme, routed.host)
-        if upgrade:
-            return await _websocket(ctx, request, headers, url, proxy, outcome)
         scan = response_scan(snap.settings, snap.redactor, vault)
+        if upgrade:
+            channel = None
+            if vault is not None and snap.redactor is not None and spec is not None:
+                messages = ClientMessages(snap.redactor, vault, spec.max_body_bytes)
+                if outcome.genai is not None:
+                    outcome.genai.channel = True   # one event for many responses: usage adds up
+                observe = outcome.genai.observe if outcome.genai is not None else None
+                channel = Channel(functools.partial(_redact_message, ctx, messages),
+                                  ServerMessages(vault, scan, observe), spec.max_body_bytes)
+            try:
+                return await _websocket(ctx, request, headers, url, proxy, outcome, channel)
+            finally:
+                if channel is not None:
+                    outcome.redactions = messages.counts
+                    if scan is not None:
+                        outcome.emitted = scan.counts
+                    if outcome.genai is not None and messages.model is not None:
+                        outcome.genai.request_model = messages.model
+                    if channel.refused is not None:   # closed with 1008: the event says why
+                        decision = refuse(decision, Reason.PII_BLOCKED if channel.refused.blocked
+                                          else Reason.INSPECTION_FAILED, Source.DEFAULT, channel.refused.reason)
         try:
             return await _send(ctx, request, url, headers, proxy, body, vault, scan, outcome, started)
         finally:
@@ -116,25 +153,41 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         ctx.reporter.report(decision, outcome)
 
 
+async def _redact_message(ctx: Context, messages: ClientMessages, data: str) -> str:
+    """A channel lives across reloads: each message is judged by the rules in force when it arrives."""
+    live = ctx.live.snapshot
+    spec = live.settings.network.redaction
+    if live.redactor is None or spec is None:
+        raise MessageRefused("redaction is not configured for this endpoint")
+    messages.redactor, messages.limit = live.redactor, spec.max_body_bytes
+    return await ctx.inspector.redact_message(messages, data)
+
+
 async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple[str, str]], url: URL,
-                     proxy: str | None, outcome: Outcome) -> web.StreamResponse:
-    """101 is recorded only once both sides are upgraded; the upstream's other answers are relayed."""
+                     proxy: str | None, outcome: Outcome, channel: Channel | None) -> web.StreamResponse:
+    """101 is recorded only once both sides are upgraded; the upstream's other answers are relayed.
+    ``channel``: a redaction endpoint's messages are inspected (``relay_inspected``)."""
     headers = [(k, v) for k, v in headers if k.lower() not in HANDSHAKE]
     try:
-        upstream = await ctx.upstream.ws_connect(url, headers, offered_protocols(request), proxy)
+        upstream = await ctx.upstream.ws_connect(url, headers, offered_protocols(request), proxy,
+                                                 compress=15 if offers_deflate(request) else 0)
     except UpstreamAnswered as answered:
         return _answer(outcome, responses.relayed_answer(answered.status, answered.headers, answered.body))
     except UpstreamError as exc:
         return _answer(outcome, responses.text_answer(exc.status, f"WebSocket to {url.host} failed: {exc.message}"))
+    # An inspected client message is read whole, so it is bounded (past the limit: closed with 1009).
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), autoping=False,
-                                   max_msg_size=0)
+                                   max_msg_size=channel.limit + 1 if channel is not None else 0)
     try:
         await client.prepare(request)
     except BaseException:
         await upstream.close()
         raise
     outcome.status = 101
-    await relay(client, upstream)
+    if channel is not None:
+        await relay_inspected(client, upstream, channel)
+    else:
+        await relay(client, upstream)
     return client
 
 
@@ -156,7 +209,8 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
     answered = time.perf_counter()
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-        restore = None if vault is None or no_body else restorer(upstream, vault, scan)
+        observe = outcome.genai.observe if outcome.genai is not None else None
+        restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe, url.path)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):

@@ -4,23 +4,28 @@ or a server-sent event stream restored as it flows."""
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import aiohttp
 
 from policyproxy.config.schema import ResponseScanning, Settings
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
-from policyproxy.redaction.restore import ResponseScan, StreamRestorer, restore_body
+from policyproxy.redaction.restore import ArrayStreamRestorer, Observer, ResponseScan, StreamRestorer, restore_body
 
 
 class Restore:
-    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None) -> None:
+    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None,
+                 observe: Observer | None = None, array: bool = False) -> None:
         self.vault = vault
-        self.whole = not sse
+        self.whole = not sse and not array
         self.inflater = inflater
         self.scan = scan
-        self.stream = StreamRestorer(vault, scan) if sse else None
+        self.observe = observe
+        self.stream: StreamRestorer | ArrayStreamRestorer | None = (
+            StreamRestorer(vault, scan, observe=observe) if sse
+            else ArrayStreamRestorer(vault, scan, observe) if array else None)
 
     def _decode(self, data: bytes) -> bytes:
         return self.inflater.decompress(data) if self.inflater is not None else data
@@ -35,10 +40,14 @@ class Restore:
         return self.stream.feed(tail) + self.stream.close()
 
     async def read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
-        data = self._decode(await upstream.read())
+        return self.whole_body(await upstream.read())
+
+    def whole_body(self, raw: bytes) -> bytes:
+        """A whole (maybe compressed) body, decoded and restored."""
+        data = self._decode(raw)
         if self.inflater is not None:
             data += self.inflater.flush()
-        return restore_body(data, self.vault, self.scan)
+        return restore_body(data, self.vault, self.scan, self.observe)
 
 
 def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | None) -> ResponseScan | None:
@@ -49,8 +58,15 @@ def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | 
     return ResponseScan(redactor.find, mask=spec.responses is ResponseScanning.MASK)
 
 
-def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None) -> Restore | None:
-    """How to restore this answer, or None when it is passed through (placeholders stay)."""
+class _Headed(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def restorer(upstream: _Headed, vault: Vault, scan: ResponseScan | None,
+             observe: Observer | None = None, path: str = "") -> Restore | None:
+    """How to restore this answer (an aiohttp or an httpx response), or None when it is passed through
+    (placeholders stay). ``path``: a Gemini ``:streamGenerateContent`` JSON answer is a streamed array."""
     encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
         inflater = zlib.decompressobj(47)
@@ -60,7 +76,8 @@ def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan 
         return None   # an encoding we cannot decode
     content_type = upstream.headers.get("Content-Type", "").lower()
     if "text/event-stream" in content_type:
-        return Restore(vault, True, inflater, scan)
+        return Restore(vault, True, inflater, scan, observe)
     if "json" in content_type or content_type.startswith("text/"):
-        return Restore(vault, False, inflater, scan)
+        array = "json" in content_type and path.lower().endswith(":streamgeneratecontent")
+        return Restore(vault, False, inflater, scan, observe, array=array)
     return None

@@ -104,7 +104,7 @@ class UpstreamSeam(Protocol):
                    proxy: str | None) -> aiohttp.ClientResponse: ...
 
     async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
-                         proxy: str | None) -> aiohttp.ClientWebSocketResponse[bool]: ...
+                         proxy: str | None, compress: int = 0) -> aiohttp.ClientWebSocketResponse[bool]: ...
 
     async def connect(self, host: str, addresses: tuple[IPAddress, ...], port: int,
                       proxy: str | None) -> PipeSide: ...
@@ -151,13 +151,14 @@ class Upstream:
             raise translate(exc, url.host or "", url.port or 0) from None
 
     async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
-                         proxy: str | None) -> aiohttp.ClientWebSocketResponse[bool]:
-        """An established WebSocket, or ``UpstreamAnswered`` with the upstream's non-101 answer."""
+                         proxy: str | None, compress: int = 0) -> aiohttp.ClientWebSocketResponse[bool]:
+        """An established WebSocket, or ``UpstreamAnswered`` with the upstream's non-101 answer.
+        ``compress``: offer permessage-deflate (window bits), as the client offered it."""
         assert self.ws_session is not None
         try:
             return await self.ws_session.ws_connect(
                 url.with_scheme("wss" if url.scheme == "https" else "ws"), headers=headers, protocols=protocols,
-                autoping=False, ssl=self.tls, max_msg_size=0, proxy=proxy)
+                autoping=False, ssl=self.tls, max_msg_size=0, proxy=proxy, compress=compress)
         except _Redirected as redirected:
             raise redirected.answer from None
         except _FAILURES as exc:

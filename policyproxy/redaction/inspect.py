@@ -19,7 +19,7 @@ from policyproxy.policy.model import Decision
 from policyproxy.reasons import Reason, Source, Verdict
 from policyproxy.redaction import jsontext
 from policyproxy.redaction.detectors import Span
-from policyproxy.redaction.engine import BodyError, Redactor, loads
+from policyproxy.redaction.engine import BodyError, BodyResult, Redactor, loads
 from policyproxy.redaction.explainer import add_explainer
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.responses import BlockAnswer, pii_blocked_answer
@@ -35,6 +35,7 @@ class Inspection:
     body: bytes | None                 # what to forward when allowed (the body was consumed to read it)
     answer: BlockAnswer | None = None  # what to send when the body is blocked
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    model: str | None = None           # the body's ``model`` as forwarded (for the GenAI attributes)
 
 
 def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -122,6 +123,12 @@ def conclude(redactor: Redactor, vault: Vault, decision: Decision, body: bytes, 
         result = redactor.redact_body(document, vault, spans)
     except BodyError as exc:
         return failed(decision, InspectionFailed(str(exc)))
+    inspection = _decide(redactor, decision, raw, result)
+    model = result.body.get("model") if isinstance(result.body, dict) else None
+    return dataclasses.replace(inspection, model=model) if isinstance(model, str) else inspection
+
+
+def _decide(redactor: Redactor, decision: Decision, raw: bytes, result: BodyResult) -> Inspection:
     if result.blocked:
         names = sorted(result.blocked)
         denied = _deny(decision, Reason.PII_BLOCKED, f"blocked by detectors: {', '.join(names)}", Source.PROFILE)

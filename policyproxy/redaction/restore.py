@@ -109,11 +109,21 @@ def _json_lines(text: str) -> list[tuple[str, Any, str]] | None:
     return out if any(doc is not None for _, doc, _ in out) else None
 
 
-def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None) -> bytes:
+Observer = Callable[[Any], None]   # sees each parsed JSON document of an answer (GenAI usage)
+
+
+def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None,
+                 observe: Observer | None = None) -> bytes:
     """A whole response body restored: as JSON when it parses (values escaped where they land),
     else as text; a body too deep to walk is restored as text too (never an exception)."""
     try:
-        return jsontext.dumps(restore_json(json.loads(data), vault, scan))
+        document = json.loads(data)
+        if observe is not None:
+            observe(document)
+        if isinstance(document, list) and document and all(isinstance(d, dict) and "candidates" in d
+                                                           for d in document):
+            return jsontext.dumps(_restore_chunks(document, vault, scan))
+        return jsontext.dumps(restore_json(document, vault, scan))
     except (ValueError, UnicodeDecodeError, RecursionError):
         text = data.decode("utf-8", "replace")
     lines = _json_lines(text)
@@ -126,6 +136,15 @@ def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None) ->
     return restore_text(scan.text(text) if scan is not None else text, vault).encode("utf-8")
 
 
+def _restore_chunks(chunks: list[Any], vault: Vault, scan: ResponseScan | None) -> list[Any]:
+    """A Gemini ``streamGenerateContent`` JSON array: its elements are one delta stream (a placeholder
+    may be split across two of them), restored as the SSE form is."""
+    stream = StreamRestorer(vault, scan)
+    events = [e for chunk in chunks for e in stream.restore_event(Event(["data: " + json.dumps(chunk)]))]
+    events += stream.release()
+    return [json.loads(e.data or "null") for e in events]
+
+
 # ---- streams --------------------------------------------------------------------------------------
 
 @dataclass
@@ -136,6 +155,10 @@ class _Held:
     pending: str = ""                          # under response masking: text not yet scanned
 
 
+# Responses (SSE and WebSocket) and Realtime text deltas: one delta stream per item and content part.
+_RESPONSES_DELTAS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
+                               "response.refusal.delta", "response.text.delta", "response.audio_transcript.delta",
+                               "response.output_audio_transcript.delta"})
 AUDIT_WINDOW = 256 * 1024   # model text kept per delta stream for audit scanning (scanned in windows)
 MASK_HOLD = 2048            # under masking, text is released at line ends, or at a space past this size
 MASK_HOLD_PEM = 16 * 1024   # ... but a private key block is held whole up to this size
@@ -150,6 +173,7 @@ class StreamRestorer:
     reader: EventReader = field(default_factory=EventReader)
     held: dict[tuple[Any, ...], _Held] = field(default_factory=dict)
     seen: dict[tuple[Any, ...], tuple[list[str], int]] = field(default_factory=dict)   # audit: text, size
+    observe: Observer | None = None
 
     def feed(self, data: bytes) -> bytes:
         return b"".join(e.encode() for event in self.reader.feed(data) for e in self._event(event))
@@ -159,6 +183,17 @@ class StreamRestorer:
         for key in list(self.seen):
             self._audit(key, "", final=True)
         return out + self.reader.rest()
+
+    def restore_event(self, event: Event) -> list[Event]:
+        """One whole event (a WebSocket message is one): the events to send for it, in order."""
+        return self._event(event)
+
+    def release(self) -> list[Event]:
+        """Everything still held back, restored (the channel ended)."""
+        out = self._flush(lambda key: True)
+        for key in list(self.seen):
+            self._audit(key, "", final=True)
+        return out
 
     # -- one event -----------------------------------------------------------------------------
     def _event(self, event: Event) -> list[Event]:
@@ -171,14 +206,17 @@ class StreamRestorer:
             payload = json.loads(data)
         except ValueError:
             return [event]
+        if self.observe is not None:
+            self.observe(payload)
         if not isinstance(payload, dict):
             return [event]
         kind = payload.get("type")
         if kind == "content_block_delta":
             return self._anthropic_delta(event, payload)
-        if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
-                    "response.refusal.delta"):
+        if kind in _RESPONSES_DELTAS:
             return self._responses_delta(event, payload)
+        if isinstance(payload.get("candidates"), list):
+            return self._gemini_chunk(event, payload)
         choices = payload.get("choices")
         if isinstance(choices, list) and any(isinstance(c, dict) and ("delta" in c or "text" in c) for c in choices):
             return self._chat_chunk(event, payload)
@@ -269,6 +307,41 @@ class StreamRestorer:
                 before += self._flush(_other_keys_of(index, present))
         return [*before, _with_json(event, clone) if changed else event]
 
+    def _gemini_chunk(self, event: Event, payload: dict[str, Any]) -> list[Event]:
+        """A Gemini ``streamGenerateContent?alt=sse`` chunk: ``candidates[].content.parts[].text`` is the
+        delta stream of its candidate (a placeholder may be split across chunks); everything else in
+        the chunk (function calls arrive whole) is restored as it stands."""
+        clone = copy.deepcopy(payload)
+        before: list[Event] = []
+        for candidate in clone["candidates"]:
+            if not isinstance(candidate, dict):
+                continue
+            index = candidate.get("index") or 0
+            final = candidate.get("finishReason") is not None
+            content = candidate.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            key = ("gemini", index)
+            if isinstance(parts, list):
+                texts = [i for i, part in enumerate(parts)
+                         if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought")]
+                for i, part in enumerate(parts):
+                    if i in texts:
+                        part["text"] = self._release(key, part["text"], False, _gemini_maker(event, payload, index),
+                                                     final and i == texts[-1])
+                    elif isinstance(part, dict):   # function calls and responses arrive whole
+                        signature = part.get("thoughtSignature")
+                        parts[i] = restore_json({k: v for k, v in part.items() if k != "thoughtSignature"},
+                                                self.vault, self.scan)
+                        if signature is not None:
+                            parts[i]["thoughtSignature"] = signature
+            if candidate.get("finishReason") is not None:
+                before += self._flush(lambda k, index=index: k == ("gemini", index))   # type: ignore[misc]
+        rest = iter(restore_json({k: v for k, v in clone.items() if k != "candidates"}, self.vault, self.scan,
+                                 count=False).items())
+        # The chunk's keys in their order, the candidates where they were.
+        out = dict(("candidates", clone["candidates"]) if key == "candidates" else next(rest) for key in clone)
+        return [*before, _with_json(event, out)]
+
     # -- holding back ----------------------------------------------------------------------------
     def _release(self, key: tuple[Any, ...], delta: str, json_escape: bool, make: Callable[[str], Event],
                  final: bool = False) -> str:
@@ -343,6 +416,15 @@ def _with_json(event: Event, payload: Any) -> Event:
     return event.with_data(jsontext.dumps(payload).decode("utf-8"))
 
 
+def _gemini_maker(event: Event, payload: dict[str, Any], index: Any) -> Callable[[str], Event]:
+    def make(text: str) -> Event:
+        envelope = {k: v for k, v in payload.items() if k not in ("candidates", "usageMetadata")}
+        envelope["candidates"] = [{"index": index, "content": {"role": "model", "parts": [{"text": text}]}}]
+        return _with_json(event, envelope)
+
+    return make
+
+
 def _chat_maker(event: Event, payload: dict[str, Any], index: Any, call: Any) -> Callable[[str], Event]:
     def make(text: str) -> Event:
         delta: dict[str, Any] = {"content": text} if call is None else \
@@ -362,3 +444,107 @@ def _text_maker(event: Event, payload: dict[str, Any], index: Any) -> Callable[[
 
     return make
 
+
+
+_WHITESPACE = b" \t\r\n"
+
+
+class ArrayStreamRestorer:
+    """A Gemini ``streamGenerateContent`` answer without ``alt=sse``: one JSON array whose elements
+    arrive as the model writes them. Each element is cut out as soon as it is whole (at a ``,`` or
+    ``]`` outside strings at the top level), restored as an SSE event would be (a placeholder split
+    across elements held back), and sent on; the array is re-serialised compactly. An answer that is
+    not an array is read whole and restored as a JSON body."""
+
+    def __init__(self, vault: Vault, scan: ResponseScan | None = None, observe: Observer | None = None) -> None:
+        self.vault, self.scan, self.observe = vault, scan, observe
+        self.stream = StreamRestorer(vault, scan)
+        self.state = "start"          # start | array | after (the array ended) | whole (not an array)
+        self.element = bytearray()
+        self.depth = 0
+        self.in_string = self.escape = False
+        self.count = 0                # elements sent so far
+        self.rest = bytearray()       # what is buffered in "whole" state
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        i = 0
+        if self.state == "start":
+            stripped = data.lstrip(_WHITESPACE)
+            if not stripped:
+                return b""
+            if stripped[:1] != b"[":
+                self.state = "whole"
+            else:
+                self.state = "array"
+                out += b"["
+                i = len(data) - len(stripped) + 1
+        if self.state == "whole":
+            self.rest += data
+            return b""
+        if self.state == "after":
+            return bytes(data)
+        element = self.element
+        while i < len(data):
+            byte = data[i]
+            if self.in_string:
+                if self.escape:
+                    self.escape = False
+                elif byte == 0x5C:   # backslash
+                    self.escape = True
+                elif byte == 0x22:
+                    self.in_string = False
+                element.append(byte)
+            elif byte == 0x22:
+                self.in_string = True
+                element.append(byte)
+            elif byte in b"{[":
+                self.depth += 1
+                element.append(byte)
+            elif byte in b"}]" and self.depth > 0:
+                self.depth -= 1
+                element.append(byte)
+            elif self.depth == 0 and byte in b",]":
+                out += self._element()
+                if byte == 0x5D:   # the array's end
+                    out += self._released() + b"]"
+                    self.state = "after"
+                    out += data[i + 1:]
+                    return bytes(out)
+            else:
+                element.append(byte)
+            i += 1
+        return bytes(out)
+
+    def close(self) -> bytes:
+        if self.state == "whole":
+            return restore_body(bytes(self.rest), self.vault, self.scan, self.observe)
+        if self.state == "array":   # cut short: what is whole and what was held, no closing bracket
+            return self._element() + self._released()
+        return b""
+
+    def _element(self) -> bytes:
+        raw = bytes(self.element).strip(_WHITESPACE)
+        self.element.clear()   # the same buffer: ``feed`` holds it
+        if not raw:
+            return b""
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            return self._emit([restore_text(raw.decode("utf-8", "replace"), self.vault).encode("utf-8")])
+        if self.observe is not None:
+            self.observe(document)
+        if isinstance(document, dict) and isinstance(document.get("candidates"), list):
+            events = self.stream.restore_event(Event(["data: " + json.dumps(document)]))
+            return self._emit([(e.data or "null").encode("utf-8") for e in events])
+        return self._emit([jsontext.dumps(restore_json(document, self.vault, self.scan))])
+
+    def _released(self) -> bytes:
+        return self._emit([(e.data or "null").encode("utf-8") for e in self.stream.release()])
+
+    def _emit(self, elements: list[bytes]) -> bytes:
+        out = bytearray()
+        for element in elements:
+            out += (b"," if self.count else b"") + element
+            self.count += 1
+        return bytes(out)

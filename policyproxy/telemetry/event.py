@@ -20,7 +20,8 @@ RELOAD_EVENT = "policyproxy.reload"
 def decision_attributes(decision: Decision, *, client: str | None = None, status: int | None = None,
                         connection_id: str | None = None,
                         redactions: Mapping[str, int] | None = None,
-                        emitted: Mapping[str, int] | None = None) -> dict[str, Any]:
+                        emitted: Mapping[str, int] | None = None,
+                        genai: Mapping[str, Any] | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "network.policy.decision": decision.verdict.value,
         "network.policy.reason": decision.reason.value,
@@ -52,6 +53,8 @@ def decision_attributes(decision: Decision, *, client: str | None = None, status
     if emitted:   # found in what the model answered (redaction.responses): counts only, never values
         attrs["redaction.response.count"] = sum(emitted.values())
         attrs["redaction.response.detectors"] = dict(emitted)
+    if genai:   # gen_ai.* of the OpenTelemetry GenAI conventions: names, models, token counts; never text
+        attrs.update(genai)
     if connection_id is not None:
         attrs["policyproxy.connection.id"] = connection_id
     return attrs

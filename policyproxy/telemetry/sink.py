@@ -50,7 +50,8 @@ class TelemetrySink:
             return
         attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
                                          connection_id=outcome.connection_id, redactions=outcome.redactions,
-                                         emitted=outcome.emitted)
+                                         emitted=outcome.emitted,
+                                         genai=outcome.genai.attributes() if outcome.genai is not None else None)
         self._queue.append((time.time_ns(), attributes, decision.allowed, outcome.added_ms, EVENT_NAME))
         if len(self._queue) == 1:
             self._wake.set()

@@ -9,6 +9,7 @@ points) or not. ``x-test-minimal: 1`` drops every optional field from stream eve
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -113,20 +114,30 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
         events.append((None, {**envelope, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **first}]},
                                                        "finish_reason": None}]}))
     events.append((None, {**envelope, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}))
+    if (body.get("stream_options") or {}).get("include_usage"):   # usage comes in a last chunk of its own
+        events.append((None, {**envelope, "choices": [],
+                              "usage": {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}}))
     return await _sse(request, events)
 
 
 async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    text = _last_user_text(body, request)
+    full, events = responses_events(body, _last_user_text(body, request), size)
+    if not body.get("stream"):
+        return web.json_response(full)
+    return await _sse(request, events)
+
+
+def responses_events(body: dict[str, Any], text: str, size: int) -> tuple[dict[str, Any],
+                                                                        list[tuple[str | None, dict[str, Any]]]]:
+    """The whole Responses object and the events that stream it (SSE and the WebSocket transport alike)."""
     arguments = json.dumps({"echo": text})
     message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
                "content": [{"type": "output_text", "text": text, "annotations": []}]}
     call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "echo", "arguments": arguments,
             "status": "completed"}
     full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
-            "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
-    if not body.get("stream"):
-        return web.json_response(full)
+            "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": 13, "output_tokens": 21, "total_tokens": 34}}
     events: list[tuple[str | None, dict[str, Any]]] = [
         ("response.created", {"type": "response.created", "response": {**full, "status": "in_progress", "output": []}})]
     events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
@@ -141,7 +152,31 @@ async def responses(request: web.Request, body: dict[str, Any], size: int) -> we
                                                              "item_id": "fc_1", "output_index": 1,
                                                              "arguments": arguments}))
     events.append(("response.completed", {"type": "response.completed", "response": full}))
-    return await _sse(request, events)
+    return full, events
+
+
+async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) -> web.WebSocketResponse:
+    """Codex's WebSocket Responses transport: each ``response.create`` message is answered with the
+    same events the SSE stream carries, one per message (text split in ``x-test-chunk`` pieces).
+    ``x-test-ws-raw: 1`` (and ``/v1/realtime``) echoes each client message back verbatim instead."""
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    size = int(request.headers.get("x-test-chunk", "4"))
+    async for message in socket:
+        if message.type != web.WSMsgType.TEXT:
+            continue
+        seen.append({"method": "WS", "path": request.path, "query": "", "headers": [], "body": message.data,
+                     "host": request.host, "tls": request.secure})
+        if request.headers.get("x-test-ws-raw") == "1" or request.path.endswith("/realtime"):
+            await socket.send_str(message.data)
+            continue
+        body = json.loads(message.data)
+        if body.get("type") != "response.create":
+            continue
+        _, events = responses_events(body, _user_text(body), size)
+        for _, payload in events:
+            await socket.send_str(json.dumps(payload))
+    return socket
 
 
 async def completions(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
@@ -171,6 +206,53 @@ async def embeddings(request: web.Request, body: dict[str, Any], size: int) -> w
     return web.json_response({"object": "list", "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1},
                               "data": [{"object": "embedding", "index": i, "embedding": [0.0, 1.0]}
                                        for i in range(count)]})
+
+
+def _gemini_text(body: dict[str, Any]) -> str:
+    """The last user turn's text parts, and any function response's ``echo`` (a tool output)."""
+    turn = [c for c in body["contents"] if c.get("role", "user") == "user"][-1]
+    out = []
+    for part in turn["parts"]:
+        if "text" in part:
+            out.append(part["text"])
+        elif "functionResponse" in part:
+            out.append(json.dumps(part["functionResponse"].get("response", {})))
+    return "".join(out)
+
+
+async def gemini(request: web.Request) -> web.StreamResponse:
+    """Gemini ``generateContent`` / ``streamGenerateContent`` (``alt=sse``, or a streamed JSON array):
+    the last user text echoed as text in chunks of ``x-test-chunk`` characters, then as a function call."""
+    body = json.loads(await request.read())
+    model, _, method = request.match_info["tail"].partition(":")
+    text = _gemini_text(body) + (f" {request.headers['x-test-emit']}" if "x-test-emit" in request.headers else "")
+    size = int(request.headers.get("x-test-chunk", "4"))
+    usage = {"promptTokenCount": 7, "candidatesTokenCount": 9, "totalTokenCount": 16}
+    call = {"functionCall": {"name": "echo", "args": {"echo": text}}}
+    if method == "generateContent":
+        return web.json_response({"candidates": [{"index": 0, "finishReason": "STOP", "content": {
+            "role": "model", "parts": [{"text": text}, call]}}], "usageMetadata": usage,
+            "modelVersion": f"{model}-001", "responseId": "r1"})
+    chunks = [{"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": part}]}}],
+               "usageMetadata": {"promptTokenCount": 7}, "modelVersion": f"{model}-001", "responseId": "r1"}
+              for part in _chunks(text, size)]
+    chunks.append({"candidates": [{"index": 0, "finishReason": "STOP", "content": {"role": "model", "parts": [call]}}],
+                   "usageMetadata": usage, "modelVersion": f"{model}-001", "responseId": "r1"})
+    if request.query.get("alt") == "sse":
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
+    else:
+        response = web.StreamResponse(headers={"Content-Type": "application/json; charset=UTF-8"})
+        await response.prepare(request)
+        pause = float(request.headers.get("x-test-pause", "0"))
+        for i, chunk in enumerate(chunks):
+            await response.write((("[" if i == 0 else ",\r\n") + json.dumps(chunk)).encode())
+            await asyncio.sleep(pause)
+        await response.write(b"]")
+    await response.write_eof()
+    return response
 
 
 HANDLERS = {"/v1/messages": anthropic, "/v1/chat/completions": chat, "/v1/responses": responses,

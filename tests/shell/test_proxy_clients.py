@@ -269,22 +269,6 @@ def test_websocket_upgrade_inside_an_intercepted_tunnel_passes_through(start_pro
     assert headers["authorization"] == f"Bearer {TOKEN}"
 
 
-def test_websocket_to_a_redaction_endpoint_is_refused_with_426(proxy, upstream):
-    async def talk() -> int:
-        context = ssl.create_default_context(cafile=str(proxy.ca))
-        async with aiohttp.ClientSession() as session:
-            try:
-                async with session.ws_connect(f"wss://api.openai.com:{upstream.tls_port}/v1/responses",
-                                              proxy=proxy.url, ssl=context):
-                    return 101
-            except aiohttp.WSServerHandshakeError as exc:
-                return exc.status
-
-    before = len(upstream.requests)
-    assert asyncio.run(talk()) == 426
-    assert len(upstream.requests) == before
-
-
 def test_sigterm_drains_an_in_flight_intercepted_stream(start_proxy, sdk_proxy, upstream):
     proxy = start_proxy(PASS_THROUGH, env={"PROJECT_KEY": "k"})
     events = []

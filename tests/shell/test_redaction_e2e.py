@@ -361,24 +361,27 @@ class TestOtherEndpoints:
                 assert c.post(f"{gateway.url}{path}", json=body).status_code == 200
         assert len(upstream.requests) == before + 2 and not _leaked(upstream, before)
 
-    def test_realtime_websocket_is_refused_with_426(self, proxy, upstream):
+    def test_realtime_websocket_messages_are_redacted_and_restored(self, proxy, upstream):
+        """The Realtime API's WebSocket is inspected like the Responses one (``redaction.websocket``)."""
         import asyncio
 
         import aiohttp
 
-        async def talk() -> int:
-            context = ssl.create_default_context(cafile=str(proxy.ca))
-            async with aiohttp.ClientSession() as session:
-                try:
-                    async with session.ws_connect(f"wss://api.openai.com:{upstream.tls_port}/v1/realtime?model=x",
-                                                  proxy=proxy.url, ssl=context):
-                        return 101
-                except aiohttp.WSServerHandshakeError as exc:
-                    return exc.status
+        item = json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                           "content": [{"type": "input_text", "text": PROMPT}]}})
 
-        before = len(upstream.requests)
-        assert asyncio.run(talk()) == 426
-        assert len(upstream.requests) == before
+        async def talk() -> str:
+            context = ssl.create_default_context(cafile=str(proxy.ca))
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                    f"wss://api.openai.com:{upstream.tls_port}/v1/realtime?model=x", proxy=proxy.url,
+                    ssl=context) as socket:
+                await socket.send_str(item)
+                return (await asyncio.wait_for(socket.receive(), 10)).data
+
+        echoed = json.loads(asyncio.run(talk()))   # the fake echoes what it received
+        assert echoed["item"]["content"][0]["text"] == PROMPT
+        sent = upstream.last()["body"]
+        assert not any(value in sent for value in PLANTED.values()) and "[[EMAIL_" in sent
 
 
 # ---- bad input (issue 9.6): a 4xx naming the problem, never a traceback -------------------------------

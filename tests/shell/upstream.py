@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.shell.fake_llm import HANDLERS
+from tests.shell.fake_llm import HANDLERS, gemini, responses_websocket
 
 NAMES = ("api.github.com", "api.anthropic.com", "api.openai.com", "upstream.test", "tunnel.test",
-         "registry.npmjs.org", "rebind.test", "localhost")
+         "registry.npmjs.org", "rebind.test", "localhost", "generativelanguage.googleapis.com")
 
 
 def make_test_pki(directory: Path, names: tuple[str, ...] = NAMES) -> tuple[Path, Path, Path]:
@@ -77,8 +77,14 @@ class Upstream:
         app.router.add_route("*", "/sse", self.sse)
         app.router.add_route("*", "/v1/sse", self.sse)
         app.router.add_route("GET", "/ws", self.ws)
+        app.router.add_route("GET", "/v1/responses", self.responses_ws)
+        app.router.add_route("GET", "/v1/realtime", self.responses_ws)
         for path in HANDLERS:
             app.router.add_route("POST", path, self.llm)
+            for base in ("/compat", "/zai"):   # OpenAI/Anthropic-compatible base paths
+                app.router.add_route("POST", base + path, self.llm)
+        app.router.add_route("POST", "/v1beta/models/{tail}", self.gemini)
+        app.router.add_route("POST", "/v1/models/{tail}", self.gemini)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         self.runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self.runner.setup()
@@ -117,7 +123,20 @@ class Upstream:
         self.requests.append({"method": "POST", "path": request.path, "query": request.raw_path.partition("?")[2],
                               "headers": [[k, v] for k, v in request.headers.items()],
                               "body": raw.decode("utf-8", "replace"), "host": request.host, "tls": request.secure})
-        return await HANDLERS[request.path](request, json.loads(raw), int(request.headers.get("x-test-chunk", "4")))
+        return await HANDLERS[request.path.removeprefix("/compat").removeprefix("/zai")](request, json.loads(raw), int(request.headers.get("x-test-chunk", "4")))
+
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.requests.append({"method": "POST", "path": request.path, "query": request.raw_path.partition("?")[2],
+                              "headers": [[k, v] for k, v in request.headers.items()],
+                              "body": raw.decode("utf-8", "replace"), "host": request.host, "tls": request.secure})
+        return await gemini(request)
+
+    async def responses_ws(self, request: web.Request) -> web.WebSocketResponse:
+        self.requests.append({"method": "GET", "path": request.path, "query": "", "body": "",
+                              "headers": [[k, v] for k, v in request.headers.items()], "host": request.host,
+                              "tls": request.secure})
+        return await responses_websocket(request, self.requests)
 
     async def ws(self, request: web.Request) -> web.WebSocketResponse:
         self.requests.append({"method": "GET", "path": "/ws", "query": "", "body": "",
