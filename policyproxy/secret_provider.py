@@ -160,7 +160,9 @@ async def _run_async(argv: tuple[str, ...]) -> tuple[int, bytes]:
     finally:
         if proc.returncode is None:
             proc.kill()
-            await proc.wait()
+            # Read the dead process's pipe to its end: asyncio's wait() returns only once every pipe is
+            # closed, and a reader paused at its limit (a runaway writer) would otherwise wait forever.
+            await proc.communicate()
     return proc.returncode or 0, out
 
 
