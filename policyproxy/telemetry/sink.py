@@ -21,6 +21,9 @@ from policyproxy.proxy.outcome import Outcome
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.event import EVENT_NAME, decision_attributes
 
+# (timestamp ns, attributes, allowed (INFO) or not (WARN), added ms, event name)
+Queued = tuple[int, dict[str, Any], bool, "float | None", str]
+
 log = logging.getLogger("policyproxy.telemetry")
 
 
@@ -34,7 +37,7 @@ class TelemetrySink:
         self.metrics = metrics
         self.max_pending = max_pending
         self.report_every = report_every
-        self._queue: collections.deque[tuple[int, dict[str, Any], bool, float | None]] = collections.deque()
+        self._queue: collections.deque[Queued] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
         self.dropped_here = 0    # our own queue overflowed (the audit log could not keep up)
@@ -48,9 +51,15 @@ class TelemetrySink:
         attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
                                          connection_id=outcome.connection_id, redactions=outcome.redactions,
                                          emitted=outcome.emitted)
-        self._queue.append((time.time_ns(), attributes, decision.allowed, outcome.added_ms))
+        self._queue.append((time.time_ns(), attributes, decision.allowed, outcome.added_ms, EVENT_NAME))
         if len(self._queue) == 1:
             self._wake.set()
+
+    def lifecycle(self, name: str, attributes: dict[str, Any], warn: bool = False) -> None:
+        """A lifecycle event (``policyproxy.reload``...): same audit log and exporter, its own name.
+        Never dropped for a full queue: there are few, and the SIEM must see each one."""
+        self._queue.append((time.time_ns(), attributes, not warn, None, name))
+        self._wake.set()
 
     def _run(self) -> None:
         last_report = time.monotonic()
@@ -70,17 +79,18 @@ class TelemetrySink:
             if self._stop and not self._queue:
                 return
 
-    def _deliver(self, batch: list[tuple[int, dict[str, Any], bool, float | None]]) -> None:
+    def _deliver(self, batch: list[Queued]) -> None:
         if self.audit is not None:
             try:
-                self.audit.write([_audit_line(ts, attrs) for ts, attrs, _, _ in batch])
+                self.audit.write([_audit_line(ts, attrs, name) for ts, attrs, _, _, name in batch])
             except OSError as exc:
                 log.error("audit log write failed: %s", exc.strerror or exc)
         if self.otel is not None:
             self.otel.emit(batch)
         if self.metrics is not None:
-            for _, attrs, _, added_ms in batch:
-                self.metrics.record(attrs, added_ms)
+            for _, attrs, _, added_ms, name in batch:
+                if name == EVENT_NAME:
+                    self.metrics.record(attrs, added_ms)
 
     def _report(self, reported: int) -> int:
         dropped = (self.otel.dropped if self.otel else 0) + self.dropped_here
@@ -105,9 +115,9 @@ class TelemetrySink:
             log.warning("policyproxy: %d decision events were dropped in total (collector slow or down)", dropped)
 
 
-def _audit_line(ts_ns: int, attributes: dict[str, Any]) -> dict[str, Any]:
+def _audit_line(ts_ns: int, attributes: dict[str, Any], name: str = EVENT_NAME) -> dict[str, Any]:
     when = datetime.fromtimestamp(ts_ns / 1e9, timezone.utc)
-    return {"ts": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event.name": EVENT_NAME,
+    return {"ts": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event.name": name,
             **attributes}
 
 
@@ -129,13 +139,13 @@ class OtelEmitter:
         queue = getattr(getattr(self.processor, "_batch_processor", None), "_queue", None)
         return len(queue) if queue is not None else None
 
-    def emit(self, batch: list[tuple[int, dict[str, Any], bool, float | None]]) -> None:
-        for ts, attributes, allowed, _ in batch:
+    def emit(self, batch: list[Queued]) -> None:
+        for ts, attributes, allowed, _, name in batch:
             length = self._queue_length()
             if length is not None and length >= self.capacity:
                 self.dropped += 1
                 continue
-            self.logger.emit(timestamp=ts, observed_timestamp=ts, event_name=EVENT_NAME,
+            self.logger.emit(timestamp=ts, observed_timestamp=ts, event_name=name,
                              severity_number=self._info if allowed else self._warn,
                              severity_text="INFO" if allowed else "WARN", attributes=_otel_attributes(attributes))
 
