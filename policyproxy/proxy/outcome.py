@@ -19,6 +19,7 @@ class Outcome:
     redactions: dict[str, int] = field(default_factory=dict)
     emitted: dict[str, int] = field(default_factory=dict)   # found in the model's answer (redaction.responses)
     added_ms: float | None = None          # what the proxy added to the upstream's time
+    identity: str | None = None            # the authenticated listener user (events: enduser.id)
 
 
 DecisionSink = Callable[[Decision, Outcome], None]
