@@ -153,9 +153,9 @@ def build_app(state: AdminState, token: str | None) -> web.Application:
                 await ring.wait(KEEPALIVE)
                 if ring.last == before and not state.closing:
                     await response.write(b": keep-alive\n\n")
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             pass
-        finally:
+        finally:   # a client that goes away cancels this handler (handler_cancellation): the slot frees at once
             state.streams -= 1
         return response
 
@@ -232,7 +232,7 @@ class AdminServer:
     def __init__(self, state: AdminState, token: str | None) -> None:
         self.state = state
         self.runner = web.AppRunner(build_app(state, token), access_log=None, handle_signals=False,
-                                    shutdown_timeout=2.0)
+                                    shutdown_timeout=2.0, handler_cancellation=True)
         self.address: tuple[str, int] | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

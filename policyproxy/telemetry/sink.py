@@ -203,7 +203,7 @@ def _otel_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 class CountingExporter:
-    """Wraps the SDK's log exporter to count what it fails to deliver: a ``LogExportResult.FAILURE``
+    """Wraps the SDK's log exporter to count what it fails to deliver: a ``FAILURE`` result
     (refused, unreachable after the SDK's retries) or an exception counts every record of the batch.
     The SDK itself only logs those; a SIEM team needs the number (``/metrics``, the minute report)."""
 
@@ -213,15 +213,16 @@ class CountingExporter:
         self.exported = 0
 
     def export(self, batch: Any) -> Any:
-        from opentelemetry.sdk._logs.export import LogExportResult
+        # SDK 1.39+ returns ``LogRecordExportResult``; older ones ``LogExportResult``: compare by name.
+        from opentelemetry.sdk._logs import export
 
         try:
             result = self.inner.export(batch)
         except Exception as exc:   # an exporter bug or transport error must not kill the export thread
             self.failed += len(batch)
             log.debug("OTLP export raised %s", type(exc).__name__)
-            return LogExportResult.FAILURE
-        if result is LogExportResult.FAILURE:
+            return getattr(export, "LogRecordExportResult", getattr(export, "LogExportResult", None)).FAILURE
+        if getattr(result, "name", None) == "FAILURE":
             self.failed += len(batch)
         else:
             self.exported += len(batch)
