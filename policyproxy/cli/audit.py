@@ -16,6 +16,7 @@ from typing import Any
 from policyproxy.config import home_dir
 from policyproxy.safe_text import printable
 from policyproxy.telemetry.audit import read_records
+from policyproxy.telemetry.event import EVENT_NAME
 
 
 def add_parsers(sub: Any) -> None:
@@ -58,6 +59,9 @@ def _matches(record: dict[str, Any], args: argparse.Namespace) -> bool:
 def _line(record: dict[str, Any], as_json: bool) -> str:
     if as_json:   # ASCII-only JSON: a control or bidi character in a host stays an escape, not a terminal command
         return json.dumps(record, ensure_ascii=True)
+    if record.get("event.name", EVENT_NAME) != EVENT_NAME:   # a lifecycle event (policyproxy.reload, ...)
+        details = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("ts", "event.name"))
+        return printable(f"{record.get('ts')} {record.get('event.name')} {details}")
     where = f"{record.get('server.address')}:{record.get('server.port')}"
     path = record.get("url.path") or ""
     extra = f" hook={record['network.policy.hook']}" if record.get("network.policy.hook") else ""
@@ -125,6 +129,8 @@ def count(records: Iterable[dict[str, Any]], since: datetime | None) -> dict[str
                 continue
             if when < since:
                 continue
+        if record.get("event.name", EVENT_NAME) != EVENT_NAME:
+            continue   # lifecycle events are not decisions
         counters["decision"][record.get("network.policy.decision", "?")] += 1
         counters["reason"][record.get("network.policy.reason", "?")] += 1
         counters["host"][str(record.get("server.address", "?"))] += 1
