@@ -30,11 +30,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def check(args: argparse.Namespace) -> int:
+    from policyproxy.telemetry.otel import OtelError, describe_destination
+
     settings = _settings(args)
     policy = compile_policy(settings)
     print(render_policy(settings, policy))
     for warning in settings.warnings:
         print(f"warning: {printable(warning)}", file=sys.stderr)
+    try:
+        describe_destination(settings.otel)
+    except OtelError as exc:   # serve would refuse to start: so does check
+        print(f"policyproxy: {printable(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,7 @@ from policyproxy.config.schema import HookSpec, RedactionSpec, Settings
 from policyproxy.policy.decide import Policy
 from policyproxy.reasons import Verdict
 from policyproxy.safe_text import printable
+from policyproxy.telemetry.otel import OtelError, describe_destination
 
 
 def render_policy(settings: Settings, policy: Policy) -> str:
@@ -46,8 +47,11 @@ def render_policy(settings: Settings, policy: Policy) -> str:
             lines.append(f"    -> {name}: {'; '.join(ops)}")
     lines.append(_redaction_line(net.redaction))
     otel = settings.otel
-    lines.append(f"otel:         {otel.exporter}" + (f" -> {otel.endpoint}" if otel.endpoint else "")
-                 + (f" ({otel.source.value})" if otel.exporter != "none" else ""))
+    try:   # where events go, as serve decides it: the [otel] table or the OTEL_* environment
+        lines.append(f"otel:         {describe_destination(otel)}"
+                     + (f" [{otel.source.value}]" if otel.exporter != "none" else ""))
+    except OtelError as exc:
+        lines.append(f"otel:         refused: {exc}")
     lines.append("gateway:      " + ", ".join(f"/{name}/ -> {url}" for name, url in settings.gateway_routes))
     audit = settings.audit
     lines.append(f"audit log:    {'off' if not audit.enabled else (audit.path or '$POLICYPROXY_HOME/audit.jsonl')}"

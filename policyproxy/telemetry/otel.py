@@ -61,7 +61,8 @@ def _choice(spec: OtelSpec, env: Mapping[str, str]) -> tuple[str, str | None, st
         hint = " (the installed OpenTelemetry SDK has no OTLP/JSON log encoder)" if protocol == "http/json" else ""
         raise OtelError(f'{name}={protocol!r} is not supported{hint}; use "grpc" or "http/protobuf"')
     endpoint = env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return _ENV_PROTOCOLS[protocol], None, f"{variable}{'' if endpoint is None else ' ' + endpoint}, {name}"
+    how = f"{name}={protocol}" if env.get(name) else "http/protobuf by default"
+    return _ENV_PROTOCOLS[protocol], None, f"{variable}{'' if endpoint is None else ' ' + endpoint}, {how}"
 
 
 def mask_userinfo(text: str) -> str:

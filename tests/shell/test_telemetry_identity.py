@@ -139,7 +139,22 @@ def test_the_banner_says_where_events_go_when_the_environment_decides(start_prox
                              "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
     banner = "".join(proxy.output)
     assert (f"OpenTelemetry: otlp-grpc (from OTEL_EXPORTER_OTLP_ENDPOINT http://127.0.0.1:{receiver.port}, "
-            "OTEL_EXPORTER_OTLP_PROTOCOL)") in banner
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc)") in banner
     configured = start_proxy('[permissions.p.network.domains]\n"*" = "allow"\n'
                              f'[otel]\nexporter = "otlp-http"\nendpoint = "http://127.0.0.1:{receiver.port}"\n')
     assert f"OpenTelemetry: otlp-http http://127.0.0.1:{receiver.port} (from [otel])" in "".join(configured.output)
+
+
+def test_check_says_where_events_go_and_refuses_otlp_json(tmp_path):
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "policyproxy", "check", "--profile", "default"],
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "POLICYPROXY_HOME": str(tmp_path), **env})
+
+    plain = check({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example:4318"})
+    assert plain.returncode == 0
+    assert ("otel:         otlp-http (from OTEL_EXPORTER_OTLP_ENDPOINT http://collector.example:4318, "
+            "http/protobuf by default)") in plain.stdout
+    assert "otel:         off (OTEL_SDK_DISABLED=true)" in check({"OTEL_SDK_DISABLED": "true"}).stdout
+    refused = check({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    assert refused.returncode == 2 and "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported" in refused.stderr
