@@ -272,3 +272,37 @@ def test_socks5_user_is_the_enduser_of_its_decisions(start_proxy, upstream, pki)
     decision = next(d for d in admin_get(url).json()["decisions"] if d.get("server.address") == "tunnel.test")
     assert decision["enduser.id"] == "ci-job-7" and decision["network.transport.protocol"] == "socks5_tcp"
     assert "sockspw" not in json.dumps(admin_get(url).json())
+
+
+def test_an_open_stream_never_holds_a_stop(start_proxy):
+    """Attack: a dashboard left open (or a client that never reads) must not delay SIGTERM."""
+    proxy = start_proxy(CONFIG, extra=ADMIN)
+    base = admin_url(proxy)
+    with httpx.Client(trust_env=False, timeout=10) as admin:
+        stream = admin.send(admin.build_request("GET", base + "api/decisions/stream"), stream=True)
+        assert stream.status_code == 200
+        started = time.monotonic()
+        proxy.signal(signal.SIGTERM)
+        proxy.process.wait(30)
+        assert time.monotonic() - started < 5
+        stream.close()
+    assert proxy.process.returncode == 0
+
+
+def test_a_stream_that_fell_behind_the_ring_is_told(start_proxy):
+    proxy = start_proxy(CONFIG, extra=ADMIN)
+    url = admin_url(proxy)
+    with httpx.Client(proxy=proxy.url, timeout=20) as c:
+        for _ in range(2010):
+            c.get("http://gap.denied.test/")
+    assert wait_for(lambda: admin_get(url + "api/decisions").json()["last_seq"] >= 2010)
+    with httpx.Client(trust_env=False, timeout=10) as admin, \
+            admin.stream("GET", url + "api/decisions/stream", params={"after": 1}) as response:
+        lines = []
+        for line in response.iter_lines():
+            lines.append(line)
+            if line.startswith("id: "):
+                break
+    assert "event: gap" in lines
+    gap = json.loads(lines[lines.index("event: gap") + 1][len("data: "):])
+    assert gap["resume_seq"] >= 11 and lines[-1] == f"id: {gap['resume_seq']}"
