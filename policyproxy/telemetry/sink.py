@@ -51,7 +51,7 @@ class TelemetrySink:
         attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
                                          connection_id=outcome.connection_id, redactions=outcome.redactions,
                                          emitted=outcome.emitted, user=outcome.identity)
-        body = decision_summary(decision, outcome.client, outcome.identity)
+        body = decision_summary(decision, outcome.client, outcome.identity) if self.otel is not None else ""
         self._queue.append((time.time_ns(), attributes, decision.allowed, outcome.added_ms, EVENT_NAME, body))
         if len(self._queue) == 1:
             self._wake.set()
