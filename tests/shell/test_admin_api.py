@@ -306,3 +306,18 @@ def test_a_stream_that_fell_behind_the_ring_is_told(start_proxy):
     assert "event: gap" in lines
     gap = json.loads(lines[lines.index("event: gap") + 1][len("data: "):])
     assert gap["resume_seq"] >= 11 and lines[-1] == f"id: {gap['resume_seq']}"
+
+
+def test_with_a_token_only_the_static_page_and_healthz_are_open(start_proxy):
+    config = CONFIG + '\n[admin]\nlisten = "127.0.0.1:9090"\ntoken_env_var = "ADMIN_API_TOKEN"\n'
+    proxy = start_proxy(config, env={"ADMIN_API_TOKEN": "admin-api-token-canary"}, extra=ADMIN)
+    url = admin_url(proxy)
+    page = admin_get(url)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'sha256-" in page.headers["Content-Security-Policy"] and "admin-api-token-canary" not in page.text
+    for path in ("metrics", "api/decisions", "api/decisions/stream", "api/summary", "api/profile"):
+        assert admin_get(url + path).status_code == 401, path
+    with httpx.Client(trust_env=False, timeout=10,
+                      headers={"Authorization": "Bearer admin-api-token-canary"}) as admin:
+        assert admin.get(url + "metrics").status_code == 200
+        assert admin.get(url + "api/decisions").status_code == 200
