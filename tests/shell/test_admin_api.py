@@ -201,7 +201,8 @@ def test_decisions_stream_live_with_a_filter(proxy, upstream, how):
     assert not any(e.get("url.path") == "/stream-allowed" for e in events)
 
 
-def test_streams_are_bounded_and_resume_from_last_event_id(proxy, upstream):
+def test_streams_are_bounded_and_resume_from_last_event_id(start_proxy, upstream):
+    proxy = start_proxy(CONFIG, extra=ADMIN)   # its own: no stream of another test holds a slot
     base = admin_url(proxy)
     with client(proxy) as c:
         c.get("http://resume.denied.test/")
