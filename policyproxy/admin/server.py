@@ -1,4 +1,6 @@
-"""The admin HTTP server (aiohttp): ``/healthz``, ``/readyz``, ``/api/status``.
+"""The admin HTTP server (aiohttp): ``/healthz``, ``/readyz``, ``/metrics``, ``/api/status``,
+``/api/decisions`` (JSON with filters and a cursor, or a live SSE stream), ``/api/summary``,
+``/api/profile`` and the page at ``/``.
 
 Guards, in order: a bearer token when one is configured (required off loopback; ``/healthz`` stays
 open for container health checks); without a token, a ``Host`` header that is an IP literal or
@@ -9,15 +11,22 @@ only; no CORS headers, ``no-store``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import hmac
 import ipaddress
+import json
 import os
+import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
 
+from policyproxy.admin.decisions import RING_SIZE, Filters, summary
+from policyproxy.admin.metrics import CONTENT_TYPE
 from policyproxy.admin.state import AdminState, format_address
 from policyproxy.config.admin import is_loopback, parse_listen
 from policyproxy.config.schema import AdminSpec
@@ -25,7 +34,11 @@ from policyproxy.errors import PolicyProxyError
 from policyproxy.tls.ca_store import CAError, load
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_OPEN_PATHS = frozenset({"/healthz"})
+# "/" is the static page (no data in it: it reads the API, sending the token the user types in).
+_OPEN_PATHS = frozenset({"/healthz", "/"})
+MAX_STREAMS = 16          # concurrent SSE streams; more are refused with 503 (each holds a connection)
+KEEPALIVE = 15.0          # seconds between SSE comments on a quiet stream (proxies close idle streams)
+PAGE = Path(__file__).with_name("page.html")
 
 
 class AdminError(PolicyProxyError):
@@ -76,7 +89,8 @@ def build_app(state: AdminState, token: str | None) -> web.Application:
                                                   headers={"WWW-Authenticate": 'Bearer realm="policyproxy"'}))
         elif not _is_local_name(request.host):
             return _headers(web.json_response({"error": "Host must be localhost or an IP address"}, status=421))
-        return _headers(await handler(request))
+        response = await handler(request)
+        return response if response.prepared else _headers(response)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
@@ -90,11 +104,104 @@ def build_app(state: AdminState, token: str | None) -> web.Application:
     async def status(_: web.Request) -> web.Response:
         return web.json_response(state.status())
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=state.metrics.text(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def decisions(request: web.Request) -> web.StreamResponse:
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            return await stream(request)
+        filters = Filters.from_query(request.query)
+        try:
+            limit = min(RING_SIZE, max(1, int(request.query.get("limit", "200"))))
+            after = int(request.query["after"]) if "after" in request.query else None
+        except ValueError:
+            return web.json_response({"error": "limit and after must be integers"}, status=400)
+        ring = state.ring
+        items = ring.latest(filters, limit) if after is None else ring.after(after, filters, limit)
+        return web.json_response({"decisions": items, "last_seq": ring.last, "oldest_seq": ring.first,
+                                  "next_after": items[-1]["seq"] if items else max(after or 0, ring.last)})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        """Server-sent events: ``id: <seq>``, ``event: decision``, ``data: <audit JSON>``. Starts after
+        ``?after=`` or ``Last-Event-ID`` (default: only new decisions); ``event: gap`` when the ring
+        dropped decisions this stream had not read yet."""
+        filters = Filters.from_query(request.query)
+        ring = state.ring
+        try:
+            cursor = int(request.query.get("after") or request.headers.get("Last-Event-ID") or ring.last)
+        except ValueError:
+            return web.json_response({"error": "after must be an integer"}, status=400)
+        if state.streams >= MAX_STREAMS:
+            return web.json_response({"error": f"at most {MAX_STREAMS} decision streams at once"}, status=503)
+        response = _headers(web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                        "X-Accel-Buffering": "no"}))
+        state.streams += 1
+        try:
+            await response.prepare(request)
+            await response.write(b"retry: 2000\n\n")
+            while not state.closing:
+                if cursor < ring.first - 1:
+                    await response.write(_sse("gap", None, {"resume_seq": ring.first}))
+                    cursor = ring.first - 1
+                last = ring.last
+                items = ring.after(cursor, filters, 500)
+                cursor = items[-1]["seq"] if len(items) == 500 else last
+                if items:
+                    await response.write(b"".join(_sse("decision", item["seq"], item) for item in items))
+                    continue
+                before = ring.last
+                await ring.wait(KEEPALIVE)
+                if ring.last == before and not state.closing:
+                    await response.write(b": keep-alive\n\n")
+        except ConnectionError:
+            pass
+        finally:   # a client that goes away cancels this handler (handler_cancellation): the slot frees at once
+            state.streams -= 1
+        return response
+
+    async def summary_view(_: web.Request) -> web.Response:
+        return web.json_response(summary(state.ring, time.time()))
+
+    async def profile(_: web.Request) -> web.Response:
+        return web.json_response({"profile": state.settings().profile, "config_digest": state.digest(),
+                                  "document": state.profile()})
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(body=html, content_type="text/html", charset="utf-8",
+                            headers={"Content-Security-Policy": csp, "Referrer-Policy": "no-referrer",
+                                     "X-Frame-Options": "DENY"})
+
+    html, csp = _page()
     app = web.Application(middlewares=[guard])
+    app.router.add_get("/", page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/status", status)
+    app.router.add_get("/api/decisions", decisions)
+    app.router.add_get("/api/decisions/stream", stream)
+    app.router.add_get("/api/summary", summary_view)
+    app.router.add_get("/api/profile", profile)
     return app
+
+
+def _sse(event: str, seq: int | None, data: object) -> bytes:
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _page() -> tuple[bytes, str]:
+    """The page and a Content-Security-Policy that allows exactly its inline script and style (by
+    hash): even if a value escaped the page's own escaping, no injected script would run."""
+    html = PAGE.read_bytes()
+    hashes = {}
+    for tag in ("script", "style"):
+        found = re.search(rf"<{tag}>(.*?)</{tag}>".encode(), html, re.S)
+        assert found is not None, f"page.html has no <{tag}>"
+        hashes[tag] = "'sha256-" + base64.b64encode(hashlib.sha256(found.group(1)).digest()).decode() + "'"
+    csp = (f"default-src 'none'; script-src {hashes['script']}; style-src {hashes['style']}; connect-src 'self'; "
+           "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return html, csp
 
 
 def _headers(response: web.StreamResponse) -> web.StreamResponse:
@@ -172,7 +279,8 @@ class AdminServer:
 
     def __init__(self, state: AdminState, token: str | None) -> None:
         self.state = state
-        self.runner = web.AppRunner(build_app(state, token), access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(build_app(state, token), access_log=None, handle_signals=False,
+                                    shutdown_timeout=2.0, handler_cancellation=True)
         self.address: tuple[str, int] | None = None
         self.server: asyncio.Server | None = None
         self.open_now: set[_Capped] = set()
@@ -198,6 +306,8 @@ class AdminServer:
         return f"http://{format_address(self.address)}/"
 
     async def stop(self) -> None:
+        self.state.closing = True
+        self.state.ring.wake()   # open SSE streams see ``closing`` and end
         if self.server is not None:
             self.server.close()
         await self.runner.cleanup()

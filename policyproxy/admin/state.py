@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policyproxy.cli.render import config_digest
+from policyproxy.admin.decisions import AdminSink, DecisionRing
+from policyproxy.admin.metrics import AdminMetrics
+from policyproxy.cli.render import config_digest, settings_to_toml
 from policyproxy.config.schema import Settings
+from policyproxy.telemetry.otel import mask_userinfo
 
 
 def format_address(address: tuple[str, int]) -> str:
@@ -36,7 +39,24 @@ class AdminState:
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
+    ring: DecisionRing = field(default_factory=DecisionRing)
+    streams: int = 0          # open SSE streams (bounded by the server)
+    closing: bool = False     # the admin listener is stopping: streams end
+    metrics: AdminMetrics = field(default_factory=AdminMetrics)
     _digest: tuple[Settings | None, str] = field(default=(None, ""), repr=False)
+
+    def sink(self) -> AdminSink:
+        """The decision sink to append to ``ProxyServer.sinks`` (ring and counters)."""
+        return AdminSink(self.ring, self.metrics)
+
+    def reloaded(self, applied: bool) -> None:
+        """Serve's SIGHUP handler calls this once per reload: ``policyproxy_reloads_total{result}``."""
+        self.metrics.reloaded(applied)
+
+    def profile(self) -> dict[str, Any]:
+        """The effective profile as ``config show`` renders it (secrets by source only), with any
+        password in a URL (listener credentials in ``proxy_url``/``socks_url``, a collector URL) masked."""
+        return _masked(settings_to_toml(self.settings()))
 
     def bound(self, listeners: Mapping[str, tuple[str, int]]) -> None:
         """The proxy's listeners are accepting (kind -> address: ``http``, ``socks5``)."""
@@ -63,3 +83,11 @@ class AdminState:
             "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
             "pid": self.pid,
         }
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return mask_userinfo(value) if isinstance(value, str) else value

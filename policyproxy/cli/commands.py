@@ -49,6 +49,17 @@ def check(args: argparse.Namespace) -> int:
             raise
         _dump({"valid": False, "errors": [_problem(e) for e in exc.errors], "warnings": [], "summary": None})
         return 2
+    from policyproxy.telemetry.otel import OtelError, describe_destination
+
+    try:
+        describe_destination(settings.otel)
+    except OtelError as exc:   # serve would refuse to start: so does check
+        if as_json:
+            _dump({"valid": False, "errors": [{"code": "otel", "file": None, "line": None, "key": "otel",
+                                               "message": str(exc)}], "warnings": [], "summary": None})
+        else:
+            print(f"policyproxy: {printable(exc)}", file=sys.stderr)
+        return 2
     warnings = [_problem(w, "secret_unavailable") for w in secret_warnings]
     warnings += [{"code": "config", "file": None, "line": None, "key": None, "message": w} for w in settings.warnings]
     wildcard = wildcard_warning(settings)

@@ -17,6 +17,7 @@ from policyproxy.policy.model import Decision
 from policyproxy.reasons import Verdict
 from policyproxy.responses import remedy
 from policyproxy.safe_text import printable
+from policyproxy.telemetry.otel import OtelError, describe_destination
 
 
 def listener_credentials(url: str) -> tuple[str, str] | None:
@@ -92,8 +93,11 @@ def render_policy(settings: Settings, policy: Policy) -> str:
             lines.append(f"    -> {name}: {'; '.join(ops)}")
     lines.append(_redaction_line(net.redaction))
     otel = settings.otel
-    lines.append(f"otel:         {otel.exporter}" + (f" -> {otel.endpoint}" if otel.endpoint else "")
-                 + (f" ({otel.source.value})" if otel.exporter != "none" else ""))
+    try:   # where events go, as serve decides it: the [otel] table or the OTEL_* environment
+        lines.append(f"otel:         {describe_destination(otel)}"
+                     + (f" [{otel.source.value}]" if otel.exporter != "none" else ""))
+    except OtelError as exc:
+        lines.append(f"otel:         refused: {exc}")
     apis = dict(settings.gateway_apis)
     lines.append("gateway:      " + ", ".join(f"/{name}/ -> {url}" + (f" (api {apis[name]})" if name in apis else "")
                                               for name, url in settings.gateway_routes))

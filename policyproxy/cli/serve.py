@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from policyproxy import __version__
+from policyproxy.admin.state import format_address
 from policyproxy.cli.clientenv import configured_listeners as _listeners
 from policyproxy.cli.clientenv import env_lines, render
 from policyproxy.cli.harden import make_undumpable
@@ -24,8 +25,8 @@ from policyproxy.policy.compile import compile_policy
 from policyproxy.safe_text import install_console
 from policyproxy.secret_provider import SecretProvider
 from policyproxy.telemetry.audit import AuditFile
-from policyproxy.telemetry.event import RELOAD_EVENT, reload_attributes
-from policyproxy.telemetry.otel import build_emitter
+from policyproxy.telemetry.event import RELOAD_EVENT, START_EVENT, STOP_EVENT, lifecycle_attributes, reload_attributes
+from policyproxy.telemetry.otel import OtelError, build_emitter, describe_destination
 from policyproxy.telemetry.sink import TelemetrySink
 from policyproxy.tls.ca_store import CAError, load, load_or_create, trust_bundle
 
@@ -93,6 +94,10 @@ def serve(args: argparse.Namespace) -> int:
                            socks_credentials=listener_auth(settings.network)[1],
                            proxy_credentials=listener_auth(settings.network)[0])
 
+    try:
+        events_to = describe_destination(settings.otel)
+    except OtelError as exc:
+        raise ServeError(str(exc)) from None
     sink = telemetry_sink(settings, args.audit_log)
     install_console()   # (files, 9.19) console log lines escaped: hosts and paths never drive the terminal
     make_undumpable()   # (files, 9.7) same-uid processes cannot read our environ (secrets) or ptrace us
@@ -100,20 +105,23 @@ def serve(args: argparse.Namespace) -> int:
     tune_process()
 
     async def main() -> None:
+        from policyproxy.admin import AdminState, start_admin
+        from policyproxy.admin.metrics import AdminMetrics
+
         app = ProxyServer(settings, policy, ca, options, secrets)
         app.sinks.append(sink)
         if getattr(args, "verbose", False):
             app.sinks.append(lambda decision, outcome: print(decision_line(decision, outcome.status, outcome.client),
                                                              file=sys.stderr, flush=True))
+        admin_state = AdminState(__version__, lambda: app.settings, ca.cert_path.parent, ca.fingerprint,
+                                 metrics=AdminMetrics(app.open_connections, sink.stats))
+        app.sinks.append(admin_state.sink())   # /api/decisions ring and /metrics counters
         if settings.otel.metrics_exporter != "none":
             from policyproxy.telemetry.metrics import Metrics
 
             sink.metrics = Metrics(settings.otel, settings.profile, app.open_connections)
         await app.start()
-        # --- admin listener (files): /healthz, /readyz, /api/status; AdminState follows reloads ---
-        from policyproxy.admin import AdminState, start_admin
-
-        admin_state = AdminState(__version__, lambda: app.settings, ca.cert_path.parent, ca.fingerprint)
+        # --- admin listener: /healthz, /readyz, /metrics, /api/*, the page; AdminState follows reloads ---
         admin_state.bound(app.addresses)
         try:
             admin = await start_admin(settings.admin, getattr(args, "admin_listen", None), admin_state)
@@ -126,7 +134,7 @@ def serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, args, sink))
+        loop.add_signal_handler(signal.SIGHUP, lambda: admin_state.reloaded(_reload(app, args, sink)))
         http_at = app.addresses["http"]
         socks_at = app.addresses.get("socks5")
         print(f"policyproxy {__version__}: profile {settings.profile!r} from {settings.config_file}", flush=True)
@@ -135,9 +143,11 @@ def serve(args: argparse.Namespace) -> int:
             print(f"SOCKS5 proxy listening on socks5://{socks_at[0]}:{socks_at[1]}")
         print(f"listener auth: {listener_auth_summary(settings.network)}")
         print(f"CA certificate: {ca.cert_path}")
-        print(f"audit log: {sink.audit.path if sink.audit else 'off'}; OpenTelemetry: "
-              f"{'on' if sink.otel else 'off'}")
+        print(f"audit log: {sink.audit.path if sink.audit else 'off'}; OpenTelemetry: {events_to}")
         print(f"admin: {admin.url if admin else 'off'}")
+        listeners = {kind: format_address(address) for kind, address in admin_state.listeners.items()}
+        lifecycle = lifecycle_attributes(admin_state.digest(), settings.profile, __version__, listeners)
+        sink.lifecycle(START_EVENT, lifecycle)
         bundle = trust_bundle(ca.cert_path.parent, ca.cert_pem)
         sys.stdout.write(render(env_lines(http_at, socks_at, ca.cert_path, bundle, settings, reveal=False), "sh"))
         sys.stdout.flush()
@@ -146,6 +156,8 @@ def serve(args: argparse.Namespace) -> int:
         if admin is not None:
             await admin.stop()
         await app.stop()
+        sink.lifecycle(STOP_EVENT, {**lifecycle, "policyproxy.config.digest": admin_state.digest(),
+                                    "network.policy.profile": app.settings.profile})
         sink.close(timeout=3.0)
 
     asyncio.run(main())
@@ -197,9 +209,10 @@ def restart_keys(running: Settings, new: Settings, args: argparse.Namespace) -> 
     return keys
 
 
-def _reload(app: ProxyServer, args: argparse.Namespace, sink: TelemetrySink) -> None:
+def _reload(app: ProxyServer, args: argparse.Namespace, sink: TelemetrySink) -> bool:
     """SIGHUP: apply what can be applied live, name what needs a restart, and emit a reload event
-    either way (a refused reload is what a SIEM must see: the running policy stays in force)."""
+    either way (a refused reload is what a SIEM must see: the running policy stays in force).
+    Whether the new config was applied (the admin counts applied and refused reloads)."""
     running = app.settings
     try:
         settings = load_settings(args.config, args.requirements, args.profile)
@@ -210,13 +223,13 @@ def _reload(app: ProxyServer, args: argparse.Namespace, sink: TelemetrySink) -> 
               file=sys.stderr, flush=True)
         sink.lifecycle(RELOAD_EVENT, reload_attributes("refused", config_digest(running), running.profile,
                                                        errors=exc.errors), warn=True)
-        return
+        return False
     except (OSError, ValueError) as exc:   # unreadable file, bad encoding: refused the same way
         print(f"policyproxy: reload refused, keeping the running policy: {exc}", file=sys.stderr, flush=True)
         error = ConfigError(str(exc), file=args.config)
         sink.lifecycle(RELOAD_EVENT, reload_attributes("refused", config_digest(running), running.profile,
                                                        errors=[error]), warn=True)
-        return
+        return False
     restart = restart_keys(running, settings, args)
     http_credentials, socks_credentials = listener_auth(settings.network)
     app.set_credentials(http_credentials, socks_credentials)
@@ -227,6 +240,7 @@ def _reload(app: ProxyServer, args: argparse.Namespace, sink: TelemetrySink) -> 
         print(f"policyproxy: reload applied, but these changes need a restart to take effect: {', '.join(restart)}",
               file=sys.stderr, flush=True)
     sink.lifecycle(RELOAD_EVENT, reload_attributes("applied", digest, settings.profile, restart), warn=bool(restart))
+    return True
 
 
 def ca_command(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ async def open_tunnel(ctx: Context, transport: asyncio.Transport, conn: Connecti
     snap = ctx.live.snapshot
     policy = snap.policy
     socks5 = conn.protocol is Protocol.SOCKS5_TCP
-    outcome = Outcome(conn.client, conn.connection_id)
+    outcome = Outcome(conn.client, conn.connection_id, identity=conn.identity)
     decision = policy.decide(Target(conn.host, conn.port, conn.protocol))
     try:
         if decision.allowed and socks5 and conn.port == 80 and policy.mode is Mode.LIMITED:

@@ -21,6 +21,7 @@ class Outcome:
     emitted: dict[str, int] = field(default_factory=dict)   # found in the model's answer (redaction.responses)
     added_ms: float | None = None          # what the proxy added to the upstream's time
     genai: GenAI | None = None             # on LLM endpoints: provider, operation, models, token usage
+    identity: str | None = None            # the authenticated listener user (events: enduser.id)
 
 
 DecisionSink = Callable[[Decision, Outcome], None]

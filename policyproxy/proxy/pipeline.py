@@ -69,7 +69,7 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                   routed: Routed) -> web.StreamResponse:
     started = time.perf_counter()
     policy = snap.policy
-    outcome = Outcome(conn.client, conn.connection_id)
+    outcome = Outcome(conn.client, conn.connection_id, identity=conn.identity)
     decision = policy.decide(Target(routed.host, routed.port, routed.protocol, trusted=routed.trusted),
                              Request(request.method, routed.path, routed.query, tuple(request.headers.items())))
     try:

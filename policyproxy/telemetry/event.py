@@ -11,6 +11,7 @@ from typing import Any
 
 from policyproxy.errors import ConfigError, RequirementViolation
 from policyproxy.policy.model import Decision
+from policyproxy.reasons import Protocol
 from policyproxy.responses import block_status
 
 EVENT_NAME = "policyproxy.policy_decision"
@@ -21,7 +22,7 @@ def decision_attributes(decision: Decision, *, client: str | None = None, status
                         connection_id: str | None = None,
                         redactions: Mapping[str, int] | None = None,
                         emitted: Mapping[str, int] | None = None,
-                        genai: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                        genai: Mapping[str, Any] | None = None, user: str | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "network.policy.decision": decision.verdict.value,
         "network.policy.reason": decision.reason.value,
@@ -39,6 +40,8 @@ def decision_attributes(decision: Decision, *, client: str | None = None, status
         attrs["url.path"] = decision.path
     if client is not None:
         attrs["client.address"] = client
+    if user is not None:
+        attrs["enduser.id"] = user   # the authenticated listener user (HTTP Proxy-Authorization or SOCKS5)
     if status is None and not decision.allowed:
         status = block_status(decision.reason)
     if status is not None:
@@ -82,3 +85,43 @@ def reload_attributes(outcome: str, digest: str, profile: str, restart_keys: Seq
         attrs["policyproxy.reload.errors"] = [f"{e.location} {e.key}".rstrip() for e in errors]
         attrs["policyproxy.reload.requirement_violation"] = any(isinstance(e, RequirementViolation) for e in errors)
     return attrs
+
+
+START_EVENT = "policyproxy.start"
+_OPENING = {Protocol.HTTPS_CONNECT: "CONNECT", Protocol.SOCKS5_TCP: "SOCKS5"}
+STOP_EVENT = "policyproxy.stop"
+
+
+def decision_summary(decision: Decision, client: str | None, user: str | None = None) -> str:
+    """The one-line human summary a SIEM shows as the message (the OTel log record body), e.g.
+    ``deny CONNECT evil.test:443 denied (evil.test is denied by 'evil.test') from 127.0.0.1``.
+    Built from names, codes and the decision's own message (which names rules, never values)."""
+    method = decision.method or _OPENING.get(decision.protocol, decision.protocol.value)
+    where = f"{decision.host}:{decision.port}{decision.path or ''}"
+    text = f"{decision.verdict.value} {method} {where} {decision.reason.value}"
+    if decision.message:
+        text += f" ({decision.message})"
+    if client:
+        text += f" from {client}"
+    if user:
+        text += f" as {user}"
+    return text
+
+
+def lifecycle_attributes(digest: str, profile: str, version: str,
+                         listeners: Mapping[str, str]) -> dict[str, Any]:
+    """``policyproxy.start`` / ``policyproxy.stop``: what ran, under which config (digest), where."""
+    return {"policyproxy.config.digest": digest, "network.policy.profile": profile, "service.version": version,
+            "policyproxy.listeners": [f"{kind}={address}" for kind, address in sorted(listeners.items())]}
+
+
+def lifecycle_summary(name: str, attributes: Mapping[str, Any]) -> str:
+    """The body of a lifecycle event: ``policyproxy.start profile 'p' sha256:... http=127.0.0.1:3128``."""
+    parts = [name]
+    if "network.policy.profile" in attributes:
+        parts.append(f"profile {attributes['network.policy.profile']!r}")
+    for key in ("policyproxy.reload.outcome", "policyproxy.config.digest"):
+        if key in attributes:
+            parts.append(str(attributes[key]))
+    parts += [str(item) for item in attributes.get("policyproxy.listeners", ())]
+    return " ".join(parts)

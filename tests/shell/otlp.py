@@ -38,6 +38,7 @@ class Receiver:
                     for record in scope_logs.log_records:
                         self.records.append({
                             "event_name": record.event_name, "severity_text": record.severity_text,
+                            "body": _value(record.body),
                             "severity_number": record.severity_number, "time_unix_nano": record.time_unix_nano,
                             "attributes": {kv.key: _value(kv.value) for kv in record.attributes},
                             "resource": resource})

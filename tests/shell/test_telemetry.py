@@ -87,7 +87,7 @@ def file_secret(tmp_path_factory):
 def full(start_proxy, grpc_receiver, file_secret):
     config = FULL.replace("FILE", str(file_secret)) + \
         f'[otel]\nexporter = {{ otlp-grpc = {{ endpoint = "http://127.0.0.1:{grpc_receiver.port}" }} }}\n'
-    return start_proxy(config, env={"CANARY_ENV_TOKEN": TOKEN})
+    return start_proxy(config, env={"CANARY_ENV_TOKEN": TOKEN}, extra=["--admin-listen", "127.0.0.1:0"])
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +128,13 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def driven(full, limited, upstream, grpc_receiver, http_receiver):
     drive_every_reason(full, limited, upstream)
-    assert wait_for(lambda: {r["attributes"]["network.policy.reason"] for r in grpc_receiver.records + http_receiver.records}
-                    >= set(EXPECTED))
-    return grpc_receiver.records + http_receiver.records
+
+    def decisions():   # lifecycle events (policyproxy.start, .stop) share the exporter
+        return [r for r in grpc_receiver.records + http_receiver.records
+                if r["event_name"] == "policyproxy.policy_decision"]
+
+    assert wait_for(lambda: {r["attributes"]["network.policy.reason"] for r in decisions()} >= set(EXPECTED))
+    return decisions()
 
 
 @pytest.mark.parametrize("reason", sorted(EXPECTED))
@@ -160,8 +164,9 @@ def test_event_attributes_follow_the_contract(driven):
 
 def test_the_audit_log_holds_the_same_decisions(driven, full, limited):
     lines = list(read_records(full.home / "audit.jsonl")) + list(read_records(limited.home / "audit.jsonl"))
-    assert {line["network.policy.reason"] for line in lines} >= set(EXPECTED)
-    line = lines[0]
+    assert {line.get("network.policy.reason") for line in lines} >= set(EXPECTED)
+    assert lines[0]["event.name"] == "policyproxy.start"   # then the decisions
+    line = lines[1]
     assert line["event.name"] == "policyproxy.policy_decision" and line["ts"].endswith("Z")
 
 
@@ -182,10 +187,35 @@ def test_no_canary_reaches_the_log_the_exporter_or_the_console(full, upstream, g
     audit = (full.home / "audit.jsonl").read_text()
     exported = b"".join(grpc_receiver.payloads)
     console = "".join(full.output) + full.logs()
+    admin = admin_pages(full)
+    assert "CanaryQuery" not in admin and "/repos/myorg/x" in admin   # the decisions are there, not the values
     for canary in canaries:
         assert canary not in audit, canary
         assert canary.encode() not in exported, canary
         assert canary not in console, canary
+        assert canary not in admin, canary
+
+
+def admin_pages(proxy) -> str:
+    """Every admin endpoint and the page, the SSE stream replayed from the start (read for 2 s)."""
+    from tests.shell.test_admin import admin_url
+
+    url = admin_url(proxy)
+    texts = []
+    with httpx.Client(trust_env=False, timeout=10) as admin:
+        for path in ("", "healthz", "readyz", "metrics", "api/status", "api/decisions?limit=2000",
+                     "api/summary", "api/profile"):
+            response = admin.get(url + path)
+            assert response.status_code == 200, path
+            texts.append(response.text)
+        with admin.stream("GET", url + "api/decisions/stream?after=0", timeout=httpx.Timeout(10, read=2)) as response:
+            try:
+                for line in response.iter_lines():   # the whole ring is replayed, then the stream goes quiet
+                    texts.append(line)
+            except httpx.ReadTimeout:
+                pass
+    assert any(text.startswith("event: decision") for text in texts)
+    return "\n".join(texts)
 
 
 def test_audit_cli_tail_and_stats(driven, full):
@@ -230,7 +260,8 @@ def test_a_bad_collector_never_slows_proxying_and_drops_are_reported(start_proxy
     if hanging:
         assert "dropped" in proxy.logs()
         hanging.close()
-    assert len(list(read_records(proxy.home / "audit.jsonl"))) == 150   # the audit log loses nothing
+    decisions = [r for r in read_records(proxy.home / "audit.jsonl") if r["event.name"] == "policyproxy.policy_decision"]
+    assert len(decisions) == 150   # the audit log loses nothing
 
 
 def test_optional_metrics_count_decisions_latency_and_connections(start_proxy, upstream):
