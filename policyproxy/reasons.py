@@ -27,6 +27,7 @@ class Reason(enum.Enum):
     REDACTED = "redacted"
     PII_BLOCKED = "pii_blocked"
     INSPECTION_FAILED = "inspection_failed"
+    STORE_UNAVAILABLE = "store_unavailable"   # the shared mapping store (Redis) cannot be reached: fail closed
     ALLOWED = "allowed"
 
     @property
@@ -49,6 +50,7 @@ _PROXY_ERROR: dict[Reason, str | None] = {
     Reason.MITM_REQUIRED: "blocked-by-mitm-required",
     Reason.PII_BLOCKED: "blocked-by-policy",
     Reason.INSPECTION_FAILED: "blocked-by-policy",
+    Reason.STORE_UNAVAILABLE: "blocked-by-policy",
 }
 
 

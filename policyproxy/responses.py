@@ -16,7 +16,8 @@ from policyproxy.reasons import Protocol, Reason
 
 PHRASES = {200: "OK", 400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed",
            407: "Proxy Authentication Required", 408: "Request Timeout", 426: "Upgrade Required",
-           431: "Request Header Fields Too Large", 502: "Bad Gateway", 504: "Gateway Timeout"}
+           431: "Request Header Fields Too Large", 502: "Bad Gateway", 503: "Service Unavailable",
+           504: "Gateway Timeout"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ PROXY_ERROR: dict[Reason, str] = {
     Reason.MITM_HOOK_DENIED: "blocked-by-mitm-hook",
     Reason.PII_BLOCKED: "blocked-by-policy",
     Reason.INSPECTION_FAILED: "blocked-by-policy",
+    Reason.STORE_UNAVAILABLE: "blocked-by-policy",
     Reason.HOOK_MATCHED: "blocked-by-policy",
     Reason.REDACTED: "blocked-by-policy",
     Reason.ALLOWED: "blocked-by-policy",
@@ -50,7 +52,10 @@ _TEXT = "text/plain; charset=utf-8"
 
 
 def block_status(reason: Reason) -> int:
-    return 400 if reason is Reason.PII_BLOCKED else 403
+    """400 for blocked PII, 503 (SDKs retry it) when the mapping store is unreachable, else 403."""
+    if reason is Reason.PII_BLOCKED:
+        return 400
+    return 503 if reason is Reason.STORE_UNAVAILABLE else 403
 
 
 def block_answer(decision: Decision) -> Answer:

@@ -116,6 +116,7 @@ def serve(args: argparse.Namespace) -> int:
 
         admin_state = AdminState(__version__, lambda: app.settings, ca.cert_path.parent, ca.fingerprint)
         admin_state.bound(app.addresses)
+        admin_state.checks.append(app.context.inspector.readiness)   # (scale) the shared mapping store
         try:
             admin = await start_admin(settings.admin, getattr(args, "admin_listen", None), admin_state)
         except BaseException:

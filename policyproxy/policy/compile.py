@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from policyproxy.config.schema import ActionSpec, HookSpec, SecretRef, Settings
+from policyproxy.config.schema import ActionSpec, HookSpec, RedactionSpec, SecretRef, Settings
 from policyproxy.config.source import process_environment, read_secret_file
 from policyproxy.errors import ConfigError, ConfigErrors
 from policyproxy.grammar.hosts import normalize_host, parse_ip, url_host
@@ -41,6 +41,8 @@ def compile_policy(settings: Settings, env: Mapping[str, str] | None = None,
     redaction = net.redaction if net.redaction is not None and net.redaction.enabled else None
     if redaction is not None and net.mitm_enabled is False:
         error("mitm.enabled", "is false, but redaction needs interception: remove it or disable redaction")
+    if redaction is not None:
+        resolve_store_secrets(redaction, env, read_file, error)
     for name, url in settings.gateway_routes:
         if url.startswith("http://"):
             for hook in hooks.get(url_host(url) or "", ()):
@@ -86,12 +88,34 @@ def _resolve_action(action: ActionSpec, env: Mapping[str, str], read_file: ReadF
     return HeaderEdits(action.strip_request_headers, tuple(injected))
 
 
+MIN_MAPPING_KEY = 32   # characters of the operator's mapping key (e.g. ``openssl rand -base64 32``)
+
+
+def resolve_store_secrets(spec: RedactionSpec, env: Mapping[str, str], read_file: ReadFile,
+                          error: Callable[[str, str], None]) -> tuple[str | None, bytes | None]:
+    """The Redis password and the mapping key, read from their sources (errors name the key, never a value)."""
+    password = key = None
+    if spec.mapping_store_password is not None:
+        password = _resolve_secret(spec.mapping_store_password, env, read_file, "redaction.mapping_store_password",
+                                   error, suffixes=("_env", "_file"))
+    if spec.mapping_key is not None:
+        text = _resolve_secret(spec.mapping_key, env, read_file, "redaction.mapping_key", error,
+                               suffixes=("_env", "_file"))
+        if text is not None and len(text) < MIN_MAPPING_KEY:
+            error("redaction.mapping_key", f"the key from {spec.mapping_key.describe()} is shorter than "
+                  f"{MIN_MAPPING_KEY} characters (make one with: openssl rand -base64 32)")
+        elif text is not None:
+            key = text.encode()
+    return password, key
+
+
 def _resolve_secret(ref: SecretRef, env: Mapping[str, str], read_file: ReadFile, key: str,
-                    error: Callable[[str, str], None]) -> str | None:
+                    error: Callable[[str, str], None],
+                    suffixes: tuple[str, str] = (".secret_env_var", ".secret_file")) -> str | None:
     if ref.env_var is not None:
         value = env.get(ref.env_var)
         if value is None:
-            error(f"{key}.secret_env_var", f"names {ref.env_var}, a missing required environment variable")
+            error(f"{key}{suffixes[0]}", f"names {ref.env_var}, a missing required environment variable")
             return None
         value = value.strip()
         origin = f"environment variable {ref.env_var}"
@@ -100,10 +124,10 @@ def _resolve_secret(ref: SecretRef, env: Mapping[str, str], read_file: ReadFile,
         try:
             value = read_file(ref.file)
         except OSError as exc:
-            error(f"{key}.secret_file", f"cannot read {ref.file}: {exc.strerror or type(exc).__name__}")
+            error(f"{key}{suffixes[1]}", f"cannot read {ref.file}: {exc.strerror or type(exc).__name__}")
             return None
         except UnicodeDecodeError:
-            error(f"{key}.secret_file", f"{ref.file} is not UTF-8 text")
+            error(f"{key}{suffixes[1]}", f"{ref.file} is not UTF-8 text")
             return None
         origin = f"file {ref.file}"
     if not value:

@@ -34,6 +34,7 @@ from policyproxy.proxy.websocket import HANDSHAKE, is_upgrade, offered_protocols
 from policyproxy.reasons import Mode, Reason, Source, Verdict
 from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
+from policyproxy.stores.redis import StoreUnavailable
 
 
 def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
@@ -76,7 +77,11 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
             await request.writer.write(responses.CONTINUE)   # the client waits for this before sending the body
         if decision.allowed and decision.redaction is not None:
             if snap.redactor is not None:
-                vault = ctx.inspector.vault(conn.identity, conn.client)
+                try:
+                    vault = await ctx.inspector.open_vault(conn.identity, conn.client)
+                except StoreUnavailable as exc:
+                    decision = Inspector.store_down(decision, exc)
+                    return _answer(outcome, responses.block_answer(decision))
                 if request.body_exists:
                     inspection = await ctx.inspector.inspect(snap.settings, snap.redactor, decision, request, vault)
                     decision, outcome.redactions = inspection.decision, inspection.counts
@@ -144,7 +149,7 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
     answered = time.perf_counter()
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-        restore = None if vault is None or no_body else restorer(upstream, vault, scan)
+        restore = None if vault is None or no_body else restorer(upstream, vault, scan, ctx.inspector.fetcher(vault))
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):
@@ -168,7 +173,7 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
         if not no_body:
             try:
                 async for chunk in upstream.content.iter_any():
-                    out = restore.feed(chunk) if restore is not None else chunk
+                    out = await restore.feed(chunk) if restore is not None else chunk
                     if out:
                         await response.write(out)
                 if restore is not None:

@@ -4,6 +4,7 @@ or a server-sent event stream restored as it flows."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -11,23 +12,38 @@ import aiohttp
 from policyproxy.config.schema import ResponseScanning, Settings
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
-from policyproxy.redaction.restore import ResponseScan, StreamRestorer, restore_body
+from policyproxy.redaction.restore import ResponseScan, StreamRestorer, placeholders_in, restore_body
+
+# Gets the values of placeholders the vault does not hold (from the shared store) into the vault.
+Fetch = Callable[[set[str]], Awaitable[None]]
 
 
 class Restore:
-    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None) -> None:
+    """The shell around the restorer: with a shared store (``fetch``), what a chunk would look up and
+    the vault lacks is fetched in one round trip before the chunk is restored; without one, the chunk
+    goes straight through (the in-process path does no more work than before)."""
+
+    def __init__(self, vault: Vault, sse: bool, inflater: Any, scan: ResponseScan | None = None,
+                 fetch: Fetch | None = None) -> None:
         self.vault = vault
         self.whole = not sse
         self.inflater = inflater
         self.scan = scan
+        self.fetch = fetch
         self.stream = StreamRestorer(vault, scan) if sse else None
 
     def _decode(self, data: bytes) -> bytes:
         return self.inflater.decompress(data) if self.inflater is not None else data
 
-    def feed(self, data: bytes) -> bytes:
+    async def feed(self, data: bytes) -> bytes:
         assert self.stream is not None
-        return self.stream.feed(self._decode(data))
+        if self.fetch is None:
+            return self.stream.feed(self._decode(data))
+        events = self.stream.receive(self._decode(data))
+        wanted = self.stream.wanted(events)
+        if wanted:
+            await self.fetch(wanted)
+        return self.stream.release(events)
 
     def close(self) -> bytes:
         assert self.stream is not None
@@ -38,6 +54,10 @@ class Restore:
         data = self._decode(await upstream.read())
         if self.inflater is not None:
             data += self.inflater.flush()
+        if self.fetch is not None:
+            wanted = placeholders_in(data)
+            if wanted:
+                await self.fetch(wanted)
         return restore_body(data, self.vault, self.scan)
 
 
@@ -49,7 +69,8 @@ def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | 
     return ResponseScan(redactor.find, mask=spec.responses is ResponseScanning.MASK)
 
 
-def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None) -> Restore | None:
+def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan | None,
+             fetch: Fetch | None = None) -> Restore | None:
     """How to restore this answer, or None when it is passed through (placeholders stay)."""
     encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
@@ -60,7 +81,7 @@ def restorer(upstream: aiohttp.ClientResponse, vault: Vault, scan: ResponseScan 
         return None   # an encoding we cannot decode
     content_type = upstream.headers.get("Content-Type", "").lower()
     if "text/event-stream" in content_type:
-        return Restore(vault, True, inflater, scan)
+        return Restore(vault, True, inflater, scan, fetch)
     if "json" in content_type or content_type.startswith("text/"):
-        return Restore(vault, False, inflater, scan)
+        return Restore(vault, False, inflater, scan, fetch)
     return None
