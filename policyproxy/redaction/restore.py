@@ -168,11 +168,11 @@ class StreamRestorer:
     def wanted(self, events: list[Event]) -> set[str]:
         """The placeholders releasing ``events`` would look up and the vault does not hold: a dry run
         on a copy of the held state, with response scanning off (so text it would hold back for
-        scanning counts at once: a superset, which is harmless to fetch). Cheap when no placeholder
+        scanning counts at once: a superset, which is harmless to fetch). Skipped when no placeholder
         can end in them."""
-        if not any(e.data is not None and "]]" in e.data for e in events) and \
+        if not any(e.data is not None and "]" in e.data for e in events) and \
                 not any("]]" in held.pending for held in self.held.values()):
-            return set()
+            return set()   # a placeholder only completes with a "]"
         held, seen, scan, vault = self.held, self.seen, self.scan, self.vault
         recorder = _Recorder(vault)
         self.held, self.scan, self.vault, self.seen = dict(held), None, recorder, {}

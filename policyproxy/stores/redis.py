@@ -133,6 +133,10 @@ class RedisMappingStore:
             return
         batch, self._pending = self._pending, {}
         pipe = self._client.pipeline(transaction=False)
+        if self._master is not None and self._aead is None:
+            # The key lives in Redis: put it back if Redis lost it (restarted without persistence), so an
+            # instance started afterwards adopts it instead of minting other placeholders.
+            pipe.set(MASTER_KEY, self._master, nx=True)
         for (scope, token), (value, expires) in batch.items():
             name = self.key(scope, token)
             pipe.set(name, self._seal(name, value), px=max(1, int((expires - now) * 1000)))
