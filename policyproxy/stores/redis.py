@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,6 +76,8 @@ class RedisMappingStore:
         self._master = derive(key, "placeholder hmac") if key is not None else None
         self._aead = AESGCM(derive(key, "mapping encryption")) if key is not None else None
         self._pending: dict[tuple[str, str], tuple[str, float]] = {}
+        self._lock = threading.Lock()   # large bodies are redacted on worker threads, which ``put``
+        self._inflight: set[asyncio.Future[None]] = set()
         self.problem: str | None = None   # why the last call failed (None: the last call worked)
 
     # ---- MappingStore (synchronous, called by the vault) ----------------------------------------
@@ -87,10 +90,11 @@ class RedisMappingStore:
         return {}   # lazily: a vault asks for what it is missing (``fetch``)
 
     def put(self, scope: str, token: str, value: str, expires: float) -> None:
-        self._pending.pop((scope, token), None)
-        self._pending[(scope, token)] = (value, expires)
-        while len(self._pending) > MAX_PENDING:
-            del self._pending[next(iter(self._pending))]
+        with self._lock:
+            self._pending.pop((scope, token), None)
+            self._pending[(scope, token)] = (value, expires)
+            while len(self._pending) > MAX_PENDING:
+                del self._pending[next(iter(self._pending))]
 
     def close(self) -> None:
         """Nothing to do synchronously; ``aclose`` closes the connections."""
@@ -125,13 +129,27 @@ class RedisMappingStore:
         return self._master
 
     async def flush(self, now: float) -> None:
-        """Write every queued mapping (expiry = its TTL from now) in one round trip; when nothing is
-        queued and the last call failed, check the store is back (so a down store keeps failing closed)."""
-        if not self._pending:
+        """Write every queued mapping (expiry = its TTL from now) in one round trip, and wait for the
+        writes already in flight (another request may have taken this one's mappings with it): when
+        this returns, every mapping the caller queued is in Redis. Nothing queued or in flight and the
+        last call failed: check the store is back (so a down store keeps failing closed)."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if batch:
+            task = asyncio.ensure_future(self._write(batch, now))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        elif not self._inflight:
             if self.problem is not None:
                 await self._run("ping", self._client.ping())
             return
-        batch, self._pending = self._pending, {}
+        waiting = set(self._inflight)
+        await asyncio.wait(waiting)   # never cancels the others' writes
+        for write in waiting:
+            if write.exception() is not None:
+                raise StoreUnavailable(f"the mapping store {self.where} is unavailable (writing mappings)")
+
+    async def _write(self, batch: dict[tuple[str, str], tuple[str, float]], now: float) -> None:
         pipe = self._client.pipeline(transaction=False)
         if self._master is not None and self._aead is None:
             # The key lives in Redis: put it back if Redis lost it (restarted without persistence), so an
@@ -143,8 +161,9 @@ class RedisMappingStore:
         try:
             await self._run("writing mappings", pipe.execute())
         except StoreUnavailable:
-            for item, entry in batch.items():   # kept for the next flush, newer writes win
-                self._pending.setdefault(item, entry)
+            with self._lock:
+                for item, entry in batch.items():   # kept for the next flush, newer writes win
+                    self._pending.setdefault(item, entry)
             raise
 
     async def fetch(self, scope: str, tokens: list[str], now: float) -> dict[str, tuple[str, float]]:
