@@ -30,26 +30,38 @@ class RedisServer:
     """``redis-server`` on a free loopback port, with an append-only file so a restart keeps its data
     (as a production Redis would); ``stop``/``start`` simulate an outage."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: tuple[Path, Path, Path] | None = None,
+                 user: tuple[str, str] | None = None) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server is not installed")
         self.directory = directory
         self.password = password
+        self.tls = tls          # (ca, cert, key): TLS only, on ``port``
+        self.user = user        # an ACL user (name, password) besides the default one
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{self.user[0]}@" if self.user else ""
+        return f"{scheme}://{user}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ca, cert, key = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file",
+                     str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+        args = [str(self.binary), *ports, "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
                 "--logfile", str(self.directory / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.user:
+            args += ["--user", self.user[0], "on", f">{self.user[1]}", "~*", "&*", "+@all"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port)
 
@@ -62,7 +74,11 @@ class RedisServer:
     def client(self):  # type: ignore[no-untyped-def]
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        if self.user:
+            return redis.Redis(host="127.0.0.1", port=self.port, username=self.user[0], password=self.user[1],
+                               ssl=bool(self.tls), ssl_ca_certs=str(self.tls[0]) if self.tls else None)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, ssl=bool(self.tls),
+                           ssl_ca_certs=str(self.tls[0]) if self.tls else None)
 
 
 class HAProxy:

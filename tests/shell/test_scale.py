@@ -45,10 +45,10 @@ class Cluster:
     """Redis, N proxies with the same config and the same CA (each mints its own leaves), HAProxy."""
 
     def __init__(self, tmp, pki, upstream, instances: int = 2, balancer: bool = True, config: str = CONFIG,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, redis: RedisServer | None = None) -> None:
         self.tmp = tmp
-        (tmp / "redis").mkdir()
-        self.redis = RedisServer(tmp / "redis")
+        (tmp / "redis").mkdir(exist_ok=True)
+        self.redis = redis or RedisServer(tmp / "redis")
         shared = tmp / "ca"
         subprocess.run([sys.executable, "-m", "policyproxy", "ca", "init", "--ca-dir", str(shared)], check=True,
                        capture_output=True)
@@ -277,5 +277,37 @@ def test_values_are_encrypted_at_rest_with_a_mapping_key(tmp_path, pki, upstream
         values = [redis.get(k) for k in redis.scan_iter("policyproxy:m:*")]
         assert values and not any(EMAIL.encode() in v for v in values)
         assert all(0 < redis.ttl(k) <= 24 * 3600 for k in redis.scan_iter("policyproxy:m:*"))
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize("password, works", [("s3cret-acl-password", True), ("wrong-password-value", False)])
+def test_rediss_with_an_acl_user_a_private_ca_and_the_password_from_env(tmp_path, pki, upstream, password, works):
+    """TLS to Redis verified against ``mapping_store_ca_file``, ACL user in the URL, password from env;
+    a wrong password fails closed like an outage, and the password shows up nowhere."""
+    openai = pytest.importorskip("openai")
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", tls=pki, user=("ppuser", "s3cret-acl-password"))
+    config = CONFIG + f'mapping_store_password_env = "PP_REDIS_PW"\nmapping_store_ca_file = "{pki[0]}"\n'
+    cluster = Cluster(tmp_path, pki, upstream, instances=1, balancer=False, config=config,
+                      env={"PP_REDIS_PW": password}, redis=server)
+    proxy = cluster.proxies[0]
+    try:
+        assert server.url.startswith("rediss://ppuser@")
+        client = openai_client(proxy.url, cluster.bundle, upstream)
+        if works:
+            assert chat_turn(client, [{"role": "user", "content": f"hi {EMAIL}"}], True) == f"hi {EMAIL}"
+            assert list(server.client().scan_iter("policyproxy:m:*"))
+            assert _readyz(cluster.admin(0))[0] == 200
+        else:
+            with pytest.raises(openai.APIStatusError) as refused:
+                chat_turn(client, [{"role": "user", "content": f"hi {EMAIL}"}], False)
+            assert refused.value.status_code == 503
+            status, body = _readyz(cluster.admin(0))
+            assert status == 503 and "rediss://127.0.0.1" in json.dumps(body)
+            seen = json.dumps(body) + refused.value.response.text + proxy.logs() + "".join(proxy.output)
+            time.sleep(0.3)
+            seen += (proxy.home / "audit.jsonl").read_text()
+            assert password not in seen and "ppuser@" not in json.dumps(body)
     finally:
         cluster.close()
