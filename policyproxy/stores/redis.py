@@ -24,14 +24,10 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 TIMEOUT = 1.0                 # seconds for connecting and for each round trip
 MAX_PENDING = 100_000         # queued writes kept across failures (then the oldest are dropped)
@@ -65,6 +61,13 @@ class RedisMappingStore:
 
     def __init__(self, url: str, *, password: str | None = None, key: bytes | None = None,
                  ca_file: str | None = None, timeout: float = TIMEOUT) -> None:
+        # redis-py is imported only when a Redis store is configured: a proxy without one never loads it.
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
         options: dict[str, Any] = {}
         if url.startswith("rediss://") and ca_file:
             options["ssl_ca_certs"] = ca_file
@@ -110,7 +113,7 @@ class RedisMappingStore:
     async def _run(self, what: str, call: Any) -> Any:
         try:
             result = await asyncio.wait_for(call, self.timeout)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except self._errors as exc:
             self.problem = f"{self.where} {what}: {type(exc).__name__}"
             raise StoreUnavailable(f"the mapping store {self.where} is unavailable ({type(exc).__name__})") from None
         self.problem = None
