@@ -71,7 +71,11 @@ def open_store(spec: RedactionSpec | None) -> tuple[MappingStore | None, bytes |
     if store is None:
         return None, master
     if store.startswith(("redis://", "rediss://")):
-        return RedisMappingStore(store, password=password, key=key, ca_file=spec.mapping_store_ca_file), master
+        try:
+            return RedisMappingStore(store, password=password, key=key, ca_file=spec.mapping_store_ca_file), master
+        except ImportError as exc:   # a broken install: say what is missing, not a traceback
+            raise ConfigErrors([ConfigError(f"redaction.mapping_store: a Redis store needs redis-py ({exc})")]) \
+                from None
     return SqliteMappingStore(Path(store)), master
 
 
