@@ -82,6 +82,7 @@ class RedisMappingStore:
         self._lock = threading.Lock()   # large bodies are redacted on worker threads, which ``put``
         self._inflight: set[asyncio.Future[None]] = set()
         self.problem: str | None = None   # why the last call failed (None: the last call worked)
+        self._failed = False              # a write failed since the last one that worked
 
     # ---- MappingStore (synchronous, called by the vault) ----------------------------------------
     def master(self) -> bytes:
@@ -114,6 +115,7 @@ class RedisMappingStore:
         try:
             result = await asyncio.wait_for(call, self.timeout)
         except self._errors as exc:
+            self._failed = True
             self.problem = f"{self.where} {what}: {type(exc).__name__}"
             raise StoreUnavailable(f"the mapping store {self.where} is unavailable ({type(exc).__name__})") from None
         self.problem = None
@@ -154,16 +156,18 @@ class RedisMappingStore:
 
     async def _write(self, batch: dict[tuple[str, str], tuple[str, float]], now: float) -> None:
         pipe = self._client.pipeline(transaction=False)
-        if self._master is not None and self._aead is None:
-            # The key lives in Redis: put it back if Redis lost it (restarted without persistence), so an
-            # instance started afterwards adopts it instead of minting other placeholders.
+        if self._master is not None and self._aead is None and self._failed:
+            # The key lives in Redis: after an outage, put it back in case Redis lost it (restarted without
+            # persistence), so an instance started afterwards adopts it instead of minting other placeholders.
             pipe.set(MASTER_KEY, self._master, nx=True)
         for (scope, token), (value, expires) in batch.items():
             name = self.key(scope, token)
             pipe.set(name, self._seal(name, value), px=max(1, int((expires - now) * 1000)))
         try:
             await self._run("writing mappings", pipe.execute())
+            self._failed = False
         except StoreUnavailable:
+            self._failed = True
             with self._lock:
                 for item, entry in batch.items():   # kept for the next flush, newer writes win
                     self._pending.setdefault(item, entry)

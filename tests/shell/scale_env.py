@@ -28,7 +28,7 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 class RedisServer:
     """``redis-server`` on a free loopback port, with an append-only file so a restart keeps its data
-    (as a production Redis would); ``stop``/``start`` simulate an outage."""
+    (as a production Redis would; a SIGTERM shutdown syncs it); ``stop``/``start`` simulate an outage."""
 
     def __init__(self, directory: Path, password: str | None = None, tls: tuple[Path, Path, Path] | None = None,
                  user: tuple[str, str] | None = None) -> None:
@@ -56,7 +56,7 @@ class RedisServer:
             ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file",
                      str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
         args = [str(self.binary), *ports, "--bind", "127.0.0.1", "--dir", str(self.directory),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
                 "--logfile", str(self.directory / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
