@@ -29,6 +29,7 @@ class Reason(enum.Enum):
     INSPECTION_FAILED = "inspection_failed"
     SECRET_UNAVAILABLE = "secret_unavailable"          # an injected secret expired and was not refreshed
     TLS_HANDSHAKE_FAILED = "tls_handshake_failed"      # the client refused the interception (CA not trusted)
+    STORE_UNAVAILABLE = "store_unavailable"   # the shared mapping store (Redis) cannot be reached: fail closed
     ALLOWED = "allowed"
 
     @property
@@ -53,6 +54,7 @@ _PROXY_ERROR: dict[Reason, str | None] = {
     Reason.INSPECTION_FAILED: "blocked-by-policy",
     Reason.SECRET_UNAVAILABLE: "blocked-by-policy",
     Reason.TLS_HANDSHAKE_FAILED: "blocked-by-policy",
+    Reason.STORE_UNAVAILABLE: "blocked-by-policy",
 }
 
 

@@ -19,7 +19,8 @@ from policyproxy.safe_text import printable
 
 PHRASES = {200: "OK", 400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed",
            407: "Proxy Authentication Required", 408: "Request Timeout", 426: "Upgrade Required",
-           431: "Request Header Fields Too Large", 502: "Bad Gateway", 504: "Gateway Timeout"}
+           431: "Request Header Fields Too Large", 502: "Bad Gateway", 503: "Service Unavailable",
+           504: "Gateway Timeout"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ PROXY_ERROR: dict[Reason, str] = {
     Reason.INSPECTION_FAILED: "blocked-by-policy",
     Reason.SECRET_UNAVAILABLE: "blocked-by-policy",
     Reason.TLS_HANDSHAKE_FAILED: "blocked-by-policy",
+    Reason.STORE_UNAVAILABLE: "blocked-by-policy",
     Reason.HOOK_MATCHED: "blocked-by-policy",
     Reason.REDACTED: "blocked-by-policy",
     Reason.ALLOWED: "blocked-by-policy",
@@ -56,11 +58,11 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def block_status(reason: Reason) -> int:
-    """403 for a policy deny; 400 for ``pii_blocked``; 503 when an injected secret is unavailable
-    (the request was allowed: retrying once the secret is refreshed will work)."""
+    """403 for a policy deny; 400 for ``pii_blocked``; 503 when an injected secret or the shared
+    mapping store is unavailable (the request was allowed: a retry once it is back will work)."""
     if reason is Reason.PII_BLOCKED:
         return 400
-    return 503 if reason is Reason.SECRET_UNAVAILABLE else 403
+    return 503 if reason in (Reason.SECRET_UNAVAILABLE, Reason.STORE_UNAVAILABLE) else 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ def remedy(decision: Decision) -> Remedy | None:
     elif reason is Reason.SECRET_UNAVAILABLE:
         rule = f"hook {decision.hook!r}" if decision.hook else "hook"
         key = f"{profile}.mitm.actions (secret_file or secret_command of the hook's actions)"
+    elif reason is Reason.STORE_UNAVAILABLE:
+        rule, key = "the shared mapping store is unreachable (fail closed)", f"{profile}.redaction.mapping_store"
     elif reason is Reason.TLS_HANDSHAKE_FAILED:
         return Remedy("TLS interception", "(client trust) policyproxy ca export",
                       explain_line(decision), False)

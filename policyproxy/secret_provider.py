@@ -37,8 +37,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from policyproxy.config.schema import SecretRef, Settings
+from policyproxy.config.source import read_secret_file
 from policyproxy.errors import ConfigError, ConfigErrors, PolicyProxyError
 from policyproxy.policy.model import Secret
+from policyproxy.stores.secrets import resolve_store_secrets
 
 log = logging.getLogger("policyproxy")
 
@@ -216,6 +218,11 @@ class SecretProvider:
                 provider._values[ref] = provider._read(ref)
             except SecretFailure as exc:
                 problems.append(ConfigError(str(exc), file=where, line=line, key=key))
+        spec = settings.network.redaction
+        if spec is not None and spec.enabled:   # the mapping store's own secrets: checked here too
+            resolve_store_secrets(spec, provider._env, read_secret_file, lambda key, message: problems.append(
+                ConfigError(message, file=where, line=settings.line_of(f"permissions.{settings.profile}.network.{key}"),
+                            key=f"permissions.{settings.profile}.network.{key}")))
         if problems and not missing_ok:
             raise ConfigErrors(problems)
         return provider, problems

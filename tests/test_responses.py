@@ -24,7 +24,8 @@ def test_every_reason_has_an_explicit_proxy_error(reason):
 def test_block_answer_for_every_reason_and_protocol(reason, protocol):
     decision = Decision(Verdict.DENY, reason, Source.DEFAULT, "p", protocol, "a.test", 443, message="no")
     answer = responses.block_answer(decision)
-    assert answer.status == {Reason.PII_BLOCKED: 400, Reason.SECRET_UNAVAILABLE: 503}.get(reason, 403)
+    assert answer.status == {Reason.PII_BLOCKED: 400, Reason.SECRET_UNAVAILABLE: 503,
+                             Reason.STORE_UNAVAILABLE: 503}.get(reason, 403)
     assert ("x-proxy-error", responses.PROXY_ERROR[reason]) in answer.headers
     raw = responses.to_bytes(answer)
     assert raw.startswith(f"HTTP/1.1 {answer.status} ".encode())

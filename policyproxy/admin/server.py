@@ -223,6 +223,8 @@ async def readiness(state: AdminState) -> list[str]:
         await asyncio.to_thread(load, state.ca_dir)
     except CAError as exc:
         problems.append(f"ca: {exc}")
+    for check in state.checks:
+        problems += await check()
     return problems
 
 

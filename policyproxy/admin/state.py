@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ class AdminState:
     ca_dir: Path
     ca_sha256: str = ""     # fingerprint of the CA certificate clients must trust (public, not the key)
     listeners: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # More readiness checks (each returns the problems it sees; none = ready), e.g. the mapping store.
+    checks: list[Callable[[], Awaitable[list[str]]]] = field(default_factory=list)
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)

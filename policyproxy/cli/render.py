@@ -235,7 +235,12 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
             "phone_regions": list(red.phone_regions),
         }
         if red.mapping_store:
-            network["redaction"]["mapping_store"] = red.mapping_store
+            network["redaction"]["mapping_store"] = red.mapping_store   # never holds a password (config)
+        for name, ref in (("mapping_store_password", red.mapping_store_password), ("mapping_key", red.mapping_key)):
+            if ref is not None:   # the source only, never the value
+                network["redaction"][f"{name}_env" if ref.env_var else f"{name}_file"] = ref.env_var or ref.file
+        if red.mapping_store_ca_file:
+            network["redaction"]["mapping_store_ca_file"] = red.mapping_store_ca_file
         if red.ner_model:
             network["redaction"]["ner_model"] = red.ner_model
     doc: dict[str, Any] = {

@@ -45,13 +45,17 @@ _START_TIMEOUT = 20.0
 
 def withheld_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
     """Names to remove from CMD's environment: every ``secret_env_var`` of an inject action (profile and
-    requirements alike), the admin token's variable, and any other variable whose value is one of those
-    secrets or a ``secret_file``'s content (the same token under another name)."""
+    requirements alike), the admin token's variable, the mapping store's password and key variables, and
+    any other variable whose value is one of those secrets or a ``secret_file``'s content (the same token
+    under another name)."""
     names: set[str] = set()
     values: set[str] = set()
     refs = [inject.secret for action in settings.network.actions for inject in action.inject_request_headers]
     if settings.admin.token is not None:
         refs.append(settings.admin.token)
+    redaction = settings.network.redaction
+    if redaction is not None:   # the Redis password and the mapping key stay with the proxy
+        refs += [ref for ref in (redaction.mapping_store_password, redaction.mapping_key) if ref is not None]
     for ref in refs:
         if ref.env_var is not None:
             names.add(ref.env_var)

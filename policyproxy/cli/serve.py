@@ -123,6 +123,7 @@ def serve(args: argparse.Namespace) -> int:
         await app.start()
         # --- admin listener: /healthz, /readyz, /metrics, /api/*, the page; AdminState follows reloads ---
         admin_state.bound(app.addresses)
+        admin_state.checks.append(app.context.inspector.readiness)   # (scale) the shared mapping store
         try:
             admin = await start_admin(settings.admin, getattr(args, "admin_listen", None), admin_state)
         except BaseException:

@@ -10,6 +10,7 @@ import importlib.util
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import phonenumbers
 
@@ -58,7 +59,9 @@ INJECT_KEYS = frozenset({"name", "secret_env_var", "secret_file", "secret_comman
 REDACTION_KEYS = frozenset({"enabled", "endpoints", "default_action", "detectors", "patterns",
                             "max_body_bytes", "allow_values", "allow_patterns", "allow_sha256",
                             "mapping_ttl_seconds", "mapping_store", "responses", "explain_placeholders",
-                            "phone_regions", "ner_model", "websocket"})
+                            "phone_regions", "ner_model", "websocket", "mapping_store_password_env",
+                            "mapping_store_password_file", "mapping_store_ca_file", "mapping_key_env",
+                            "mapping_key_file"})
 PATTERN_KEYS = frozenset({"regex", "action"})
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -326,8 +329,17 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             r.error((*path, "allow_sha256", i), "must be a hex SHA-256 digest (64 hex digits)")
     store = r.get(table, "mapping_store", path, str, None)
-    if store is not None and not store.startswith("/"):
-        r.error((*path, "mapping_store"), f"must be an absolute path, got {store!r}")
+    problem = store_problem(store) if store is not None else None
+    if problem is not None:
+        r.error((*path, "mapping_store"), problem)
+    password = _secret_ref(r, table, path, "mapping_store_password")
+    if password is not None and not (store or "").startswith(("redis://", "rediss://")):
+        r.error((*path, "mapping_store_password_env" if password.env_var else "mapping_store_password_file"),
+                "is only used with a redis:// or rediss:// mapping_store")
+    ca_file = r.get(table, "mapping_store_ca_file", path, str, None)
+    if ca_file is not None and not (ca_file.startswith("/") and (store or "").startswith("rediss://")):
+        r.error((*path, "mapping_store_ca_file"), "must be an absolute path, with a rediss:// mapping_store")
+    mapping_key = _secret_ref(r, table, path, "mapping_key")
     ttl = r.get(table, "mapping_ttl_seconds", path, int, 24 * 3600)
     if ttl <= 0:
         r.error((*path, "mapping_ttl_seconds"), "must be a positive number of seconds")
@@ -351,6 +363,9 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
         allow_sha256=allow_sha256,
         mapping_ttl_seconds=ttl,
         mapping_store=store,
+        mapping_store_password=password,
+        mapping_store_ca_file=ca_file,
+        mapping_key=mapping_key,
         responses=r.choice(table, "responses", path, ResponseScanning, tuple(m.value for m in ResponseScanning),
                            ResponseScanning.AUDIT),
         explain_placeholders=r.get(table, "explain_placeholders", path, bool, False),
@@ -396,6 +411,51 @@ def _endpoints(r: Reader, table: Mapping[str, Any], path: KeyPath
             r.error(at, problem)
         endpoints.append(endpoint)
     return tuple(endpoints), tuple(apis)
+
+
+def _secret_ref(r: Reader, table: dict[str, Any], path: KeyPath, name: str) -> SecretRef | None:
+    """``<name>_env`` or ``<name>_file`` (at most one): where a store secret is read from at start."""
+    env_var = r.get(table, f"{name}_env", path, str, None)
+    file = r.get(table, f"{name}_file", path, str, None)
+    if env_var is not None and file is not None:
+        r.error((*path, f"{name}_file"), f"set only one of {name}_env and {name}_file")
+        return None
+    if env_var is not None and not _ENV_NAME.fullmatch(env_var):
+        r.error((*path, f"{name}_env"), f"{env_var!r} is not a valid environment variable name")
+        return None
+    if file is not None and not file.startswith("/"):
+        r.error((*path, f"{name}_file"), f"must be an absolute path, got {file!r}")
+        return None
+    return SecretRef(env_var, file) if env_var is not None or file is not None else None
+
+
+def store_problem(store: str) -> str | None:
+    """Why ``mapping_store`` is unusable, or None: an absolute SQLite path, or ``redis[s]://host[:port][/db]``
+    with at most a user name in it (a password in the URL would be printed by ``config show``)."""
+    if store.startswith("/"):
+        return None
+    if not store.startswith(("redis://", "rediss://")):
+        return f'must be an absolute path (SQLite) or a redis:// or rediss:// URL, got {store!r}'
+    parts = urlsplit(store)
+    if parts.password is not None:
+        return ("has a password in the URL; put it in mapping_store_password_env or mapping_store_password_file "
+                "(the URL is shown by check and config show)")
+    try:
+        parts.port   # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"has an invalid port: {shown_url(store)!r}"
+    if not parts.hostname:
+        return 'needs a host, like "redis://redis:6379/0"'
+    if parts.query or parts.fragment:
+        return "takes no query or fragment: use the mapping_store_* keys for options"
+    if parts.path not in ("", "/") and not (parts.path[1:].isdigit() and parts.path[1:].isascii()):
+        return f"database must be a number (like /0), got {parts.path!r}"
+    return None
+
+
+def shown_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
 
 def endpoint_problem(endpoint: str) -> str | None:

@@ -141,7 +141,10 @@ class RedactionSpec:
     allow_patterns: tuple[str, ...] = ()     # regexes a whole value may fullmatch to be left alone
     allow_sha256: tuple[str, ...] = ()       # hex SHA-256 of values left alone (no plaintext in config)
     mapping_ttl_seconds: int = 24 * 3600     # how long a placeholder stays restorable after last use
-    mapping_store: str | None = None         # absolute path of a SQLite file (0600) that keeps mappings
+    mapping_store: str | None = None         # absolute path of a SQLite file (0600), or redis:// / rediss:// URL
+    mapping_store_password: SecretRef | None = None   # the Redis password (ACL user in the URL): env or file
+    mapping_store_ca_file: str | None = None          # CA bundle for rediss:// (else the system roots)
+    mapping_key: SecretRef | None = None     # placeholder key from outside the store; also encrypts Redis values
     responses: ResponseScanning = ResponseScanning.AUDIT
     explain_placeholders: bool = False       # add a system note: placeholders are opaque, echo them verbatim
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS   # libphonenumber regions for national forms; () = off

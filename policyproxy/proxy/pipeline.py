@@ -48,6 +48,7 @@ from policyproxy.redaction.placeholders import Vault
 from policyproxy.redaction.restore import ResponseScan
 from policyproxy.redaction.wsmessages import ClientMessages, MessageRefused, ServerMessages
 from policyproxy.secret_provider import SecretUnavailable
+from policyproxy.stores.redis import StoreUnavailable
 
 
 def refuse(decision: Decision, reason: Reason, source: Source, message: str) -> Decision:
@@ -94,7 +95,11 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
         if decision.allowed and decision.redaction is not None:
             outcome.genai = GenAI.describe(decision.redaction.api, decision.host, decision.path or routed.path)
             if snap.redactor is not None:
-                vault = ctx.inspector.vault(conn.identity, conn.client)
+                try:
+                    vault = await ctx.inspector.open_vault(conn.identity, conn.client)
+                except StoreUnavailable as exc:
+                    decision = Inspector.store_down(decision, exc)
+                    return _answer(outcome, responses.block_answer(decision))
                 decision = screen_query(snap.redactor, decision, routed.query)
                 if decision.allowed and request.body_exists:
                     inspection = await ctx.inspector.inspect(snap.settings, snap.redactor, decision, request, vault)
@@ -210,7 +215,8 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
     async with upstream:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
         observe = outcome.genai.observe if outcome.genai is not None else None
-        restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe, url.path)
+        restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe, url.path,
+                                                                  ctx.inspector.fetcher(vault))
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
         for name, value in response_headers(raw):
@@ -234,7 +240,7 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
         if not no_body:
             try:
                 async for chunk in upstream.content.iter_any():
-                    out = restore.feed(chunk) if restore is not None else chunk
+                    out = await restore.afeed(chunk) if restore is not None else chunk
                     if out:
                         await response.write(out)
                 if restore is not None:

@@ -121,7 +121,7 @@ class ProxyServer:
             transport.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        self.context.inspector.close()
+        await self.context.inspector.aclose()
         await self.upstream.close()
         self.context.leaves.close()
 

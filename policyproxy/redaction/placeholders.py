@@ -4,7 +4,10 @@ The id is an HMAC of the value under a key of the scope (one client identity), s
 the same placeholder on every turn of a conversation (provider prompt caching keeps working and no
 placeholder is ever renumbered), and a placeholder from one scope means nothing in another. The vault
 keeps placeholder -> value for restoring, with a TTL and a size cap; persistence is behind the
-``MappingStore`` protocol (the SQLite store lives on the I/O side, ``policyproxy.stores.sqlite``).
+``MappingStore`` protocol (the stores live on the I/O side: ``policyproxy.stores.sqlite`` writes at
+once; ``policyproxy.stores.redis`` queues ``put`` and the shell flushes the queue in one round trip).
+A vault never awaits: placeholders it does not hold (minted by another instance) are named by
+``missing`` so the shell can fetch them and hand them over with ``learn`` before restoring.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hmac
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,8 +44,15 @@ def _could_become_placeholder(tail: str) -> bool:
     return _PARTIAL.fullmatch(tail) is not None and len(tail) < MAX_LENGTH
 
 
+class Lookup(Protocol):
+    """What restoring needs: the value of a placeholder, or None when it is not known."""
+
+    def value(self, token: str, now: float | None = None) -> str | None: ...
+
+
 class MappingStore(Protocol):
-    """Where mappings persist across restarts (``policyproxy.stores.sqlite`` is the I/O side)."""
+    """Where mappings persist (``policyproxy.stores``). ``put`` must not block on the network: a remote
+    store queues it and the shell flushes."""
 
     def master(self) -> bytes: ...
     def load(self, scope: str) -> dict[str, tuple[str, float]]: ...
@@ -129,6 +139,24 @@ class Vault:
                 self.touch(token, value, now)
                 return token
         raise RuntimeError("placeholder collision")  # pragma: no cover - 64 bits of HMAC
+
+    def learn(self, token: str, value: str, expires: float) -> None:
+        """Hold a mapping another instance minted (fetched from the shared store): restorable here
+        until ``expires``, never written back (it is already in the store)."""
+        self.entries.pop(token, None)
+        self.entries[token] = (value, expires)
+        if len(self.entries) > self.max_entries:
+            del self.entries[next(iter(self.entries))]
+
+    def missing(self, tokens: Iterable[str], now: float | None = None) -> list[str]:
+        """The placeholders among ``tokens`` this vault cannot restore (unknown or expired here)."""
+        now = self.clock() if now is None else now
+        out = []
+        for token in tokens:
+            held = self.entries.get(token)
+            if held is None or held[1] < now:
+                out.append(token)
+        return out
 
     def value(self, token: str, now: float | None = None) -> str | None:
         held = self.entries.get(token)

@@ -8,6 +8,11 @@ begin one, so a literal ``[`` or ``<`` in code is never held longer than until t
 releases it restored, exactly once: when its block or choice ends, at ``[DONE]``, at the end of the
 stream, or when the upstream fails mid-stream (``close``). Values that land inside JSON text (tool-call arguments) are
 JSON-escaped. Unknown placeholders are left as they are.
+
+With a shared store the vault may not hold a placeholder another instance minted. The restorer never
+awaits; instead the shell asks first: ``placeholders_in`` (a whole body) or ``StreamRestorer.wanted``
+(a dry run of the events a chunk completes) names what would be looked up, the shell fetches what the
+vault is ``missing`` in one round trip, then feeds.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from typing import Any
 
 from policyproxy.redaction import jsontext
 from policyproxy.redaction.detectors import Span
-from policyproxy.redaction.placeholders import PLACEHOLDER, Vault, placeholder_prefix_at_end
+from policyproxy.redaction.placeholders import PLACEHOLDER, Lookup, placeholder_prefix_at_end
 from policyproxy.redaction.sse import Event, EventReader
 
 
-def restore_text(text: str, vault: Vault, *, json_escape: bool = False) -> str:
+def restore_text(text: str, vault: Lookup, *, json_escape: bool = False) -> str:
     if "[[" not in text:
         return text
 
@@ -73,7 +78,7 @@ class ResponseScan:
         return "".join(out)
 
 
-def restore_json(node: Any, vault: Vault, scan: ResponseScan | None = None, count: bool = True) -> Any:
+def restore_json(node: Any, vault: Lookup, scan: ResponseScan | None = None, count: bool = True) -> Any:
     """Every string of a response restored, object keys included (they are masked too); function-call
     arguments (JSON text) with escaping. ``scan`` looks at the model's strings first."""
     if isinstance(node, dict):
@@ -112,7 +117,28 @@ def _json_lines(text: str) -> list[tuple[str, Any, str]] | None:
 Observer = Callable[[Any], None]   # sees each parsed JSON document of an answer (GenAI usage)
 
 
-def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None,
+def placeholders_in(data: bytes) -> set[str]:
+    """Every placeholder written whole in ``data`` (in JSON strings they are never escaped)."""
+    if b"]]" not in data:
+        return set()
+    return {match.group(0) for match in PLACEHOLDER.finditer(data.decode("utf-8", "replace"))}
+
+
+class _Recorder:
+    """A lookup that notes which placeholders the vault does not hold (a dry run's vault)."""
+
+    def __init__(self, vault: Lookup) -> None:
+        self.vault = vault
+        self.misses: set[str] = set()
+
+    def value(self, token: str, now: float | None = None) -> str | None:
+        found = self.vault.value(token, now)
+        if found is None:
+            self.misses.add(token)
+        return found
+
+
+def restore_body(data: bytes, vault: Lookup, scan: ResponseScan | None = None,
                  observe: Observer | None = None) -> bytes:
     """A whole response body restored: as JSON when it parses (values escaped where they land),
     else as text; a body too deep to walk is restored as text too (never an exception)."""
@@ -136,7 +162,7 @@ def restore_body(data: bytes, vault: Vault, scan: ResponseScan | None = None,
     return restore_text(scan.text(text) if scan is not None else text, vault).encode("utf-8")
 
 
-def _restore_chunks(chunks: list[Any], vault: Vault, scan: ResponseScan | None) -> list[Any]:
+def _restore_chunks(chunks: list[Any], vault: Lookup, scan: ResponseScan | None) -> list[Any]:
     """A Gemini ``streamGenerateContent`` JSON array: its elements are one delta stream (a placeholder
     may be split across two of them), restored as the SSE form is."""
     stream = StreamRestorer(vault, scan)
@@ -168,7 +194,7 @@ MASK_HOLD_PEM = 16 * 1024   # ... but a private key block is held whole up to th
 class StreamRestorer:
     """Feed SSE bytes from the upstream, get SSE bytes for the client."""
 
-    vault: Vault
+    vault: Lookup
     scan: ResponseScan | None = None
     reader: EventReader = field(default_factory=EventReader)
     held: dict[tuple[Any, ...], _Held] = field(default_factory=dict)
@@ -176,7 +202,35 @@ class StreamRestorer:
     observe: Observer | None = None
 
     def feed(self, data: bytes) -> bytes:
-        return b"".join(e.encode() for event in self.reader.feed(data) for e in self._event(event))
+        return self.release_events(self.receive(data))
+
+    def receive(self, data: bytes) -> list[Event]:
+        """The events ``data`` completes (step one of ``feed``; nothing is restored yet)."""
+        return self.reader.feed(data)
+
+    def release_events(self, events: list[Event]) -> bytes:
+        """Restore ``events`` (step two of ``feed``)."""
+        return b"".join(e.encode() for event in events for e in self._event(event))
+
+    def wanted(self, events: list[Event]) -> set[str]:
+        """The placeholders releasing ``events`` would look up and the vault does not hold: a dry run
+        on a copy of the held state, with response scanning off (so text it would hold back for
+        scanning counts at once: a superset, which is harmless to fetch). Skipped when no placeholder
+        can end in them."""
+        if not any(e.data is not None and "]" in e.data for e in events) and \
+                not any("]]" in held.pending for held in self.held.values()):
+            return set()   # a placeholder only completes with a "]"
+        held, seen, scan, vault, observe = self.held, self.seen, self.scan, self.vault, self.observe
+        recorder = _Recorder(vault)
+        # A dry run: nothing it sees is counted (usage, response findings) or kept.
+        self.held, self.scan, self.vault, self.seen, self.observe = dict(held), None, recorder, {}, None
+        try:
+            for event in events:
+                self._event(event)
+            self._flush(lambda key: True)
+        finally:
+            self.held, self.seen, self.scan, self.vault, self.observe = held, seen, scan, vault, observe
+        return recorder.misses
 
     def close(self) -> bytes:
         out = b"".join(e.encode() for e in self._flush(lambda key: True))
@@ -353,6 +407,8 @@ class StreamRestorer:
             delta, pending = self.scan.text(pending[:cut], json_text=json_escape), pending[cut:]
         elif self.scan is not None:
             self._audit(key, delta, final)
+        elif held is not None and held.pending:   # a dry run (``wanted``): text held for scanning counts
+            delta = held.pending + delta
         text = (held.text if held else "") + delta
         keep = 0 if final else placeholder_prefix_at_end(text)
         if keep or pending:
@@ -367,6 +423,8 @@ class StreamRestorer:
             text = held.text
             if held.pending and self.scan is not None:
                 text += self.scan.text(held.pending, json_text=held.json_escape)
+            elif held.pending:   # a dry run (``wanted``)
+                text += held.pending
             out.append(held.make(restore_text(text, self.vault, json_escape=held.json_escape)))
         for key in [k for k in self.seen if which(k)]:
             self._audit(key, "", final=True)
@@ -456,7 +514,7 @@ class ArrayStreamRestorer:
     across elements held back), and sent on; the array is re-serialised compactly. An answer that is
     not an array is read whole and restored as a JSON body."""
 
-    def __init__(self, vault: Vault, scan: ResponseScan | None = None, observe: Observer | None = None) -> None:
+    def __init__(self, vault: Lookup, scan: ResponseScan | None = None, observe: Observer | None = None) -> None:
         self.vault, self.scan, self.observe = vault, scan, observe
         self.stream = StreamRestorer(vault, scan)
         self.state = "start"          # start | array | after (the array ended) | whole (not an array)
