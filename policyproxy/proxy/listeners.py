@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hmac
+from typing import cast
 
 from policyproxy import responses
 from policyproxy.proxy import socks5_codec as socks
@@ -34,8 +35,8 @@ class _Entry(asyncio.Protocol):
         self.counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence a cast, not a check).
+        self.transport = transport = cast(asyncio.Transport, transport)
         if not self.ctx.heads.enter():
             transport.abort()   # too many connections still sending a head
             return
