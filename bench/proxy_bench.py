@@ -1,7 +1,7 @@
 """policyproxy on the wire, side by side in one run: direct HTTPS, policyproxy tunnel, policyproxy
 interception, and mitmproxy's mitmdump intercepting (the Python peer), all on loopback.
 
-Run: python bench/proxy_bench.py [--mitmdump PATH] [--seconds 3]
+Run: python bench/proxy_bench.py [--mitmdump PATH] [--seconds 3] [--loop asyncio|uvloop]
 Needs hey and curl; mitmdump is optional (pip install mitmproxy in any venv, pass its path).
 Proxies are pinned to CPU 0, the upstream and the load tools to CPU 1 (when there are 2+ CPUs).
 """
@@ -70,19 +70,31 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """user+sys CPU of ``pid`` so far (from /proc): the proxy's cost, steadier than wall-clock on a busy box."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def hey(url: str, proxy: str | None, concurrency: int, seconds: float, env: dict[str, str],
-        keepalive: bool = True) -> dict[str, float]:
+        keepalive: bool = True, pid: int | None = None) -> dict[str, float]:
     args = [*pinned(1), "hey", "-z", f"{seconds}s", "-c", str(concurrency)]
     if proxy:
         args += ["-x", proxy]
     if not keepalive:
         args.append("-disable-keepalive")
+    before = cpu_seconds(pid)
     out = subprocess.run([*args, url], capture_output=True, text=True, env=env, timeout=seconds + 60).stdout
+    spent = cpu_seconds(pid) - before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"\[200\]\s+(\d+) responses", out).group(1))  # type: ignore[union-attr]
     p50 = float(re.search(r"50% in ([\d.]+) secs", out).group(1))  # type: ignore[union-attr]
     p99 = float(re.search(r"99% in ([\d.]+) secs", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Error distribution:(.*)", out, re.S)
-    return {"rps": rps, "p50": p50 * 1000, "p99": p99 * 1000, "errors": 1.0 if errors else 0.0}
+    return {"rps": rps, "p50": p50 * 1000, "p99": p99 * 1000, "errors": 1.0 if errors else 0.0,
+            "cpu_us": spent / max(total, 1) * 1e6}
 
 
 def curl_metric(url: str, proxy: str | None, cafile: Path, metric: str, extra: list[str] | None = None) -> float:
@@ -126,6 +138,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--idle-only", action="store_true", help="skip the load runs")
+    parser.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                        help="policyproxy's event loop (serve --loop)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="policyproxy-bench-"))
     ca, cert, key = make_test_pki(work, ("localhost", "tunnel.test", "intercept.test"))
@@ -143,7 +157,7 @@ def main() -> None:
             [*pinned(0), sys.executable, "-m", "policyproxy", "serve", "--config", str(work / "bench.toml"),
              "--listen", f"127.0.0.1:{pp_port}", "--socks-listen", f"127.0.0.1:{free_port()}",
              "--upstream-ca", str(ca), "--resolve", f"tunnel.test:{port}:127.0.0.1",
-             "--resolve", f"intercept.test:{port}:127.0.0.1"],
+             "--resolve", f"intercept.test:{port}:127.0.0.1", "--loop", args.loop, "--admin-listen", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
         procs.append(proxy)
         wait_port(pp_port)
@@ -156,6 +170,7 @@ def main() -> None:
             "policyproxy tunnel": (f"http://127.0.0.1:{pp_port}", f"https://tunnel.test:{port}"),
             "policyproxy intercept": (f"http://127.0.0.1:{pp_port}", f"https://intercept.test:{port}"),
         }
+        pids: dict[str, int | None] = {"policyproxy tunnel": proxy.pid, "policyproxy intercept": proxy.pid}
         mitm_pid = None
         if args.mitmdump:
             mitm_port = free_port()
@@ -168,6 +183,7 @@ def main() -> None:
             parts.append((confdir / "mitmproxy-ca-cert.pem").read_text())
             peers["mitmdump intercept"] = (f"http://127.0.0.1:{mitm_port}", f"https://localhost:{port}")
             mitm_pid = mitm.pid
+            pids["mitmdump intercept"] = mitm_pid
         bundle.write_text("\n".join(parts))
         hey_env = {**os.environ, "SSL_CERT_FILE": str(bundle)}
         rows = {}
@@ -176,8 +192,9 @@ def main() -> None:
                 break
             row: dict[str, float] = {}
             for c in (1, 10):
-                result = hey(f"{base}/small", via, c, args.seconds, hey_env)
+                result = hey(f"{base}/small", via, c, args.seconds, hey_env, pid=pids.get(name))
                 row[f"rps c={c}"] = result["rps"]
+                row[f"CPU us/req c={c}"] = result["cpu_us"]
                 row[f"p50 c={c}"] = result["p50"]
                 row[f"p99 c={c}"] = result["p99"]
             row["new conn rps"] = hey(f"{base}/small", via, 10, args.seconds, hey_env, keepalive=False)["rps"]

@@ -76,7 +76,7 @@ def ca_dir(args: argparse.Namespace) -> Path:
 
 def serve(args: argparse.Namespace) -> int:
     from policyproxy.proxy.options import ProxyOptions
-    from policyproxy.proxy.server import ProxyServer, tune_process
+    from policyproxy.proxy.server import ProxyServer, run_loop, tune_process
 
     settings = load_settings(args.config, args.requirements, args.profile)
     policy = compile_policy(settings)
@@ -161,7 +161,7 @@ def serve(args: argparse.Namespace) -> int:
                                     "network.policy.profile": app.settings.profile})
         sink.close(timeout=3.0)
 
-    asyncio.run(main())
+    run_loop(main(), getattr(args, "loop", "auto"))
     return 0
 
 

@@ -15,6 +15,7 @@ import logging
 import resource
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from policyproxy import responses
 from policyproxy.proxy import socks5_codec as socks
@@ -157,8 +158,8 @@ class _Entry(asyncio.Protocol):
         self.counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence a cast, not a check).
+        self.transport = transport = cast(asyncio.Transport, transport)
         if not self.ctx.heads.enter():
             transport.abort()   # too many connections still sending a head
             return

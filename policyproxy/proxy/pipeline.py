@@ -217,24 +217,28 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
         observe = outcome.genai.observe if outcome.genai is not None else None
         restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe, url.path,
                                                                   ctx.inspector.fetcher(vault))
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
-        for name, value in response_headers(raw):
-            if restore is not None and name.lower() == "content-encoding":
-                continue   # decoded to be restored
-            response.headers.add(name, value)
+        head = response_headers(raw)
+        if restore is not None:
+            head = [(k, v) for k, v in head if k.lower() != "content-encoding"]   # decoded to be restored
+        outcome.status = upstream.status
+        whole: bytes | None = None
+        if restore is not None and restore.whole:
+            whole = await restore.read_whole(upstream)
+        elif restore is None and not no_body and upstream.content.is_eof():
+            whole = await upstream.read()   # a small answer came whole with its head (does not wait)
+        if whole is not None:
+            # Head and body in one write (one TLS record, one send) instead of two; Content-Length is
+            # the body's.
+            answer = web.Response(status=upstream.status, reason=upstream.reason, headers=head, body=whole)
+            await answer.prepare(request)
+            outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
+            await answer.write_eof()
+            return answer
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=head)
         length = upstream.headers.get("Content-Length")
         if restore is None and length is not None and length.isdigit() and not no_body:
             response.content_length = int(length)
-        outcome.status = upstream.status
-        if restore is not None and restore.whole:
-            whole = await restore.read_whole(upstream)
-            response.content_length = len(whole)
-            await response.prepare(request)
-            outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
-            await response.write(whole)
-            await response.write_eof()
-            return response
         await response.prepare(request)
         outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
         if not no_body:

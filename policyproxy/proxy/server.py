@@ -10,6 +10,8 @@ import asyncio
 import asyncio.sslproto
 import itertools
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from policyproxy.config.schema import Settings
 from policyproxy.policy.decide import Policy
@@ -42,6 +44,21 @@ def tune_process() -> None:
     # No public setting for the TLS read buffer of asyncio's SSL transports: the class attribute is it.
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # type: ignore[attr-defined,unused-ignore]
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+
+def run_loop(main: Coroutine[Any, Any, None], choice: str = "auto") -> None:
+    """Run ``main`` on uvloop when chosen or (``auto``) installed, else on asyncio's loop. uvloop's
+    transports and TLS are in C: about a fifth fewer instructions per intercepted request."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise RuntimeError("--loop uvloop: uvloop is not installed (pip install 'policyproxy[fast]')") from None
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def snapshot(settings: Settings, policy: Policy, secrets: SecretProvider) -> Snapshot:
