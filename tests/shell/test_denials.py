@@ -134,7 +134,10 @@ def test_a_client_that_does_not_trust_the_ca_gets_an_event_and_a_hint(proxy, ups
         time.sleep(0.05)
     assert "does not trust the policyproxy CA" in proxy.logs()
     assert "policyproxy ca export" in proxy.logs()
-    events = [json.loads(line) for line in (proxy.home / "audit.jsonl").read_text().splitlines()]
-    failed = [e for e in events if e.get("network.policy.reason") == "tls_handshake_failed"]   # lifecycle events have none
+    failed: list = []
+    while not failed and time.monotonic() < deadline + 5:   # the audit writer batches (up to 50 ms)
+        events = [json.loads(line) for line in (proxy.home / "audit.jsonl").read_text().splitlines()]
+        failed = [e for e in events if e.get("network.policy.reason") == "tls_handshake_failed"]   # lifecycle: none
+        time.sleep(0.05)
     assert failed and failed[-1]["server.address"] == "api.github.com"
     assert failed[-1]["network.policy.decision"] == "deny"
