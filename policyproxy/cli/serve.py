@@ -26,7 +26,7 @@ from policyproxy.safe_text import install_console
 from policyproxy.secret_provider import SecretProvider
 from policyproxy.telemetry.audit import AuditFile
 from policyproxy.telemetry.event import RELOAD_EVENT, START_EVENT, STOP_EVENT, lifecycle_attributes, reload_attributes
-from policyproxy.telemetry.otel import OtelError, build_emitter, describe_destination
+from policyproxy.telemetry.otel import OtelError, build_emitter, collector_readiness, describe_destination
 from policyproxy.telemetry.sink import TelemetrySink
 from policyproxy.tls.ca_store import CAError, load, load_or_create, trust_bundle
 
@@ -124,6 +124,9 @@ def serve(args: argparse.Namespace) -> int:
         # --- admin listener: /healthz, /readyz, /metrics, /api/*, the page; AdminState follows reloads ---
         admin_state.bound(app.addresses)
         admin_state.checks.append(app.context.inspector.readiness)   # (scale) the shared mapping store
+        collector = collector_readiness(settings.otel)
+        if collector is not None:
+            admin_state.checks.append(collector)   # the OTLP collector accepts connections
         try:
             admin = await start_admin(settings.admin, getattr(args, "admin_listen", None), admin_state)
         except BaseException:

@@ -8,9 +8,10 @@ environment's attempts to turn it off.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 from policyproxy import __version__
@@ -124,3 +125,34 @@ def build_emitter(spec: OtelSpec, profile: str, env: Mapping[str, str] | None = 
                                         max_export_batch_size=min(1024, queue_size), export_timeout_millis=5000)
     provider.add_log_record_processor(processor)
     return OtelEmitter(provider, processor, queue_size, counting)
+
+
+def collector_readiness(spec: OtelSpec, env: Mapping[str, str] | None = None
+                        ) -> Callable[[], Awaitable[list[str]]] | None:
+    """A ``/readyz`` check: the OTLP collector events go to accepts a TCP connection (1 s bound).
+    None when events go nowhere. The exporter itself never blocks proxying; this tells an operator
+    (or an orchestrator) that events are being dropped before the SIEM notices the silence."""
+    env = os.environ if env is None else env
+    exporter, endpoint = exporter_choice(spec, env)
+    if exporter == "none":
+        return None
+    default_port = 4317 if exporter == "otlp-grpc" else 4318
+    text = endpoint or env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") \
+        or f"http://localhost:{default_port}"
+    parts = urlsplit(text if "//" in text else "//" + text)
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else default_port)
+    except ValueError:
+        port = default_port
+
+    async def check() -> list[str]:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        except (OSError, asyncio.TimeoutError) as exc:
+            return [f"otel: the collector at {host}:{port} is unreachable ({type(exc).__name__}); "
+                    "events are kept in the audit log and counted as failed exports"]
+        writer.close()
+        return []
+
+    return check

@@ -198,3 +198,22 @@ def test_the_default_admin_port_in_use_is_a_warning_not_a_failure(start_proxy):
         assert "admin listener off: 127.0.0.1:9090 is in use" in proxy.logs()
     finally:
         holder.close()
+
+
+def test_readyz_names_an_unreachable_otlp_collector_and_recovers_when_it_listens(start_proxy):
+    import socket
+
+    with socket.socket() as probe:   # a free port with nothing listening yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = start_proxy(CONFIG, env={"ADMIN_TEST_SECRET": SECRET, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                                     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, extra=ADMIN)
+    url = admin_url(proxy)
+    status, _, body = get(url + "readyz")
+    assert status == 503 and any(r.startswith(f"otel: the collector at 127.0.0.1:{port} is unreachable")
+                                 for r in body["reasons"]), body
+    assert get(url + "healthz")[0] == 200
+    with socket.socket() as collector:
+        collector.bind(("127.0.0.1", port))
+        collector.listen()
+        assert get(url + "readyz")[::2] == (200, {"status": "ready"})
