@@ -75,9 +75,7 @@ class Restore:
         return self.stream.feed(tail) + self.stream.close()
 
     async def read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
-        data = self._decode(await upstream.read())
-        if self.inflater is not None:
-            data += self.inflater.flush()
+        data = self._decoded_whole(await upstream.read())
         if self.fetch is not None:
             wanted = placeholders_in(data)
             if wanted:
@@ -86,10 +84,11 @@ class Restore:
 
     def whole_body(self, raw: bytes) -> bytes:
         """A whole (maybe compressed) body, decoded and restored (no store round trip)."""
+        return restore_body(self._decoded_whole(raw), self.vault, self.scan, self.observe)
+
+    def _decoded_whole(self, raw: bytes) -> bytes:
         data = self._decode(raw)
-        if self.inflater is not None:
-            data += self.inflater.flush()
-        return restore_body(data, self.vault, self.scan, self.observe)
+        return data + self.inflater.flush() if self.inflater is not None else data
 
 
 def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | None) -> ResponseScan | None:

@@ -10,9 +10,9 @@ HTTP and SSE at once). An uninspected channel to an LLM API is never opened.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import aiohttp
 from aiohttp import web
@@ -54,7 +54,13 @@ async def _pump(source: AnySocket, sink: AnySocket) -> None:
 
 async def relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[bool]) -> None:
     """Both directions until either side closes; then both are closed."""
-    tasks = [asyncio.ensure_future(_pump(client, upstream)), asyncio.ensure_future(_pump(upstream, client))]
+    await _both_ways(client, upstream, _pump(client, upstream), _pump(upstream, client))
+
+
+async def _both_ways(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[bool],
+                     *directions: Coroutine[Any, Any, None]) -> None:
+    """Run the directions until either ends; then cancel the other and close both sides."""
+    tasks = [asyncio.ensure_future(direction) for direction in directions]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -118,12 +124,4 @@ async def _server_side(upstream: aiohttp.ClientWebSocketResponse[bool], client: 
 async def relay_inspected(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[bool],
                           channel: Channel) -> None:
     """``relay`` with every client message redacted and every server message restored."""
-    tasks = [asyncio.ensure_future(_client_side(client, upstream, channel)),
-             asyncio.ensure_future(_server_side(upstream, client, channel))]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await upstream.close()
-        await client.close()
+    await _both_ways(client, upstream, _client_side(client, upstream, channel), _server_side(upstream, client, channel))
