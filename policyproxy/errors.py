@@ -8,8 +8,9 @@
         ├── UpstreamUnreachable    no connection (refused, no address, upstream proxy said no)
         ├── UpstreamTLSError       TLS with the upstream failed (certificate verification included)
         ├── UpstreamTimeout        connect or answer not in time (504)
-        └── UpstreamAnswered       a WebSocket upgrade answered with something other than 101
-                                   (a redirect among them): relayed to the client as it came
+        ├── UpstreamAnswered       a WebSocket upgrade answered with something other than 101
+        │                          (a redirect among them): relayed to the client as it came
+        └── UpstreamBroken         the answer's body broke off after its head was relayed
 
 Messages never contain a secret's value: only the env var name or the file path it came from.
 """
@@ -113,3 +114,8 @@ class UpstreamAnswered(UpstreamError):
         self.status = status
         self.headers = headers
         self.body = body
+
+
+class UpstreamBroken(UpstreamError):
+    """The upstream's body broke off (reset, truncated, timed out) after its head reached the client:
+    too late for an answer of the proxy's own, so the client's connection (or stream) is ended."""

@@ -8,19 +8,17 @@ once. Bodies stream both ways (``iter_any`` into ``StreamResponse.write``, which
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import time
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from policyproxy import responses
 from policyproxy.config.schema import WebSocketRedaction
-from policyproxy.errors import UpstreamAnswered, UpstreamError
+from policyproxy.errors import UpstreamAnswered, UpstreamBroken, UpstreamError
 from policyproxy.policy.decide import Policy
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy.connection import Connection
@@ -212,21 +210,23 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
     except UpstreamError as exc:
         return _answer(outcome, responses.text_answer(exc.status, exc.message))
     answered = time.perf_counter()
-    async with upstream:
+    try:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
         observe = outcome.genai.observe if outcome.genai is not None else None
         restore = None if vault is None or no_body else restorer(upstream, vault, scan, observe, url.path,
                                                                   ctx.inspector.fetcher(vault))
-        raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers)
-        head = response_headers(raw)
+        head = response_headers(upstream.header_items())
         if restore is not None:
             head = [(k, v) for k, v in head if k.lower() != "content-encoding"]   # decoded to be restored
         outcome.status = upstream.status
         whole: bytes | None = None
-        if restore is not None and restore.whole:
-            whole = await restore.read_whole(upstream)
-        elif restore is None and not no_body and upstream.content.is_eof():
-            whole = await upstream.read()   # a small answer came whole with its head (does not wait)
+        try:
+            if restore is not None and restore.whole:
+                whole = await restore.read_whole(upstream)
+            elif restore is None and not no_body and upstream.body_complete():
+                whole = await upstream.read()   # a small answer came whole with its head (does not wait)
+        except UpstreamBroken as exc:
+            return _answer(outcome, responses.text_answer(exc.status, exc.message))
         if whole is not None:
             # Head and body in one write (one TLS record, one send) instead of two; Content-Length is
             # the body's.
@@ -243,7 +243,7 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
         outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
         if not no_body:
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.chunks():
                     out = await restore.afeed(chunk) if restore is not None else chunk
                     if out:
                         await response.write(out)
@@ -251,7 +251,7 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
                     tail = restore.close()
                     if tail:
                         await response.write(tail)
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError):
+            except UpstreamBroken:
                 # The upstream broke mid-body: release what the restorer held back (restored), then end
                 # the client's connection so it sees a truncation.
                 if restore is not None and request.transport is not None and not request.transport.is_closing():
@@ -263,3 +263,5 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
                 return response
         await response.write_eof()
         return response
+    finally:
+        upstream.release()

@@ -7,8 +7,6 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-import aiohttp
-
 from policyproxy.config.schema import ResponseScanning, Settings
 from policyproxy.redaction.engine import Redactor
 from policyproxy.redaction.placeholders import Vault
@@ -74,7 +72,7 @@ class Restore:
         tail = self.inflater.flush() if self.inflater is not None else b""
         return self.stream.feed(tail) + self.stream.close()
 
-    async def read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
+    async def read_whole(self, upstream: _Whole) -> bytes:
         data = self._decoded_whole(await upstream.read())
         if self.fetch is not None:
             wanted = placeholders_in(data)
@@ -97,6 +95,10 @@ def response_scan(settings: Settings, redactor: Redactor | None, vault: Vault | 
     if vault is None or redactor is None or spec is None or spec.responses is ResponseScanning.OFF:
         return None
     return ResponseScan(redactor.find, mask=spec.responses is ResponseScanning.MASK)
+
+
+class _Whole(Protocol):
+    async def read(self) -> bytes: ...
 
 
 class _Headed(Protocol):

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import ssl
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -21,7 +21,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from policyproxy.errors import UpstreamAnswered, UpstreamError, UpstreamTimeout, UpstreamTLSError, UpstreamUnreachable
+from policyproxy.errors import (
+    UpstreamAnswered,
+    UpstreamBroken,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamTLSError,
+    UpstreamUnreachable,
+)
 from policyproxy.grammar.hosts import IPAddress
 from policyproxy.proxy.options import ProxyOptions
 from policyproxy.proxy.pipe import PipeSide
@@ -97,11 +104,82 @@ def translate(exc: BaseException, host: str, port: int) -> UpstreamError:
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError)
 
 
+class UpstreamResponse(Protocol):
+    """An upstream's answer, its head read and its body still to come, whatever client fetched it
+    (HTTP/1.1 or HTTP/2). Body errors are ``UpstreamBroken``; ``release`` gives the connection back
+    (or closes it when the body was not read to its end)."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]   # case-insensitive lookups (Content-Type, Content-Encoding, ...)
+
+    def header_items(self) -> list[tuple[str, str]]:
+        """The head as received: order and repeated names kept."""
+        ...
+
+    def body_complete(self) -> bool:
+        """The whole body is already here (``read`` will not wait)."""
+        ...
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
+        ...
+
+    def trailers(self) -> list[tuple[str, str]]:
+        """Trailer fields, once the body was read to its end (HTTP/2 and chunked HTTP/1.1)."""
+        ...
+
+    def release(self) -> None: ...
+
+
+class _AiohttpResponse:
+    """``UpstreamResponse`` over aiohttp's client response."""
+
+    __slots__ = ("_response", "headers", "reason", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.reason = response.reason or ""
+        self.headers: Mapping[str, str] = response.headers
+
+    def header_items(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._response.raw_headers]
+
+    def body_complete(self) -> bool:
+        return self._response.content.is_eof()
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except _BODY_FAILURES as exc:
+            raise UpstreamBroken(f"the answer's body broke off: {type(exc).__name__}") from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except _BODY_FAILURES as exc:
+            raise UpstreamBroken(f"the answer's body broke off: {type(exc).__name__}") from None
+
+    def trailers(self) -> list[tuple[str, str]]:
+        return []   # aiohttp's client drops trailers
+
+    def release(self) -> None:
+        self._response.release()
+
+
+_BODY_FAILURES = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError,
+                  asyncio.TimeoutError, OSError)
+
+
 class UpstreamSeam(Protocol):
     """What the pipeline and the opening need of the way out; tests pass plain recording objects."""
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
-                   proxy: str | None) -> aiohttp.ClientResponse: ...
+                   proxy: str | None) -> UpstreamResponse: ...
 
     async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
                          proxy: str | None, compress: int = 0) -> aiohttp.ClientWebSocketResponse[bool]: ...
@@ -140,13 +218,13 @@ class Upstream:
             await self.session.close()
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
-                   proxy: str | None) -> aiohttp.ClientResponse:
+                   proxy: str | None) -> UpstreamResponse:
         """The upstream's answer head (its body still to read); redirects come back as they are."""
         assert self.session is not None
         try:
-            return await self.session.request(
+            return _AiohttpResponse(await self.session.request(
                 method, url, headers=headers, data=data, allow_redirects=False, skip_auto_headers=SKIP_AUTO,
-                ssl=self.tls if url.scheme == "https" else False, proxy=proxy)
+                ssl=self.tls if url.scheme == "https" else False, proxy=proxy))
         except _FAILURES as exc:
             raise translate(exc, url.host or "", url.port or 0) from None
 
