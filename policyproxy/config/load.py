@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from policyproxy.config.admin import parse_admin
-from policyproxy.config.network import CODEX_ONLY_KEYS, parse_network
+from policyproxy.config.network import CODEX_ONLY_KEYS, api_entry, parse_network
 from policyproxy.config.otel import parse_otel
 from policyproxy.config.reader import Reader
 from policyproxy.config.requirements import DEFAULT_REQUIREMENTS_PATH, apply_requirements, parse_requirements
-from policyproxy.config.schema import API_SHAPES, DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpec, Settings
+from policyproxy.config.schema import DEFAULT_GATEWAY_ROUTES, AuditSpec, OtelSpec, Settings
 from policyproxy.config.source import KeyPath, TomlSource, format_key, load_toml
 from policyproxy.errors import ConfigError, ConfigErrors, RequirementViolation
 from policyproxy.grammar.hosts import url_host
@@ -259,15 +259,10 @@ def _parse_gateway(r: Reader, raw: object) -> tuple[tuple[tuple[str, str], ...],
             r.error(at, "must be a lower-case route name of letters, digits, '_' or '-'")
             continue
         if isinstance(url, dict):
-            entry = r.table(url, at, {"url", "api"})
-            api = r.get(entry, "api", at, str, None)
-            url = r.get(entry, "url", at, str, None)
-            if url is None:
-                r.error(at, 'needs url = "https://host/base"')
+            entry = api_entry(r, url, at, "url", '"https://host/base"')
+            if entry is None:
                 continue
-            if api is not None and api not in API_SHAPES:
-                r.error((*at, "api"), f"must be one of {', '.join(API_SHAPES)}, got {api!r}")
-                continue
+            url, api = entry
             if api is not None:
                 clash = next((other for other, a in apis.items() if routes.get(other) == url.rstrip("/") and a != api),
                              None)

@@ -376,6 +376,23 @@ def parse_redaction(r: Reader, raw: object, path: KeyPath) -> RedactionSpec:
     )
 
 
+def api_entry(r: Reader, item: Mapping[str, Any], at: KeyPath, key: str, example: str
+              ) -> tuple[str, str | None] | None:
+    """``{ <key> = "...", api = "<shape>" }`` (an endpoint or a gateway route naming the API shape it
+    speaks): the value and the valid shape (None when absent or wrong, the error recorded), or None
+    when the value itself is missing."""
+    entry = r.table(item, at, {key, "api"})
+    value = r.get(entry, key, at, str, None)
+    api = r.get(entry, "api", at, str, None)
+    if value is None:
+        r.error(at, f"needs {key} = {example}")
+        return None
+    if api is not None and api not in API_SHAPES:
+        r.error((*at, "api"), f"must be one of {', '.join(API_SHAPES)}, got {api!r}")
+        api = None
+    return value, api
+
+
 def _endpoints(r: Reader, table: Mapping[str, Any], path: KeyPath
                ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """``endpoints``: each a ``"host/path-prefix"`` string, or ``{ endpoint = "...", api = "openai" }``
@@ -391,15 +408,11 @@ def _endpoints(r: Reader, table: Mapping[str, Any], path: KeyPath
     for i, item in enumerate(raw):
         at = (*path, "endpoints", i)
         if isinstance(item, dict):
-            entry = r.table(item, at, {"endpoint", "api"})
-            endpoint = r.get(entry, "endpoint", at, str, None)
-            api = r.get(entry, "api", at, str, None)
-            if endpoint is None:
-                r.error(at, 'needs endpoint = "host/path-prefix"')
+            entry = api_entry(r, item, at, "endpoint", '"host/path-prefix"')
+            if entry is None:
                 continue
-            if api is not None and api not in API_SHAPES:
-                r.error((*at, "api"), f"must be one of {', '.join(API_SHAPES)}, got {api!r}")
-            elif api is not None:
+            endpoint, api = entry
+            if api is not None:
                 apis.append((endpoint, api))
         elif isinstance(item, str):
             endpoint = item
