@@ -5,6 +5,9 @@ Responses, streamed (SSE, in chunks of ``x-test-chunk`` characters, so placehold
 points) or not. ``x-test-minimal: 1`` drops every optional field from stream events (no ``object``,
 ``id``, ``index``, ``finish_reason``, ``item_id``, and no ``[DONE]``), as many compatible servers do.
 ``x-test-emit: TEXT`` makes the "model" append a space and TEXT of its own (something the client never sent).
+``x-test-shape: codex`` answers Responses the way the Codex CLI needs (each output item framed by
+``response.output_item.added``/``.done`` and its content part by ``response.content_part.added``/``.done``)
+with the text only and no tool call (Codex would run a tool it does not know and ask again).
 """
 
 from __future__ import annotations
@@ -121,36 +124,50 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
 
 
 async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    full, events = responses_events(body, _last_user_text(body, request), size)
+    codex = request.headers.get("x-test-shape") == "codex"
+    full, events = responses_events(body, _last_user_text(body, request), size, framed=codex, tool=not codex)
     if not body.get("stream"):
         return web.json_response(full)
     return await _sse(request, events)
 
 
-def responses_events(body: dict[str, Any], text: str, size: int) -> tuple[dict[str, Any],
-                                                                        list[tuple[str | None, dict[str, Any]]]]:
-    """The whole Responses object and the events that stream it (SSE and the WebSocket transport alike)."""
+def responses_events(body: dict[str, Any], text: str, size: int, *, framed: bool = False,
+                     tool: bool = True) -> tuple[dict[str, Any], list[tuple[str | None, dict[str, Any]]]]:
+    """The whole Responses object and the events that stream it (SSE and the WebSocket transport alike).
+    ``framed`` adds the item and content-part events around the deltas; ``tool`` adds the echo call."""
     arguments = json.dumps({"echo": text})
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-               "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    part = {"type": "output_text", "text": text, "annotations": []}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed", "content": [part]}
     call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "echo", "arguments": arguments,
             "status": "completed"}
     full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
-            "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "usage": {"input_tokens": 13, "output_tokens": 21, "total_tokens": 34}}
+            "output": [message, call] if tool else [message], "parallel_tool_calls": True, "tool_choice": "auto",
+            "tools": [], "usage": {"input_tokens": 13, "output_tokens": 21, "total_tokens": 34}}
     events: list[tuple[str | None, dict[str, Any]]] = [
         ("response.created", {"type": "response.created", "response": {**full, "status": "in_progress", "output": []}})]
+    if framed:
+        events += [("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                                   "item": {**message, "status": "in_progress", "content": []}}),
+                   ("response.content_part.added", {"type": "response.content_part.added", "item_id": "msg_1",
+                                                    "output_index": 0, "content_index": 0,
+                                                    "part": {**part, "text": ""}})]
     events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
-                                               "output_index": 0, "content_index": 0, "delta": part})
-               for part in _chunks(text, size)]
+                                               "output_index": 0, "content_index": 0, "delta": piece})
+               for piece in _chunks(text, size)]
     events.append(("response.output_text.done", {"type": "response.output_text.done", "item_id": "msg_1",
                                                   "output_index": 0, "content_index": 0, "text": text}))
-    events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
-                                                           "item_id": "fc_1", "output_index": 1, "delta": part})
-               for part in _chunks(arguments, size)]
-    events.append(("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
-                                                             "item_id": "fc_1", "output_index": 1,
-                                                             "arguments": arguments}))
+    if framed:
+        events += [("response.content_part.done", {"type": "response.content_part.done", "item_id": "msg_1",
+                                                   "output_index": 0, "content_index": 0, "part": part}),
+                   ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0,
+                                                  "item": message})]
+    if tool:
+        events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                                                               "item_id": "fc_1", "output_index": 1, "delta": piece})
+                   for piece in _chunks(arguments, size)]
+        events.append(("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                                                                 "item_id": "fc_1", "output_index": 1,
+                                                                 "arguments": arguments}))
     events.append(("response.completed", {"type": "response.completed", "response": full}))
     return full, events
 
@@ -173,7 +190,14 @@ async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) 
         body = json.loads(message.data)
         if body.get("type") != "response.create":
             continue
-        _, events = responses_events(body, _user_text(body), size)
+        if body.get("generate") is False:   # Codex's prewarm: the request is cached, nothing is generated
+            empty = {"id": "resp_0", "object": "response", "created_at": 1, "model": body["model"], "output": [],
+                     "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
+            await socket.send_str(json.dumps({"type": "response.created", "response": {**empty, "status": "in_progress"}}))
+            await socket.send_str(json.dumps({"type": "response.completed", "response": {**empty, "status": "completed"}}))
+            continue
+        codex = request.headers.get("x-test-shape") == "codex"
+        _, events = responses_events(body, _user_text(body), size, framed=codex, tool=not codex)
         for _, payload in events:
             await socket.send_str(json.dumps(payload))
     return socket
