@@ -1,0 +1,249 @@
+"""The real Codex CLI (``@openai/codex`` from tests/node) through policyproxy, against a local fake.
+
+``codex exec`` runs with an isolated ``CODEX_HOME``, no login (a custom provider with ``env_key``),
+``HTTPS_PROXY`` and ``CODEX_CA_CERTIFICATE`` pointing at the proxy, sandbox read-only, approvals never,
+no retries. The fake upstream (tests/shell/fake_llm.py, ``x-test-shape: codex``) speaks the Responses
+API the way Codex reads it, over SSE and over Codex's WebSocket transport, and echoes the last user
+text: the fake must see placeholders only, Codex must print the original values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.shell.test_llm_providers import audit, lines
+from tests.shell.upstream import NAMES
+
+CODEX = Path(__file__).resolve().parents[1] / "node" / "node_modules" / ".bin" / "codex"
+PLANTED = {"email": "dana.kowalski@acme-corp.io", "aws": "AKIAZ7PQ3LXRN4TW2KJD"}
+PROMPT = "Mail {email} the key {aws} today.".format(**PLANTED)
+TIMEOUT = 90
+
+
+def _codex_version() -> str | None:
+    """``codex --version``, or None when the CLI or its platform binary is missing (unsupported arch)."""
+    if not CODEX.exists():
+        return None
+    try:
+        result = subprocess.run([str(CODEX), "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+pytestmark = pytest.mark.skipif(_codex_version() is None,
+                                reason="the Codex CLI is not installed or has no binary for this platform "
+                                       "(npm install --prefix tests/node)")
+
+
+def codex_config(port: int, *, websockets: bool, chunk: int = 3) -> str:
+    """A ``$CODEX_HOME/config.toml`` for a custom Responses provider at the fake (what the README shows)."""
+    return f"""
+model = "gpt-5-codex"
+model_provider = "fake"
+analytics.enabled = false        # no ab.chatgpt.com
+features.plugins = false         # no github.com / chatgpt.com plugin listing
+
+[model_providers.fake]
+name = "fake"
+base_url = "https://api.openai.com:{port}/v1"
+env_key = "FAKE_OPENAI_KEY"
+wire_api = "responses"
+supports_websockets = {str(websockets).lower()}
+request_max_retries = 0
+stream_max_retries = 0
+stream_idle_timeout_ms = 20000
+http_headers = {{ "x-test-shape" = "codex", "x-test-chunk" = "{chunk}" }}
+"""
+
+
+def proxy_config(extra: str = "") -> str:
+    return f"""
+[permissions.codex.network.domains]
+"api.openai.com" = "allow"
+[permissions.codex.network.redaction]
+{extra}
+"""
+
+
+def codex_env(home: Path, proxy_url: str | None, bundle: Path | None) -> dict[str, str]:
+    """Only what Codex needs: no inherited proxy, CA or OpenAI variables from the test runner."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home / ".codex"),
+           "FAKE_OPENAI_KEY": "sk-fake-codex-key", "LANG": "C.UTF-8"}
+    if proxy_url is not None:
+        env.update(HTTPS_PROXY=proxy_url, HTTP_PROXY=proxy_url)
+    if bundle is not None:
+        env["CODEX_CA_CERTIFICATE"] = str(bundle)
+    return env
+
+
+def prepare(tmp_path: Path, port: int, websockets: bool) -> tuple[Path, Path]:
+    home = tmp_path / "home"
+    (home / ".codex").mkdir(parents=True)
+    (home / ".codex" / "config.toml").write_text(codex_config(port, websockets=websockets))
+    work = tmp_path / "work"
+    work.mkdir()
+    return home, work
+
+
+def exec_args(work: Path, last: Path, prompt: str) -> list[str]:
+    return [str(CODEX), "exec", "--skip-git-repo-check", "--ephemeral", "--sandbox", "read-only",
+            "--color", "never", "--cd", str(work), "--output-last-message", str(last), prompt]
+
+
+def run_codex(tmp_path: Path, proxy, port: int, *, websockets: bool,
+              prompt: str = PROMPT) -> tuple[subprocess.CompletedProcess[str], str]:
+    home, work = prepare(tmp_path, port, websockets)
+    last = tmp_path / "last.txt"
+    result = subprocess.run(exec_args(work, last, prompt), env=codex_env(home, proxy.url, proxy.bundle), cwd=work,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
+    return result, last.read_text() if last.exists() else ""
+
+
+def received(upstream, since: int) -> list[dict]:
+    return upstream.requests[since:]
+
+
+@pytest.fixture(scope="module")
+def proxy(start_proxy):
+    return start_proxy(proxy_config())
+
+
+def assert_one_redacted_exchange(records: list[dict], method: str, status: int) -> dict:
+    """Exactly the CONNECT to the fake and one intercepted decision, nothing else (no other host)."""
+    assert [(r["server.address"], r["network.transport.protocol"], r.get("url.path")) for r in records] == [
+        ("api.openai.com", "https_connect", None), ("api.openai.com", "https_mitm", "/v1/responses")], records
+    record = records[1]
+    assert record["http.request.method"] == method and record["http.response.status_code"] == status
+    assert record["network.policy.decision"] == "allow" and record["network.policy.reason"] == "redacted"
+    # the email and the key, once each; no false positive in Codex's 40 KB of instructions and tools
+    assert record["redaction.count"] == 2 and record["redaction.detectors"] == {"email": 1, "aws_access_key": 1}
+    assert record["gen_ai.provider.name"] == "openai" and record["gen_ai.request.model"] == "gpt-5-codex"
+    assert record["gen_ai.usage.output_tokens"] == 21
+    for value in PLANTED.values():
+        assert value not in json.dumps(records)
+    return record
+
+
+def test_sse_prompt_redacted_upstream_and_restored_in_codex_output(proxy, upstream, tmp_path):
+    before, since = lines(proxy), len(upstream.requests)
+    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=False)
+    assert result.returncode == 0, result.stderr
+    assert last.strip() == PROMPT   # --output-last-message: every placeholder restored
+    assert result.stdout.strip() == PROMPT
+    seen = received(upstream, since)
+    assert [(r["method"], r["path"]) for r in seen] == [("POST", "/v1/responses")]
+    body = json.loads(seen[0]["body"])
+    assert body["stream"] is True and body["model"] == "gpt-5-codex"
+    user = body["input"][-1]["content"][0]["text"]
+    assert user.startswith("Mail [[EMAIL_") and "the key [[AWS_ACCESS_KEY_" in user
+    for value in PLANTED.values():
+        assert value not in seen[0]["body"]
+    assert "250-30000 ms" in seen[0]["body"]   # Codex's own tool description goes out as written
+    assert_one_redacted_exchange(audit(proxy, before), "POST", 200)
+
+
+def test_websocket_transport_redacted_and_restored(proxy, upstream, tmp_path):
+    before, since = lines(proxy), len(upstream.requests)
+    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=True)
+    assert result.returncode == 0, result.stderr
+    assert last.strip() == PROMPT and result.stdout.strip() == PROMPT
+    seen = received(upstream, since)
+    # the upgrade, then Codex's prewarm (generate: false) and the turn, as messages: no HTTP fallback
+    assert [(r["method"], r["path"]) for r in seen] == [("GET", "/v1/responses"), ("WS", "/v1/responses"),
+                                                         ("WS", "/v1/responses")]
+    handshake = {k.lower(): v for k, v in seen[0]["headers"]}
+    assert handshake["openai-beta"].startswith("responses_websockets=")
+    assert "permessage-deflate" in handshake.get("sec-websocket-extensions", "")   # offered on, as Codex asked
+    prewarm, turn = (json.loads(r["body"]) for r in seen[1:])
+    assert prewarm["type"] == turn["type"] == "response.create" and prewarm.get("generate") is False
+    user = turn["input"][-1]["content"][0]["text"]
+    assert user.startswith("Mail [[EMAIL_") and "the key [[AWS_ACCESS_KEY_" in user
+    for message in seen[1:]:
+        for value in PLANTED.values():
+            assert value not in message["body"]
+    record = assert_one_redacted_exchange(audit(proxy, before), "GET", 101)
+    assert record["gen_ai.usage.input_tokens"] == 13   # the prewarm's zero and the turn's 13
+
+
+@pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
+def test_a_hook_denying_the_endpoint_reaches_codex_as_an_error(start_proxy, upstream, tmp_path, websockets):
+    """Hooks on api.openai.com allow only model listing: the turn is denied (403) before the fake."""
+    proxy = start_proxy(proxy_config() + """
+[permissions.codex.network.mitm.hooks.models_only]
+host = "api.openai.com"
+methods = ["GET"]
+path_prefixes = ["/v1/models"]
+action = ["no_cookies"]
+[permissions.codex.network.mitm.actions.no_cookies]
+strip_request_headers = ["cookie"]
+""")
+    before, since = lines(proxy), len(upstream.requests)
+    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=websockets)
+    assert result.returncode != 0
+    # Codex prints the proxy's answer: the status and the rule that decided
+    assert "unexpected status 403 Forbidden: policyproxy: POST /v1/responses on api.openai.com matches no hook" \
+        in result.stderr
+    assert PLANTED["email"] not in last
+    assert received(upstream, since) == []   # the fake saw nothing, not even a handshake
+    records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
+    methods = [r["http.request.method"] for r in records]
+    # over WebSocket: the upgrade is denied, Codex falls back to HTTP, which is denied too
+    assert methods[-1] == "POST" and set(methods[:-1]) == ({"GET"} if websockets else set()), methods
+    assert all(r["network.policy.decision"] == "deny" and r["network.policy.reason"] == "mitm_hook_denied"
+               and r["http.response.status_code"] == 403 for r in records)
+    for value in PLANTED.values():
+        assert value not in json.dumps(records)
+
+
+def test_policyproxy_run_gives_codex_the_proxy_and_keeps_the_real_key(upstream, pki, tmp_path):
+    """``policyproxy run -- codex exec``: run exports HTTPS_PROXY and CODEX_CA_CERTIFICATE; the proxy
+    injects the real provider key, which ``run`` withholds from Codex (it only has a stand-in)."""
+    config = tmp_path / "policy.toml"
+    config.write_text(proxy_config() + """
+[permissions.codex.network.mitm.hooks.responses]
+host = "api.openai.com"
+methods = ["POST", "GET"]
+path_prefixes = ["/v1/responses"]
+action = ["key"]
+[permissions.codex.network.mitm.actions.key]
+strip_request_headers = ["authorization"]
+[[permissions.codex.network.mitm.actions.key.inject_request_headers]]
+name = "authorization"
+secret_env_var = "REAL_OPENAI_KEY"
+prefix = "Bearer "
+""")
+    proxy_home = tmp_path / "proxy"
+    proxy_home.mkdir()
+    home, work = prepare(tmp_path, upstream.tls_port, websockets=False)
+    last = tmp_path / "last.txt"
+    env = {**codex_env(home, None, None), "POLICYPROXY_HOME": str(proxy_home),
+           "REAL_OPENAI_KEY": "sk-real-kept-by-the-proxy-0123456789"}
+    pins = [arg for name in NAMES if name == "api.openai.com"
+            for arg in ("--resolve", f"{name}:{upstream.tls_port}:127.0.0.1")]
+    since = len(upstream.requests)
+    result = subprocess.run([sys.executable, "-m", "policyproxy", "run", "--config", str(config),
+                             "--listen", "127.0.0.1:0", "--socks-listen", "127.0.0.1:0",
+                             "--upstream-ca", str(pki[0]), *pins, "--", *exec_args(work, last, PROMPT)],
+                            env=env, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "withheld from the command (the proxy injects them): REAL_OPENAI_KEY" in result.stderr
+    assert last.read_text().strip() == PROMPT and result.stdout.strip() == PROMPT
+    seen = received(upstream, since)
+    assert [(r["method"], r["path"]) for r in seen] == [("POST", "/v1/responses")]
+    headers = {k.lower(): v for k, v in seen[0]["headers"]}
+    assert headers["authorization"] == "Bearer sk-real-kept-by-the-proxy-0123456789"
+    for value in PLANTED.values():
+        assert value not in seen[0]["body"]
+    records = [json.loads(line) for line in (proxy_home / "audit.jsonl").read_text().splitlines()]
+    decided = [r for r in records if r.get("url.path") == "/v1/responses"]
+    assert len(decided) == 1 and decided[0]["redaction.count"] == 2
+    assert decided[0]["headers.injected"] == ["authorization"]
+    assert "sk-real-kept" not in json.dumps(records)
