@@ -8,6 +8,8 @@ points) or not. ``x-test-minimal: 1`` drops every optional field from stream eve
 ``x-test-shape: codex`` answers Responses the way the Codex CLI needs (each output item framed by
 ``response.output_item.added``/``.done`` and its content part by ``response.content_part.added``/``.done``)
 with the text only and no tool call (Codex would run a tool it does not know and ask again).
+``x-test-codex-tool: exec_command`` makes that "model" first ask Codex to run ``echo '<the user text>'``
+and then answer with the tool's output as Codex sent it back.
 """
 
 from __future__ import annotations
@@ -124,8 +126,10 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
 
 
 async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    codex = request.headers.get("x-test-shape") == "codex"
-    full, events = responses_events(body, _last_user_text(body, request), size, framed=codex, tool=not codex)
+    if request.headers.get("x-test-shape") == "codex":
+        full, events = codex_events(body, request.headers.get("x-test-codex-tool"), size)
+    else:
+        full, events = responses_events(body, _last_user_text(body, request), size)
     if not body.get("stream"):
         return web.json_response(full)
     return await _sse(request, events)
@@ -172,6 +176,37 @@ def responses_events(body: dict[str, Any], text: str, size: int, *, framed: bool
     return full, events
 
 
+def codex_events(body: dict[str, Any], tool: str | None,
+                 size: int) -> tuple[dict[str, Any], list[tuple[str | None, dict[str, Any]]]]:
+    """A Codex turn: the user text echoed in a framed message, or with ``tool`` (``exec_command``) a call
+    to run ``echo '<user text>'`` first; a tool output that comes back is echoed as the message."""
+    last = body["input"][-1]
+    if last.get("type") == "function_call_output":
+        output = last.get("output")
+        text = output if isinstance(output, str) else "".join(p.get("text", "") for p in output or [])
+        return responses_events(body, text, size, framed=True, tool=False)
+    text = _user_text(body)
+    if tool is None:
+        return responses_events(body, text, size, framed=True, tool=False)
+    arguments = json.dumps({"cmd": f"echo '{text}'"})
+    call = {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1", "name": tool,
+            "arguments": arguments}
+    full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
+            "output": [call], "usage": {"input_tokens": 13, "output_tokens": 8, "total_tokens": 21}}
+    events: list[tuple[str | None, dict[str, Any]]] = [
+        ("response.created", {"type": "response.created", "response": {**full, "status": "in_progress", "output": []}}),
+        ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                        "item": {**call, "status": "in_progress", "arguments": ""}})]
+    events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                                                           "item_id": "fc_1", "output_index": 0, "delta": piece})
+               for piece in _chunks(arguments, size)]
+    events += [("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                                                          "item_id": "fc_1", "output_index": 0, "arguments": arguments}),
+               ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": call}),
+               ("response.completed", {"type": "response.completed", "response": full})]
+    return full, events
+
+
 async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) -> web.WebSocketResponse:
     """Codex's WebSocket Responses transport: each ``response.create`` message is answered with the
     same events the SSE stream carries, one per message (text split in ``x-test-chunk`` pieces).
@@ -196,8 +231,10 @@ async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) 
             await socket.send_str(json.dumps({"type": "response.created", "response": {**empty, "status": "in_progress"}}))
             await socket.send_str(json.dumps({"type": "response.completed", "response": {**empty, "status": "completed"}}))
             continue
-        codex = request.headers.get("x-test-shape") == "codex"
-        _, events = responses_events(body, _user_text(body), size, framed=codex, tool=not codex)
+        if request.headers.get("x-test-shape") == "codex":
+            _, events = codex_events(body, request.headers.get("x-test-codex-tool"), size)
+        else:
+            _, events = responses_events(body, _user_text(body), size)
         for _, payload in events:
             await socket.send_str(json.dumps(payload))
     return socket

@@ -42,8 +42,9 @@ pytestmark = pytest.mark.skipif(_codex_version() is None,
                                        "(npm install --prefix tests/node)")
 
 
-def codex_config(port: int, *, websockets: bool, chunk: int = 3) -> str:
+def codex_config(port: int, *, websockets: bool, chunk: int = 3, tool: str | None = None) -> str:
     """A ``$CODEX_HOME/config.toml`` for a custom Responses provider at the fake (what the README shows)."""
+    tool_header = f', "x-test-codex-tool" = "{tool}"' if tool else ""
     return f"""
 model = "gpt-5-codex"
 model_provider = "fake"
@@ -59,7 +60,7 @@ supports_websockets = {str(websockets).lower()}
 request_max_retries = 0
 stream_max_retries = 0
 stream_idle_timeout_ms = 20000
-http_headers = {{ "x-test-shape" = "codex", "x-test-chunk" = "{chunk}" }}
+http_headers = {{ "x-test-shape" = "codex", "x-test-chunk" = "{chunk}"{tool_header} }}
 """
 
 
@@ -83,10 +84,10 @@ def codex_env(home: Path, proxy_url: str | None, bundle: Path | None) -> dict[st
     return env
 
 
-def prepare(tmp_path: Path, port: int, websockets: bool) -> tuple[Path, Path]:
+def prepare(tmp_path: Path, port: int, websockets: bool, tool: str | None = None) -> tuple[Path, Path]:
     home = tmp_path / "home"
     (home / ".codex").mkdir(parents=True)
-    (home / ".codex" / "config.toml").write_text(codex_config(port, websockets=websockets))
+    (home / ".codex" / "config.toml").write_text(codex_config(port, websockets=websockets, tool=tool))
     work = tmp_path / "work"
     work.mkdir()
     return home, work
@@ -97,9 +98,9 @@ def exec_args(work: Path, last: Path, prompt: str) -> list[str]:
             "--color", "never", "--cd", str(work), "--output-last-message", str(last), prompt]
 
 
-def run_codex(tmp_path: Path, proxy, port: int, *, websockets: bool,
-              prompt: str = PROMPT) -> tuple[subprocess.CompletedProcess[str], str]:
-    home, work = prepare(tmp_path, port, websockets)
+def run_codex(tmp_path: Path, proxy, port: int, *, websockets: bool, prompt: str = PROMPT,
+              tool: str | None = None) -> tuple[subprocess.CompletedProcess[str], str]:
+    home, work = prepare(tmp_path, port, websockets, tool)
     last = tmp_path / "last.txt"
     result = subprocess.run(exec_args(work, last, prompt), env=codex_env(home, proxy.url, proxy.bundle), cwd=work,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
@@ -170,6 +171,40 @@ def test_websocket_transport_redacted_and_restored(proxy, upstream, tmp_path):
             assert value not in message["body"]
     record = assert_one_redacted_exchange(audit(proxy, before), "GET", 101)
     assert record["gen_ai.usage.input_tokens"] == 13   # the prewarm's zero and the turn's 13
+
+
+@pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
+def test_tool_call_restored_for_codex_and_its_output_redacted_going_back(proxy, upstream, tmp_path, websockets):
+    """The "model" asks Codex to run ``echo '<the user text, with placeholders>'``: Codex runs it with the
+    values restored (its sandbox, read-only), and sends the output back, where it is redacted again with
+    the same placeholders; the final answer (the echoed output) is restored for the user."""
+    before, since = lines(proxy), len(upstream.requests)
+    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=websockets, tool="exec_command")
+    assert result.returncode == 0, result.stderr
+    assert f"echo 'Mail {PLANTED['email']} the key" in result.stderr   # the command Codex ran, restored
+    assert last.rstrip().endswith(f"Output:\n{PROMPT}")   # the tool's output, as the final answer
+    messages = [json.loads(r["body"]) for r in received(upstream, since) if r["method"] in ("POST", "WS")]
+    turns = [m for m in messages if m.get("generate") is not False]
+    assert len(turns) == 2
+    user = turns[0]["input"][-1]["content"][0]["text"]
+    assert user.startswith("Mail [[EMAIL_") and "[[AWS_ACCESS_KEY_" in user
+    output = turns[1]["input"][-1]
+    assert output["type"] == "function_call_output" and output["call_id"] == "call_1"
+    assert output["output"].rstrip().endswith(f"Output:\n{user}")   # the very placeholders the prompt got
+    calls = [i for i in turns[1]["input"] if i.get("type") == "function_call"]
+    if websockets:   # only what is new after previous_response_id goes over the channel
+        assert calls == [] and turns[1]["previous_response_id"] == "resp_1"
+    else:            # the whole history, the restored call redacted again the same way
+        assert json.loads(calls[0]["arguments"])["cmd"] == f"echo '{user}'"
+    for message in messages:
+        for value in PLANTED.values():
+            assert value not in json.dumps(message)
+    records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
+    assert len(records) == (1 if websockets else 2)
+    assert all(r["network.policy.reason"] == "redacted" for r in records)
+    assert sum(r["redaction.count"] for r in records) >= 4
+    for value in PLANTED.values():
+        assert value not in json.dumps(records)
 
 
 @pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
