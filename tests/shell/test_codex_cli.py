@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.skipif(_codex_version() is None,
                                        "(npm install --prefix tests/node)")
 
 
-def codex_config(port: int, *, websockets: bool, chunk: int = 3, tool: str | None = None) -> str:
+def codex_config(base_url: str, *, websockets: bool, chunk: int = 3, tool: str | None = None) -> str:
     """A ``$CODEX_HOME/config.toml`` for a custom Responses provider at the fake (what the README shows)."""
     tool_header = f', "x-test-codex-tool" = "{tool}"' if tool else ""
     return f"""
@@ -53,7 +55,7 @@ features.plugins = false         # no github.com / chatgpt.com plugin listing
 
 [model_providers.fake]
 name = "fake"
-base_url = "https://api.openai.com:{port}/v1"
+base_url = "{base_url}"
 env_key = "FAKE_OPENAI_KEY"
 wire_api = "responses"
 supports_websockets = {str(websockets).lower()}
@@ -64,30 +66,36 @@ http_headers = {{ "x-test-shape" = "codex", "x-test-chunk" = "{chunk}"{tool_head
 """
 
 
-def proxy_config(extra: str = "") -> str:
+def proxy_config(port: int, extra: str = "") -> str:
     return f"""
 [permissions.codex.network.domains]
 "api.openai.com" = "allow"
 [permissions.codex.network.redaction]
 {extra}
+[gateway.routes]
+openai = "https://api.openai.com:{port}"
 """
 
 
-def codex_env(home: Path, proxy_url: str | None, bundle: Path | None) -> dict[str, str]:
+def codex_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
     """Only what Codex needs: no inherited proxy, CA or OpenAI variables from the test runner."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home / ".codex"),
-           "FAKE_OPENAI_KEY": "sk-fake-codex-key", "LANG": "C.UTF-8"}
-    if proxy_url is not None:
-        env.update(HTTPS_PROXY=proxy_url, HTTP_PROXY=proxy_url)
-    if bundle is not None:
-        env["CODEX_CA_CERTIFICATE"] = str(bundle)
-    return env
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home / ".codex"),
+            "FAKE_OPENAI_KEY": "sk-fake-codex-key", "LANG": "C.UTF-8", **extra}
 
 
-def prepare(tmp_path: Path, port: int, websockets: bool, tool: str | None = None) -> tuple[Path, Path]:
+def via_connect(proxy) -> dict[str, str]:
+    """What ``policyproxy env`` exports that Codex reads: the HTTP proxy and the CA bundle."""
+    return {"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url, "CODEX_CA_CERTIFICATE": str(proxy.bundle)}
+
+
+def fake_url(upstream) -> str:
+    return f"https://api.openai.com:{upstream.tls_port}/v1"
+
+
+def prepare(tmp_path: Path, base_url: str, websockets: bool, tool: str | None = None) -> tuple[Path, Path]:
     home = tmp_path / "home"
     (home / ".codex").mkdir(parents=True)
-    (home / ".codex" / "config.toml").write_text(codex_config(port, websockets=websockets, tool=tool))
+    (home / ".codex" / "config.toml").write_text(codex_config(base_url, websockets=websockets, tool=tool))
     work = tmp_path / "work"
     work.mkdir()
     return home, work
@@ -98,11 +106,11 @@ def exec_args(work: Path, last: Path, prompt: str) -> list[str]:
             "--color", "never", "--cd", str(work), "--output-last-message", str(last), prompt]
 
 
-def run_codex(tmp_path: Path, proxy, port: int, *, websockets: bool, prompt: str = PROMPT,
+def run_codex(tmp_path: Path, env: dict[str, str], base_url: str, *, websockets: bool, prompt: str = PROMPT,
               tool: str | None = None) -> tuple[subprocess.CompletedProcess[str], str]:
-    home, work = prepare(tmp_path, port, websockets, tool)
+    home, work = prepare(tmp_path, base_url, websockets, tool)
     last = tmp_path / "last.txt"
-    result = subprocess.run(exec_args(work, last, prompt), env=codex_env(home, proxy.url, proxy.bundle), cwd=work,
+    result = subprocess.run(exec_args(work, last, prompt), env=codex_env(home, env), cwd=work,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
     return result, last.read_text() if last.exists() else ""
 
@@ -112,15 +120,18 @@ def received(upstream, since: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def proxy(start_proxy):
-    return start_proxy(proxy_config())
+def proxy(start_proxy, upstream):
+    return start_proxy(proxy_config(upstream.tls_port))
 
 
-def assert_one_redacted_exchange(records: list[dict], method: str, status: int) -> dict:
-    """Exactly the CONNECT to the fake and one intercepted decision, nothing else (no other host)."""
+def assert_one_redacted_exchange(records: list[dict], method: str, status: int,
+                                 way: tuple[str, ...] = ("https_connect", "https_mitm")) -> dict:
+    """Exactly the connection to the fake (``way[0]``, none through the gateway) and one decision on
+    ``/v1/responses``, nothing else (no other host)."""
     assert [(r["server.address"], r["network.transport.protocol"], r.get("url.path")) for r in records] == [
-        ("api.openai.com", "https_connect", None), ("api.openai.com", "https_mitm", "/v1/responses")], records
-    record = records[1]
+        ("api.openai.com", protocol, None) for protocol in way[:-1]] + [
+        ("api.openai.com", way[-1], "/v1/responses")], records
+    record = records[-1]
     assert record["http.request.method"] == method and record["http.response.status_code"] == status
     assert record["network.policy.decision"] == "allow" and record["network.policy.reason"] == "redacted"
     # the email and the key, once each; no false positive in Codex's 40 KB of instructions and tools
@@ -132,45 +143,89 @@ def assert_one_redacted_exchange(records: list[dict], method: str, status: int) 
     return record
 
 
-def test_sse_prompt_redacted_upstream_and_restored_in_codex_output(proxy, upstream, tmp_path):
-    before, since = lines(proxy), len(upstream.requests)
-    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=False)
+def assert_redacted_turn(result: subprocess.CompletedProcess[str], last: str, seen: list[dict],
+                         websockets: bool) -> None:
+    """Codex printed the original values; the fake got one turn with placeholders only (over the
+    WebSocket: the upgrade, the prewarm and the turn, with no HTTP fallback)."""
     assert result.returncode == 0, result.stderr
-    assert last.strip() == PROMPT   # --output-last-message: every placeholder restored
-    assert result.stdout.strip() == PROMPT
-    seen = received(upstream, since)
-    assert [(r["method"], r["path"]) for r in seen] == [("POST", "/v1/responses")]
-    body = json.loads(seen[0]["body"])
-    assert body["stream"] is True and body["model"] == "gpt-5-codex"
-    user = body["input"][-1]["content"][0]["text"]
+    assert last.strip() == PROMPT and result.stdout.strip() == PROMPT
+    shape = [("GET", "/v1/responses"), ("WS", "/v1/responses"), ("WS", "/v1/responses")] if websockets \
+        else [("POST", "/v1/responses")]
+    assert [(r["method"], r["path"]) for r in seen] == shape
+    user = json.loads(seen[-1]["body"])["input"][-1]["content"][0]["text"]
     assert user.startswith("Mail [[EMAIL_") and "the key [[AWS_ACCESS_KEY_" in user
     for value in PLANTED.values():
-        assert value not in seen[0]["body"]
+        assert value not in json.dumps(seen)
+
+
+def test_sse_prompt_redacted_upstream_and_restored_in_codex_output(proxy, upstream, tmp_path):
+    before, since = lines(proxy), len(upstream.requests)
+    result, last = run_codex(tmp_path, via_connect(proxy), fake_url(upstream), websockets=False)
+    seen = received(upstream, since)
+    assert_redacted_turn(result, last, seen, websockets=False)
+    body = json.loads(seen[0]["body"])
+    assert body["stream"] is True and body["model"] == "gpt-5-codex"
     assert "250-30000 ms" in seen[0]["body"]   # Codex's own tool description goes out as written
     assert_one_redacted_exchange(audit(proxy, before), "POST", 200)
 
 
 def test_websocket_transport_redacted_and_restored(proxy, upstream, tmp_path):
     before, since = lines(proxy), len(upstream.requests)
-    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=True)
-    assert result.returncode == 0, result.stderr
-    assert last.strip() == PROMPT and result.stdout.strip() == PROMPT
+    result, last = run_codex(tmp_path, via_connect(proxy), fake_url(upstream), websockets=True)
     seen = received(upstream, since)
-    # the upgrade, then Codex's prewarm (generate: false) and the turn, as messages: no HTTP fallback
-    assert [(r["method"], r["path"]) for r in seen] == [("GET", "/v1/responses"), ("WS", "/v1/responses"),
-                                                         ("WS", "/v1/responses")]
+    assert_redacted_turn(result, last, seen, websockets=True)
     handshake = {k.lower(): v for k, v in seen[0]["headers"]}
     assert handshake["openai-beta"].startswith("responses_websockets=")
     assert "permessage-deflate" in handshake.get("sec-websocket-extensions", "")   # offered on, as Codex asked
     prewarm, turn = (json.loads(r["body"]) for r in seen[1:])
     assert prewarm["type"] == turn["type"] == "response.create" and prewarm.get("generate") is False
-    user = turn["input"][-1]["content"][0]["text"]
-    assert user.startswith("Mail [[EMAIL_") and "the key [[AWS_ACCESS_KEY_" in user
-    for message in seen[1:]:
-        for value in PLANTED.values():
-            assert value not in message["body"]
     record = assert_one_redacted_exchange(audit(proxy, before), "GET", 101)
     assert record["gen_ai.usage.input_tokens"] == 13   # the prewarm's zero and the turn's 13
+
+
+class TestOtherPathsToTheFake:
+    """Attack class: other ways to the same upstream are redacted the same - the gateway route as
+    Codex's ``base_url`` (no proxy variables, no CA) and the SOCKS5 listener."""
+
+    @pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
+    def test_gateway_route_as_base_url(self, proxy, upstream, tmp_path, websockets):
+        before, since = lines(proxy), len(upstream.requests)
+        result, last = run_codex(tmp_path, {}, f"{proxy.url}/openai/v1", websockets=websockets)
+        assert_redacted_turn(result, last, received(upstream, since), websockets)
+        assert_one_redacted_exchange(audit(proxy, before), "GET" if websockets else "POST", 101 if websockets else 200,
+                                     way=("gateway",))
+
+    def test_socks5_websocket(self, proxy, upstream, tmp_path):
+        """Codex's WebSocket client honours ``ALL_PROXY=socks5h://``; its HTTP client (0.171) does not."""
+        before, since = lines(proxy), len(upstream.requests)
+        env = {"ALL_PROXY": f"socks5h://127.0.0.1:{proxy.socks_port}", "CODEX_CA_CERTIFICATE": str(proxy.bundle)}
+        result, last = run_codex(tmp_path, env, fake_url(upstream), websockets=True)
+        assert_redacted_turn(result, last, received(upstream, since), True)
+        assert_one_redacted_exchange(audit(proxy, before), "GET", 101, way=("socks5_tcp", "https_mitm"))
+
+
+def test_codex_not_trusting_the_ca_sends_nothing(proxy, upstream, tmp_path):
+    """Attack class: a client that does not trust the proxy's CA. Codex keeps retrying ("waiting for
+    network"); each attempt ends at the TLS handshake, reported as a deny, and the fake sees nothing."""
+    before, since = lines(proxy), len(upstream.requests)
+    home, work = prepare(tmp_path, fake_url(upstream), websockets=False)
+    process = subprocess.Popen(exec_args(work, tmp_path / "last.txt", PROMPT), cwd=work,
+                               env=codex_env(home, {"HTTPS_PROXY": proxy.url}), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        records: list[dict] = []
+        while time.monotonic() < deadline and not any(
+                r.get("network.policy.reason") == "tls_handshake_failed" for r in records):
+            time.sleep(0.2)
+            records = audit(proxy, before, wait=0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)   # the node wrapper and the codex binary it started
+        process.communicate(timeout=10)
+    failed = [r for r in records if r.get("network.transport.protocol") == "https_mitm"]
+    assert failed and all(r["network.policy.decision"] == "deny" and r["server.address"] == "api.openai.com"
+                          and r["network.policy.reason"] == "tls_handshake_failed" for r in failed)
+    assert received(upstream, since) == []
 
 
 @pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
@@ -179,7 +234,8 @@ def test_tool_call_restored_for_codex_and_its_output_redacted_going_back(proxy, 
     values restored (its sandbox, read-only), and sends the output back, where it is redacted again with
     the same placeholders; the final answer (the echoed output) is restored for the user."""
     before, since = lines(proxy), len(upstream.requests)
-    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=websockets, tool="exec_command")
+    result, last = run_codex(tmp_path, via_connect(proxy), fake_url(upstream), websockets=websockets,
+                             tool="exec_command")
     assert result.returncode == 0, result.stderr
     assert f"echo 'Mail {PLANTED['email']} the key" in result.stderr   # the command Codex ran, restored
     assert last.rstrip().endswith(f"Output:\n{PROMPT}")   # the tool's output, as the final answer
@@ -210,7 +266,7 @@ def test_tool_call_restored_for_codex_and_its_output_redacted_going_back(proxy, 
 @pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
 def test_a_hook_denying_the_endpoint_reaches_codex_as_an_error(start_proxy, upstream, tmp_path, websockets):
     """Hooks on api.openai.com allow only model listing: the turn is denied (403) before the fake."""
-    proxy = start_proxy(proxy_config() + """
+    proxy = start_proxy(proxy_config(upstream.tls_port) + """
 [permissions.codex.network.mitm.hooks.models_only]
 host = "api.openai.com"
 methods = ["GET"]
@@ -220,7 +276,7 @@ action = ["no_cookies"]
 strip_request_headers = ["cookie"]
 """)
     before, since = lines(proxy), len(upstream.requests)
-    result, last = run_codex(tmp_path, proxy, upstream.tls_port, websockets=websockets)
+    result, last = run_codex(tmp_path, via_connect(proxy), fake_url(upstream), websockets=websockets)
     assert result.returncode != 0
     # Codex prints the proxy's answer: the status and the rule that decided
     assert "unexpected status 403 Forbidden: policyproxy: POST /v1/responses on api.openai.com matches no hook" \
@@ -241,7 +297,7 @@ def test_policyproxy_run_gives_codex_the_proxy_and_keeps_the_real_key(upstream, 
     """``policyproxy run -- codex exec``: run exports HTTPS_PROXY and CODEX_CA_CERTIFICATE; the proxy
     injects the real provider key, which ``run`` withholds from Codex (it only has a stand-in)."""
     config = tmp_path / "policy.toml"
-    config.write_text(proxy_config() + """
+    config.write_text(proxy_config(upstream.tls_port) + """
 [permissions.codex.network.mitm.hooks.responses]
 host = "api.openai.com"
 methods = ["POST", "GET"]
@@ -256,9 +312,9 @@ prefix = "Bearer "
 """)
     proxy_home = tmp_path / "proxy"
     proxy_home.mkdir()
-    home, work = prepare(tmp_path, upstream.tls_port, websockets=False)
+    home, work = prepare(tmp_path, fake_url(upstream), websockets=False)
     last = tmp_path / "last.txt"
-    env = {**codex_env(home, None, None), "POLICYPROXY_HOME": str(proxy_home),
+    env = {**codex_env(home, {}), "POLICYPROXY_HOME": str(proxy_home),
            "REAL_OPENAI_KEY": "sk-real-kept-by-the-proxy-0123456789"}
     pins = [arg for name in NAMES if name == "api.openai.com"
             for arg in ("--resolve", f"{name}:{upstream.tls_port}:127.0.0.1")]
