@@ -228,6 +228,44 @@ def test_codex_not_trusting_the_ca_sends_nothing(proxy, upstream, tmp_path):
     assert received(upstream, since) == []
 
 
+def test_resumed_session_after_a_reload_gets_the_same_placeholders(start_proxy, upstream, tmp_path):
+    """Attack class: reload in the middle. ``codex exec resume --last`` re-sends the history, the restored
+    answer included, after a SIGHUP: every value is sent as the same placeholder again, never as itself."""
+    proxy = start_proxy(proxy_config(upstream.tls_port))
+    home, work = prepare(tmp_path, fake_url(upstream), websockets=False)
+    env = codex_env(home, via_connect(proxy))
+    since = len(upstream.requests)
+    first = [a for a in exec_args(work, tmp_path / "first.txt", PROMPT) if a != "--ephemeral"]
+    result = subprocess.run(first, env=env, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stdout.strip() == PROMPT, result.stderr
+    proxy.config.write_text(proxy.config.read_text() + "\n# touched\n")
+    proxy.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while "reloaded" not in proxy.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reloaded" in proxy.logs()
+    again = f"Again: {PLANTED['email']}"
+    resume = [str(CODEX), "exec", "resume", "--last", "--skip-git-repo-check", "--output-last-message",
+              str(tmp_path / "second.txt"), again]
+    result = subprocess.run(resume, env=env, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "second.txt").read_text().strip() == again
+    bodies = [json.loads(r["body"]) for r in received(upstream, since)]
+    assert len(bodies) == 2
+    first_user = bodies[0]["input"][-1]["content"][0]["text"]
+    history = [i for i in bodies[1]["input"] if i.get("type") == "message" and i["role"] in ("user", "assistant")]
+    texts = ["".join(part.get("text", "") for part in item["content"]) for item in history]
+    # the first prompt, the restored answer Codex kept (redacted again), the new prompt
+    assert first_user in texts and texts.count(first_user) == 2
+    email = first_user.split()[1]
+    assert email.startswith("[[EMAIL_") and texts[-1] == f"Again: {email}"
+    for body in bodies:
+        for value in PLANTED.values():
+            assert value not in json.dumps(body)
+
+
 @pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
 def test_tool_call_restored_for_codex_and_its_output_redacted_going_back(proxy, upstream, tmp_path, websockets):
     """The "model" asks Codex to run ``echo '<the user text, with placeholders>'``: Codex runs it with the
