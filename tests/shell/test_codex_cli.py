@@ -204,6 +204,18 @@ class TestOtherPathsToTheFake:
         assert_one_redacted_exchange(audit(proxy, before), "GET", 101, way=("socks5_tcp", "https_mitm"))
 
 
+def test_refused_websocket_falls_back_to_sse_still_redacted(start_proxy, upstream, tmp_path):
+    """``redaction.websocket = "refuse"``: the upgrade gets 426 and Codex takes HTTP and SSE at once."""
+    proxy = start_proxy(proxy_config(upstream.tls_port, 'websocket = "refuse"'))
+    before, since = lines(proxy), len(upstream.requests)
+    result, last = run_codex(tmp_path, via_connect(proxy), fake_url(upstream), websockets=True)
+    assert_redacted_turn(result, last, received(upstream, since), websockets=False)   # no upgrade reached it
+    records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
+    assert [(r["http.request.method"], r["http.response.status_code"]) for r in records] == [
+        ("GET", 426), ("POST", 200)]
+    assert records[1]["redaction.count"] == 2
+
+
 def test_codex_not_trusting_the_ca_sends_nothing(proxy, upstream, tmp_path):
     """Attack class: a client that does not trust the proxy's CA. Codex keeps retrying ("waiting for
     network"); each attempt ends at the TLS handshake, reported as a deny, and the fake sees nothing."""
