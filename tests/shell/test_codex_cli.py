@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from tests.shell.test_llm_providers import audit, lines
-from tests.shell.upstream import NAMES
 
 CODEX = Path(__file__).resolve().parents[1] / "node" / "node_modules" / ".bin" / "codex"
 PLANTED = {"email": "dana.kowalski@acme-corp.io", "aws": "AKIAZ7PQ3LXRN4TW2KJD"}
@@ -343,7 +342,8 @@ strip_request_headers = ["cookie"]
         assert value not in json.dumps(records)
 
 
-def test_policyproxy_run_gives_codex_the_proxy_and_keeps_the_real_key(upstream, pki, tmp_path):
+@pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
+def test_policyproxy_run_gives_codex_the_proxy_and_keeps_the_real_key(upstream, pki, tmp_path, websockets):
     """``policyproxy run -- codex exec``: run exports HTTPS_PROXY and CODEX_CA_CERTIFICATE; the proxy
     injects the real provider key, which ``run`` withholds from Codex (it only has a stand-in)."""
     config = tmp_path / "policy.toml"
@@ -362,27 +362,22 @@ prefix = "Bearer "
 """)
     proxy_home = tmp_path / "proxy"
     proxy_home.mkdir()
-    home, work = prepare(tmp_path, fake_url(upstream), websockets=False)
+    home, work = prepare(tmp_path, fake_url(upstream), websockets=websockets)
     last = tmp_path / "last.txt"
     env = {**codex_env(home, {}), "POLICYPROXY_HOME": str(proxy_home),
            "REAL_OPENAI_KEY": "sk-real-kept-by-the-proxy-0123456789"}
-    pins = [arg for name in NAMES if name == "api.openai.com"
-            for arg in ("--resolve", f"{name}:{upstream.tls_port}:127.0.0.1")]
     since = len(upstream.requests)
     result = subprocess.run([sys.executable, "-m", "policyproxy", "run", "--config", str(config),
                              "--listen", "127.0.0.1:0", "--socks-listen", "127.0.0.1:0",
-                             "--upstream-ca", str(pki[0]), *pins, "--", *exec_args(work, last, PROMPT)],
+                             "--upstream-ca", str(pki[0]), "--resolve", f"api.openai.com:{upstream.tls_port}:127.0.0.1", "--", *exec_args(work, last, PROMPT)],
                             env=env, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert "withheld from the command (the proxy injects them): REAL_OPENAI_KEY" in result.stderr
-    assert last.read_text().strip() == PROMPT and result.stdout.strip() == PROMPT
     seen = received(upstream, since)
-    assert [(r["method"], r["path"]) for r in seen] == [("POST", "/v1/responses")]
-    headers = {k.lower(): v for k, v in seen[0]["headers"]}
+    assert_redacted_turn(result, last.read_text(), seen, websockets)
+    headers = {k.lower(): v for k, v in seen[0]["headers"]}   # the POST, or the WebSocket handshake
     assert headers["authorization"] == "Bearer sk-real-kept-by-the-proxy-0123456789"
-    for value in PLANTED.values():
-        assert value not in seen[0]["body"]
     records = [json.loads(line) for line in (proxy_home / "audit.jsonl").read_text().splitlines()]
     decided = [r for r in records if r.get("url.path") == "/v1/responses"]
     assert len(decided) == 1 and decided[0]["redaction.count"] == 2
