@@ -4,6 +4,7 @@ It speaks Anthropic Messages and Complete, OpenAI Chat Completions, Completions,
 Responses, streamed (SSE, in chunks of ``x-test-chunk`` characters, so placeholders are split at many
 points) or not. ``x-test-minimal: 1`` drops every optional field from stream events (no ``object``,
 ``id``, ``index``, ``finish_reason``, ``item_id``, and no ``[DONE]``), as many compatible servers do.
+``x-test-pause: SECONDS`` waits that long before each event (SSE, the Responses WebSocket, Gemini's array).
 ``x-test-emit: TEXT`` makes the "model" append a space and TEXT of its own (something the client never sent).
 ``x-test-shape: codex`` answers Responses the way the Codex CLI needs (each output item framed by
 ``response.output_item.added``/``.done`` and its content part by ``response.content_part.added``/``.done``)
@@ -59,7 +60,9 @@ async def _sse(request: web.Request, events: list[tuple[str | None, dict[str, An
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     minimal = request.headers.get("x-test-minimal") == "1"
+    pause = float(request.headers.get("x-test-pause", "0"))
     for name, payload in events:
+        await asyncio.sleep(pause)
         if minimal and payload.get("choices") and all(not c.get("delta") and not c.get("text")
                                                        for c in payload["choices"]):
             continue   # the finish chunk carries nothing but optional fields
@@ -236,6 +239,7 @@ async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) 
         else:
             _, events = responses_events(body, _user_text(body), size)
         for _, payload in events:
+            await asyncio.sleep(float(request.headers.get("x-test-pause", "0")))
             await socket.send_str(json.dumps(payload))
     return socket
 

@@ -43,9 +43,12 @@ pytestmark = pytest.mark.skipif(_codex_version() is None,
                                        "(npm install --prefix tests/node)")
 
 
-def codex_config(base_url: str, *, websockets: bool, chunk: int = 3, tool: str | None = None) -> str:
-    """A ``$CODEX_HOME/config.toml`` for a custom Responses provider at the fake (what the README shows)."""
-    tool_header = f', "x-test-codex-tool" = "{tool}"' if tool else ""
+def codex_config(base_url: str, *, websockets: bool, chunk: int = 3, tool: str | None = None,
+                 pause: float = 0) -> str:
+    """A ``$CODEX_HOME/config.toml`` for a custom Responses provider at the fake (what the README shows);
+    ``http_headers`` tell the fake how to answer."""
+    tool_header = (f', "x-test-codex-tool" = "{tool}"' if tool else "") + (f', "x-test-pause" = "{pause}"'
+                                                                           if pause else "")
     return f"""
 model = "gpt-5-codex"
 model_provider = "fake"
@@ -91,10 +94,12 @@ def fake_url(upstream) -> str:
     return f"https://api.openai.com:{upstream.tls_port}/v1"
 
 
-def prepare(tmp_path: Path, base_url: str, websockets: bool, tool: str | None = None) -> tuple[Path, Path]:
+def prepare(tmp_path: Path, base_url: str, websockets: bool, tool: str | None = None,
+            pause: float = 0) -> tuple[Path, Path]:
     home = tmp_path / "home"
     (home / ".codex").mkdir(parents=True)
-    (home / ".codex" / "config.toml").write_text(codex_config(base_url, websockets=websockets, tool=tool))
+    (home / ".codex" / "config.toml").write_text(codex_config(base_url, websockets=websockets, tool=tool,
+                                                              pause=pause))
     work = tmp_path / "work"
     work.mkdir()
     return home, work
@@ -213,6 +218,40 @@ def test_refused_websocket_falls_back_to_sse_still_redacted(start_proxy, upstrea
     assert [(r["http.request.method"], r["http.response.status_code"]) for r in records] == [
         ("GET", 426), ("POST", 200)]
     assert records[1]["redaction.count"] == 2
+
+
+class TestVanishingClient:
+    """Attack class: Codex killed in the middle of a slow answer (SIGKILL, no close): one event for the
+    turn, and the next Codex through the same proxy is served."""
+
+    @pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
+    def test_codex_killed_mid_stream(self, proxy, upstream, tmp_path, websockets):
+        before, since = lines(proxy), len(upstream.requests)
+        home, work = prepare(tmp_path / "slow", fake_url(upstream), websockets, pause=0.3)
+        process = subprocess.Popen(exec_args(work, tmp_path / "slow.txt", PROMPT), cwd=work,
+                                   env=codex_env(home, via_connect(proxy)), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not [r for r in received(upstream, since) if r["method"] == "POST"
+                                                       or (r["method"] == "WS" and '"generate"' not in r["body"])]:
+                time.sleep(0.05)
+            time.sleep(1.5)   # a few events of the ~30 have been restored and sent to Codex
+            assert process.poll() is None, "Codex finished before it could be killed"
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate(timeout=10)
+        records: list[dict] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not records:
+            records = [r for r in audit(proxy, before, wait=0.5) if r.get("url.path") == "/v1/responses"]
+        assert len(records) == 1
+        assert records[0]["http.response.status_code"] == (101 if websockets else 200)
+        assert records[0]["redaction.count"] == 2
+        assert not (tmp_path / "slow.txt").exists() or PLANTED["email"] not in (tmp_path / "slow.txt").read_text()
+        since = len(upstream.requests)
+        result, last = run_codex(tmp_path / "again", via_connect(proxy), fake_url(upstream), websockets=websockets)
+        assert_redacted_turn(result, last, received(upstream, since), websockets)
 
 
 def test_codex_not_trusting_the_ca_sends_nothing(proxy, upstream, tmp_path):
