@@ -128,10 +128,25 @@ def proxy(start_proxy, upstream):
     return start_proxy(proxy_config(upstream.tls_port))
 
 
-def assert_one_redacted_exchange(records: list[dict], method: str, status: int,
+def settled(proxy, before: int, count: int, path: str | None = None, wait: float = 15.0) -> list[dict]:
+    """The audit records after line ``before`` once ``count`` of them (on ``path``, if given) are there
+    (a connection's or a WebSocket channel's event is written when it closes, maybe after Codex exited),
+    and any that follow soon."""
+    def matching() -> list[dict]:
+        return [r for r in audit(proxy, before, wait=0.5) if path is None or r.get("url.path") == path]
+
+    deadline = time.monotonic() + wait
+    while len(matching()) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    return matching()
+
+
+def assert_one_redacted_exchange(proxy, before: int, method: str, status: int,
                                  way: tuple[str, ...] = ("https_connect", "https_mitm")) -> dict:
     """Exactly the connection to the fake (``way[0]``, none through the gateway) and one decision on
     ``/v1/responses``, nothing else (no other host)."""
+    records = settled(proxy, before, len(way))
     assert [(r["server.address"], r["network.transport.protocol"], r.get("url.path")) for r in records] == [
         ("api.openai.com", protocol, None) for protocol in way[:-1]] + [
         ("api.openai.com", way[-1], "/v1/responses")], records
@@ -170,7 +185,7 @@ def test_sse_prompt_redacted_upstream_and_restored_in_codex_output(proxy, upstre
     body = json.loads(seen[0]["body"])
     assert body["stream"] is True and body["model"] == "gpt-5-codex"
     assert "250-30000 ms" in seen[0]["body"]   # Codex's own tool description goes out as written
-    assert_one_redacted_exchange(audit(proxy, before), "POST", 200)
+    assert_one_redacted_exchange(proxy, before, "POST", 200)
 
 
 def test_websocket_transport_redacted_and_restored(proxy, upstream, tmp_path):
@@ -183,7 +198,7 @@ def test_websocket_transport_redacted_and_restored(proxy, upstream, tmp_path):
     assert "permessage-deflate" in handshake.get("sec-websocket-extensions", "")   # offered on, as Codex asked
     prewarm, turn = (json.loads(r["body"]) for r in seen[1:])
     assert prewarm["type"] == turn["type"] == "response.create" and prewarm.get("generate") is False
-    record = assert_one_redacted_exchange(audit(proxy, before), "GET", 101)
+    record = assert_one_redacted_exchange(proxy, before, "GET", 101)
     assert record["gen_ai.usage.input_tokens"] == 13   # the prewarm's zero and the turn's 13
 
 
@@ -196,7 +211,7 @@ class TestOtherPathsToTheFake:
         before, since = lines(proxy), len(upstream.requests)
         result, last = run_codex(tmp_path, {}, f"{proxy.url}/openai/v1", websockets=websockets)
         assert_redacted_turn(result, last, received(upstream, since), websockets)
-        assert_one_redacted_exchange(audit(proxy, before), "GET" if websockets else "POST", 101 if websockets else 200,
+        assert_one_redacted_exchange(proxy, before, "GET" if websockets else "POST", 101 if websockets else 200,
                                      way=("gateway",))
 
     def test_socks5_websocket(self, proxy, upstream, tmp_path):
@@ -205,7 +220,7 @@ class TestOtherPathsToTheFake:
         env = {"ALL_PROXY": f"socks5h://127.0.0.1:{proxy.socks_port}", "CODEX_CA_CERTIFICATE": str(proxy.bundle)}
         result, last = run_codex(tmp_path, env, fake_url(upstream), websockets=True)
         assert_redacted_turn(result, last, received(upstream, since), True)
-        assert_one_redacted_exchange(audit(proxy, before), "GET", 101, way=("socks5_tcp", "https_mitm"))
+        assert_one_redacted_exchange(proxy, before, "GET", 101, way=("socks5_tcp", "https_mitm"))
 
 
 def test_refused_websocket_falls_back_to_sse_still_redacted(start_proxy, upstream, tmp_path):
@@ -214,7 +229,7 @@ def test_refused_websocket_falls_back_to_sse_still_redacted(start_proxy, upstrea
     before, since = lines(proxy), len(upstream.requests)
     result, last = run_codex(tmp_path, via_connect(proxy), fake_url(upstream), websockets=True)
     assert_redacted_turn(result, last, received(upstream, since), websockets=False)   # no upgrade reached it
-    records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
+    records = settled(proxy, before, 2, "/v1/responses")
     assert [(r["http.request.method"], r["http.response.status_code"]) for r in records] == [
         ("GET", 426), ("POST", 200)]
     assert records[1]["redaction.count"] == 2
@@ -241,17 +256,15 @@ class TestVanishingClient:
         finally:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate(timeout=10)
-        records: list[dict] = []
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not records:
-            records = [r for r in audit(proxy, before, wait=0.5) if r.get("url.path") == "/v1/responses"]
+        records = settled(proxy, before, 1, "/v1/responses")
         assert len(records) == 1
         assert records[0]["http.response.status_code"] == (101 if websockets else 200)
         assert records[0]["redaction.count"] == 2
         assert not (tmp_path / "slow.txt").exists() or PLANTED["email"] not in (tmp_path / "slow.txt").read_text()
-        since = len(upstream.requests)
+        before, since = lines(proxy), len(upstream.requests)
         result, last = run_codex(tmp_path / "again", via_connect(proxy), fake_url(upstream), websockets=websockets)
         assert_redacted_turn(result, last, received(upstream, since), websockets)
+        assert_one_redacted_exchange(proxy, before, "GET" if websockets else "POST", 101 if websockets else 200)
 
 
 def test_codex_not_trusting_the_ca_sends_nothing(proxy, upstream, tmp_path):
@@ -343,7 +356,7 @@ def test_tool_call_restored_for_codex_and_its_output_redacted_going_back(proxy, 
     for message in messages:
         for value in PLANTED.values():
             assert value not in json.dumps(message)
-    records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
+    records = settled(proxy, before, 1 if websockets else 2, "/v1/responses")
     assert len(records) == (1 if websockets else 2)
     assert all(r["network.policy.reason"] == "redacted" for r in records)
     assert sum(r["redaction.count"] for r in records) >= 4
@@ -371,7 +384,7 @@ strip_request_headers = ["cookie"]
         in result.stderr
     assert PLANTED["email"] not in last
     assert received(upstream, since) == []   # the fake saw nothing, not even a handshake
-    records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
+    records = settled(proxy, before, 2 if websockets else 1, "/v1/responses")
     methods = [r["http.request.method"] for r in records]
     # over WebSocket: the upgrade is denied, Codex falls back to HTTP, which is denied too
     assert methods[-1] == "POST" and set(methods[:-1]) == ({"GET"} if websockets else set()), methods
