@@ -105,8 +105,8 @@ def prepare(tmp_path: Path, base_url: str, websockets: bool, tool: str | None = 
     return home, work
 
 
-def exec_args(work: Path, last: Path, prompt: str) -> list[str]:
-    return [str(CODEX), "exec", "--skip-git-repo-check", "--ephemeral", "--sandbox", "read-only",
+def exec_args(work: Path, last: Path, prompt: str, sandbox: str = "read-only") -> list[str]:
+    return [str(CODEX), "exec", "--skip-git-repo-check", "--ephemeral", "--sandbox", sandbox,
             "--color", "never", "--cd", str(work), "--output-last-message", str(last), prompt]
 
 
@@ -114,7 +114,10 @@ def run_codex(tmp_path: Path, env: dict[str, str], base_url: str, *, websockets:
               tool: str | None = None) -> tuple[subprocess.CompletedProcess[str], str]:
     home, work = prepare(tmp_path, base_url, websockets, tool)
     last = tmp_path / "last.txt"
-    result = subprocess.run(exec_args(work, last, prompt), env=codex_env(home, env), cwd=work,
+    # The tool runs `echo` only; outside Codex's sandbox (bubblewrap needs user namespaces, which a CI
+    # container may not have).
+    sandbox = "danger-full-access" if tool is not None else "read-only"
+    result = subprocess.run(exec_args(work, last, prompt, sandbox), env=codex_env(home, env), cwd=work,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
     return result, last.read_text() if last.exists() else ""
 
@@ -332,7 +335,7 @@ def test_resumed_session_after_a_reload_gets_the_same_placeholders(start_proxy, 
 @pytest.mark.parametrize("websockets", [False, True], ids=["sse", "websocket"])
 def test_tool_call_restored_for_codex_and_its_output_redacted_going_back(proxy, upstream, tmp_path, websockets):
     """The "model" asks Codex to run ``echo '<the user text, with placeholders>'``: Codex runs it with the
-    values restored (its sandbox, read-only), and sends the output back, where it is redacted again with
+    values restored (unsandboxed: it only echoes), and sends the output back, where it is redacted again with
     the same placeholders; the final answer (the echoed output) is restored for the user."""
     before, since = lines(proxy), len(upstream.requests)
     result, last = run_codex(tmp_path, via_connect(proxy), fake_url(upstream), websockets=websockets,
