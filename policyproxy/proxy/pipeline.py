@@ -147,6 +147,8 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                     if channel.refused is not None:   # closed with 1008: the event says why
                         decision = refuse(decision, Reason.PII_BLOCKED if channel.refused.blocked
                                           else Reason.INSPECTION_FAILED, Source.DEFAULT, channel.refused.reason)
+                    elif messages.counts:   # the same reason as a redacted HTTP body (inspect._decide)
+                        decision = dataclasses.replace(decision, reason=Reason.REDACTED)
         try:
             return await _send(ctx, request, url, headers, proxy, body, vault, scan, outcome, started)
         finally:

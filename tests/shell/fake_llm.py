@@ -4,7 +4,13 @@ It speaks Anthropic Messages and Complete, OpenAI Chat Completions, Completions,
 Responses, streamed (SSE, in chunks of ``x-test-chunk`` characters, so placeholders are split at many
 points) or not. ``x-test-minimal: 1`` drops every optional field from stream events (no ``object``,
 ``id``, ``index``, ``finish_reason``, ``item_id``, and no ``[DONE]``), as many compatible servers do.
+``x-test-pause: SECONDS`` waits that long before each event (SSE, the Responses WebSocket, Gemini's array).
 ``x-test-emit: TEXT`` makes the "model" append a space and TEXT of its own (something the client never sent).
+``x-test-shape: codex`` answers Responses the way the Codex CLI needs (each output item framed by
+``response.output_item.added``/``.done`` and its content part by ``response.content_part.added``/``.done``)
+with the text only and no tool call (Codex would run a tool it does not know and ask again).
+``x-test-codex-tool: exec_command`` makes that "model" first ask Codex to run ``echo '<the user text>'``
+and then answer with the tool's output as Codex sent it back.
 """
 
 from __future__ import annotations
@@ -54,7 +60,9 @@ async def _sse(request: web.Request, events: list[tuple[str | None, dict[str, An
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     minimal = request.headers.get("x-test-minimal") == "1"
+    pause = float(request.headers.get("x-test-pause", "0"))
     for name, payload in events:
+        await asyncio.sleep(pause)
         if minimal and payload.get("choices") and all(not c.get("delta") and not c.get("text")
                                                        for c in payload["choices"]):
             continue   # the finish chunk carries nothing but optional fields
@@ -121,37 +129,84 @@ async def chat(request: web.Request, body: dict[str, Any], size: int) -> web.Str
 
 
 async def responses(request: web.Request, body: dict[str, Any], size: int) -> web.StreamResponse:
-    full, events = responses_events(body, _last_user_text(body, request), size)
+    if request.headers.get("x-test-shape") == "codex":
+        full, events = codex_events(body, request.headers.get("x-test-codex-tool"), size)
+    else:
+        full, events = responses_events(body, _last_user_text(body, request), size)
     if not body.get("stream"):
         return web.json_response(full)
     return await _sse(request, events)
 
 
-def responses_events(body: dict[str, Any], text: str, size: int) -> tuple[dict[str, Any],
-                                                                        list[tuple[str | None, dict[str, Any]]]]:
-    """The whole Responses object and the events that stream it (SSE and the WebSocket transport alike)."""
+def responses_events(body: dict[str, Any], text: str, size: int, *, framed: bool = False,
+                     tool: bool = True) -> tuple[dict[str, Any], list[tuple[str | None, dict[str, Any]]]]:
+    """The whole Responses object and the events that stream it (SSE and the WebSocket transport alike).
+    ``framed`` adds the item and content-part events around the deltas; ``tool`` adds the echo call."""
     arguments = json.dumps({"echo": text})
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-               "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    part = {"type": "output_text", "text": text, "annotations": []}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed", "content": [part]}
     call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "echo", "arguments": arguments,
             "status": "completed"}
     full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
-            "output": [message, call], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "usage": {"input_tokens": 13, "output_tokens": 21, "total_tokens": 34}}
+            "output": [message, call] if tool else [message], "parallel_tool_calls": True, "tool_choice": "auto",
+            "tools": [], "usage": {"input_tokens": 13, "output_tokens": 21, "total_tokens": 34}}
     events: list[tuple[str | None, dict[str, Any]]] = [
         ("response.created", {"type": "response.created", "response": {**full, "status": "in_progress", "output": []}})]
+    if framed:
+        events += [("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                                   "item": {**message, "status": "in_progress", "content": []}}),
+                   ("response.content_part.added", {"type": "response.content_part.added", "item_id": "msg_1",
+                                                    "output_index": 0, "content_index": 0,
+                                                    "part": {**part, "text": ""}})]
     events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
-                                               "output_index": 0, "content_index": 0, "delta": part})
-               for part in _chunks(text, size)]
+                                               "output_index": 0, "content_index": 0, "delta": piece})
+               for piece in _chunks(text, size)]
     events.append(("response.output_text.done", {"type": "response.output_text.done", "item_id": "msg_1",
                                                   "output_index": 0, "content_index": 0, "text": text}))
-    events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
-                                                           "item_id": "fc_1", "output_index": 1, "delta": part})
-               for part in _chunks(arguments, size)]
-    events.append(("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
-                                                             "item_id": "fc_1", "output_index": 1,
-                                                             "arguments": arguments}))
+    if framed:
+        events += [("response.content_part.done", {"type": "response.content_part.done", "item_id": "msg_1",
+                                                   "output_index": 0, "content_index": 0, "part": part}),
+                   ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0,
+                                                  "item": message})]
+    if tool:
+        events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                                                               "item_id": "fc_1", "output_index": 1, "delta": piece})
+                   for piece in _chunks(arguments, size)]
+        events.append(("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                                                                 "item_id": "fc_1", "output_index": 1,
+                                                                 "arguments": arguments}))
     events.append(("response.completed", {"type": "response.completed", "response": full}))
+    return full, events
+
+
+def codex_events(body: dict[str, Any], tool: str | None,
+                 size: int) -> tuple[dict[str, Any], list[tuple[str | None, dict[str, Any]]]]:
+    """A Codex turn: the user text echoed in a framed message, or with ``tool`` (``exec_command``) a call
+    to run ``echo '<user text>'`` first; a tool output that comes back is echoed as the message."""
+    last = body["input"][-1]
+    if last.get("type") == "function_call_output":
+        output = last.get("output")
+        text = output if isinstance(output, str) else "".join(p.get("text", "") for p in output or [])
+        return responses_events(body, text, size, framed=True, tool=False)
+    text = _user_text(body)
+    if tool is None:
+        return responses_events(body, text, size, framed=True, tool=False)
+    arguments = json.dumps({"cmd": f"echo '{text}'"})
+    call = {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1", "name": tool,
+            "arguments": arguments}
+    full = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"], "status": "completed",
+            "output": [call], "usage": {"input_tokens": 13, "output_tokens": 8, "total_tokens": 21}}
+    events: list[tuple[str | None, dict[str, Any]]] = [
+        ("response.created", {"type": "response.created", "response": {**full, "status": "in_progress", "output": []}}),
+        ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                        "item": {**call, "status": "in_progress", "arguments": ""}})]
+    events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                                                           "item_id": "fc_1", "output_index": 0, "delta": piece})
+               for piece in _chunks(arguments, size)]
+    events += [("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                                                          "item_id": "fc_1", "output_index": 0, "arguments": arguments}),
+               ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": call}),
+               ("response.completed", {"type": "response.completed", "response": full})]
     return full, events
 
 
@@ -173,8 +228,18 @@ async def responses_websocket(request: web.Request, seen: list[dict[str, Any]]) 
         body = json.loads(message.data)
         if body.get("type") != "response.create":
             continue
-        _, events = responses_events(body, _user_text(body), size)
+        if body.get("generate") is False:   # Codex's prewarm: the request is cached, nothing is generated
+            empty = {"id": "resp_0", "object": "response", "created_at": 1, "model": body["model"], "output": [],
+                     "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
+            await socket.send_str(json.dumps({"type": "response.created", "response": {**empty, "status": "in_progress"}}))
+            await socket.send_str(json.dumps({"type": "response.completed", "response": {**empty, "status": "completed"}}))
+            continue
+        if request.headers.get("x-test-shape") == "codex":
+            _, events = codex_events(body, request.headers.get("x-test-codex-tool"), size)
+        else:
+            _, events = responses_events(body, _user_text(body), size)
         for _, payload in events:
+            await asyncio.sleep(float(request.headers.get("x-test-pause", "0")))
             await socket.send_str(json.dumps(payload))
     return socket
 

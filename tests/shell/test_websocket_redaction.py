@@ -88,7 +88,7 @@ def test_response_create_redacted_events_restored_across_messages(proxy, upstrea
     records = [r for r in audit(proxy, before) if r.get("url.path") == "/v1/responses"]
     assert len(records) == 1   # one event per upgrade
     record = records[0]
-    assert record["http.response.status_code"] == 101
+    assert record["http.response.status_code"] == 101 and record["network.policy.reason"] == "redacted"
     assert record["redaction.count"] == 2 and record["redaction.detectors"] == {"email": 1, "aws_access_key": 1}
     assert record["gen_ai.request.model"] == "gpt-5-codex" and record["gen_ai.usage.output_tokens"] == 21
     assert PLANTED["email"] not in json.dumps(record)

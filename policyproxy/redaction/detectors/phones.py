@@ -30,6 +30,9 @@ _PHONE_WORDS = re.compile(
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2})")
 _COMPACT_DATE = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
 _RANGE = re.compile(r"\d+-\d+")
+# A unit right after a range makes it a quantity: "effective range is 250-30000 ms" (Codex's exec_command tool)
+_UNIT_AFTER = re.compile(r"\s?(?:ms|s|secs?|seconds?|minutes?|mins?|hours?|days?|bytes?|[KMGT]i?B|tokens?|"
+                         r"chars?|characters?|lines?|px|%)(?![\w-])", re.IGNORECASE)
 _DECIMAL = re.compile(r"\d+\.\d+")
 _LATE_BRACKET = re.compile(r"^(?!\+\d{1,3}[ .-]?\().*\d[ .-]?\(")   # a bracket not opening the area code
 _SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}")
@@ -88,6 +91,8 @@ def _international(regions: tuple[str, ...]):  # type: ignore[no-untyped-def]
             if not low.startswith("0") and int(high) > int(low) and (
                     len(low) >= 4 or (len(low) == len(high) and int(high) - int(low) < 1000)):
                 return False   # a range: RFCs 2045-2047, slots 5462-10922
+            if not low.startswith("0") and int(high) > int(low) and _UNIT_AFTER.match(text, start + len(value)):
+                return False   # a range of a quantity: 250-30000 ms, 100-20000 bytes
         if _SSN_SHAPE.fullmatch(number):
             return False   # NNN-NN-NNNN is the SSN/ITIN shape (us_ssn's), no region writes phones so
         if "." in number and ("-" in number or " " in number):

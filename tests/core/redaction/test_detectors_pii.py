@@ -64,6 +64,9 @@ class TestNotPhones:
         'uses version strings like "2.20-2014.11"; RFC 2373 2.5.2. and array([[0.70710678-0.j',
         'print(numlist.parse_string("0 123 321"))',
         "0.5.4\n=====\n\n*(2026-09-15)*\n\nPackaging updates",
+        # Codex CLI 0.171's exec_command tool description, in every request it sends
+        "Wait before yielding output. Defaults to 10000 ms; effective range is 250-30000 ms.",
+        "between 250-30000 bytes, 120-8000 tokens or 250-30000%",
     ])
     def test_left(self, redactor, text):
         assert [d for d, _ in found(redactor, text) if d == "phone"] == []
