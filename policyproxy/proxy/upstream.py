@@ -179,7 +179,7 @@ class UpstreamSeam(Protocol):
     """What the pipeline and the opening need of the way out; tests pass plain recording objects."""
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
-                   proxy: str | None) -> UpstreamResponse: ...
+                   proxy: str | None, http2: bool = False) -> UpstreamResponse: ...
 
     async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
                          proxy: str | None, compress: int = 0) -> aiohttp.ClientWebSocketResponse[bool]: ...
@@ -218,8 +218,9 @@ class Upstream:
             await self.session.close()
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
-                   proxy: str | None) -> UpstreamResponse:
-        """The upstream's answer head (its body still to read); redirects come back as they are."""
+                   proxy: str | None, http2: bool = False) -> UpstreamResponse:
+        """The upstream's answer head (its body still to read); redirects come back as they are.
+        ``http2``: the client speaks HTTP/2, so an upstream that offers it is spoken to in HTTP/2."""
         assert self.session is not None
         try:
             return _AiohttpResponse(await self.session.request(
