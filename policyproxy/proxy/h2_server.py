@@ -48,7 +48,7 @@ log = logging.getLogger("policyproxy")
 
 MAX_STREAMS = 100                 # SETTINGS_MAX_CONCURRENT_STREAMS
 MAX_HEADER_LIST = 64 * 1024       # SETTINGS_MAX_HEADER_LIST_SIZE (as the HTTP/1.1 head limit)
-STREAM_WINDOW = 256 * 1024        # SETTINGS_INITIAL_WINDOW_SIZE: what one stream may send unread
+STREAM_WINDOW = 256 * 1024        # what one stream may send unread (widened by WINDOW_UPDATE)
 CONNECTION_WINDOW = 1024 * 1024   # what all streams together may send unread
 MAX_RESETS = 200                  # client RST_STREAMs tolerated per window ...
 RESET_WINDOW = 10.0               # ... of this many seconds
@@ -127,19 +127,23 @@ class H2Stream:
 
     async def reply(self, status: int, reason: str, headers: Headers, body: bytes,
                     trailers: Headers = ()) -> None:
+        if not body and not trailers:   # one HEADERS frame ending the stream (gRPC's "trailers-only" answer)
+            await self.start(status, reason, headers, None, end=True)
+            return
         await self.start(status, reason, headers, len(body))
         if body:
             await self.write(body)
         await self.end(trailers)
 
-    async def start(self, status: int, reason: str, headers: Headers, length: int | None) -> None:
+    async def start(self, status: int, reason: str, headers: Headers, length: int | None, end: bool = False) -> None:
         if self.gone:
             raise StreamGone("the client reset the stream")
         fields = [(b":status", str(status).encode()), *h2_headers(headers)]
         if length is not None:
             fields.append((b"content-length", str(length).encode()))
         self.started = True
-        self.server.send_headers(self.stream_id, fields, end=False)
+        self.finished = end
+        self.server.send_headers(self.stream_id, fields, end=end)
 
     async def write(self, data: bytes) -> None:
         await self.server.send_data(self, data)
@@ -188,7 +192,6 @@ class H2Server(asyncio.Protocol):
         self.h2.local_settings.update({
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             SettingCodes.ENABLE_PUSH: 0,
         })
         self.h2.initiate_connection()
@@ -277,6 +280,9 @@ class H2Server(asyncio.Protocol):
                           _text(pseudo.get(b":path", b"")), CIMultiDictProxy(fields),
                           event.stream_ended is not None)
         self.streams[event.stream_id] = stream
+        if not stream.ended:   # widened by WINDOW_UPDATE, counted alike by both sides (SETTINGS are not)
+            self.h2.increment_flow_control_window(STREAM_WINDOW - self.h2.local_settings.initial_window_size,
+                                                  event.stream_id)
         self._disarm_idle()
         stream.task = asyncio.get_running_loop().create_task(self._serve(stream, refusal))
 
