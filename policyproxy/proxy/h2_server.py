@@ -42,7 +42,7 @@ from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
 from policyproxy.proxy.exchange import Headers
 from policyproxy.proxy.pipeline import forward
-from policyproxy.proxy.target import Refusal, Routed, read_in_tunnel
+from policyproxy.proxy.target import Refusal, read_in_tunnel
 
 log = logging.getLogger("policyproxy")
 
@@ -195,6 +195,10 @@ class H2Server(asyncio.Protocol):
             SettingCodes.ENABLE_PUSH: 0,
         })
         self.h2.initiate_connection()
+        # The limits hold from the first frame, not from the client's SETTINGS ACK (a client that never
+        # acknowledges would otherwise never be bound by them).
+        self.h2.local_settings.acknowledge()
+        self.h2.decoder.max_header_list_size = MAX_HEADER_LIST
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - self.h2.inbound_flow_control_window)
         self._flush()
         self._arm_idle(self.ctx.options.head_timeout)   # the client's preface and first request
@@ -268,14 +272,10 @@ class H2Server(asyncio.Protocol):
                 fields.add(_text(key), _text(text))
         if cookies:
             fields.add("cookie", "; ".join(cookies))
+        # h2 refuses a Host that differs from :authority (RFC 9113 section 8.3.1: a connection error).
         authority = _text(pseudo.get(b":authority", b"")) or None
-        host = fields.get("host")
-        if authority is not None and host is not None and host != authority:
-            refusal: Refusal | None = Refusal(400, f"Host header {host!r} does not match :authority {authority!r}")
-        else:
-            refusal = None
-            if host is None and authority is not None:
-                fields.add("Host", authority)
+        if "host" not in fields and authority is not None:
+            fields.add("Host", authority)
         stream = H2Stream(self, event.stream_id, _text(pseudo.get(b":method", b"")),
                           _text(pseudo.get(b":path", b"")), CIMultiDictProxy(fields),
                           event.stream_ended is not None)
@@ -284,18 +284,16 @@ class H2Server(asyncio.Protocol):
             self.h2.increment_flow_control_window(STREAM_WINDOW - self.h2.local_settings.initial_window_size,
                                                   event.stream_id)
         self._disarm_idle()
-        stream.task = asyncio.get_running_loop().create_task(self._serve(stream, refusal))
+        stream.task = asyncio.get_running_loop().create_task(self._serve(stream))
 
-    async def _serve(self, stream: H2Stream, refusal: Refusal | None) -> None:
+    async def _serve(self, stream: H2Stream) -> None:
         conn = self.conn
-        routed: Routed | Refusal | None = refusal
         try:
-            if refusal is None:
-                routed = read_in_tunnel(stream.method, stream.path, stream.headers.get("host"), conn.host, conn.port,
-                                        conn.scheme, conn.trusted)
+            routed = read_in_tunnel(stream.method, stream.path, stream.headers.get("host"), conn.host, conn.port,
+                                    conn.scheme, conn.trusted)
             if isinstance(routed, Refusal):
                 await stream.answer(responses.text_answer(routed.status, routed.message))
-            elif routed is not None:
+            else:
                 await forward(self.ctx, self.ctx.live.snapshot, conn, stream, routed)
         except (StreamGone, ConnectionError, H2Error):
             pass
