@@ -101,3 +101,82 @@ def test_httpx_http2_one_connection_a_denied_stream_and_an_allowed_one(tmp_path,
     assert streams == [("hook_matched", 200, "/repos/myorg/a"), ("hook_matched", 200, "/repos/myorg/c"),
                        ("mitm_hook_denied", 403, "/repos/myorg/b")]
     assert len({e[3] for e in events}) == 1   # one connection: one event per stream on it
+
+
+REDACTION = """
+[permissions.r.network.domains]
+"*" = "allow"
+[permissions.r.network.redaction]
+"""
+EMAIL, AWS = "dana.kowalski@acme-corp.io", "AKIAZ7PQ3LXRN4TW2KJD"
+PROMPT = f"Mail {EMAIL} the key {AWS} please."
+
+
+@pytest.fixture(scope="module")
+def redacting(start_proxy) -> ProxyProcess:
+    return start_proxy(REDACTION)
+
+
+def h2_client(proxy: ProxyProcess, versions: list[str]) -> httpx.Client:
+    """An HTTP/2 httpx client through ``proxy`` that records the HTTP version of every answer."""
+    def record(response: httpx.Response) -> None:
+        versions.append(response.http_version)
+
+    return httpx.Client(http2=True, proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.ca)),
+                        timeout=30, event_hooks={"response": [record]})
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_openai_sdk_over_http2_streamed_chat_is_redacted_and_restored(redacting, upstream, chunk):
+    openai = pytest.importorskip("openai")
+    versions: list[str] = []
+    client = openai.OpenAI(api_key="k", base_url=f"https://api.openai.com:{upstream.tls_port}/v1", max_retries=0,
+                           http_client=h2_client(redacting, versions))
+    stream = client.chat.completions.create(model="gpt-x", stream=True, messages=[{"role": "user", "content": PROMPT}],
+                                            extra_headers={"x-test-chunk": str(chunk)})
+    content = "".join(event.choices[0].delta.content or "" for event in stream)
+    assert versions == ["HTTP/2"]
+    assert content == PROMPT   # restored as it streamed
+    seen = upstream.last()["body"]
+    assert EMAIL not in seen and AWS not in seen and "[[EMAIL_" in seen
+
+
+def test_anthropic_over_http2_whole_answer_is_restored(redacting, upstream):
+    versions: list[str] = []
+    with h2_client(redacting, versions) as client:
+        answer = client.post(f"https://api.anthropic.com:{upstream.tls_port}/v1/messages",
+                             json={"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": PROMPT}]})
+    assert (answer.status_code, versions) == (200, ["HTTP/2"])
+    assert answer.json()["content"][0]["text"] == PROMPT
+    assert EMAIL not in upstream.last()["body"]
+
+
+def test_a_body_that_cannot_be_inspected_is_refused_on_its_stream(redacting, upstream):
+    versions: list[str] = []
+    before = len(upstream.requests)
+    with h2_client(redacting, versions) as client:
+        answer = client.post(f"https://api.anthropic.com:{upstream.tls_port}/v1/messages", content=b"{not json",
+                             headers={"content-type": "application/json"})
+        after = client.get(f"https://api.anthropic.com:{upstream.tls_port}/fine")   # the same connection goes on
+    assert versions == ["HTTP/2", "HTTP/2"]
+    assert answer.status_code == 403 and answer.headers["x-proxy-error"] == "blocked-by-policy"
+    assert "not valid JSON" in answer.text and after.status_code == 200
+    assert [r["path"] for r in upstream.requests[before:]] == ["/fine"]
+
+
+@pytest.mark.parametrize("size", [1, 3_000_000])
+def test_large_bodies_both_ways_arrive_whole(proxy, upstream, size):
+    body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+    versions: list[str] = []
+    with h2_client(proxy, versions) as client:   # past every flow-control window, both ways
+        answer = client.post(f"https://api.github.com:{upstream.tls_port}/repos/myorg/blob", content=body)
+    assert (answer.status_code, versions) == (200, ["HTTP/2"])
+    assert answer.json()["body"].encode() == body   # the upstream echoes what it got: all of it came through
+
+
+def test_http2_can_be_turned_off(start_proxy, upstream):
+    proxy = start_proxy(CONFIG + "[permissions.t.network.mitm]\nhttp2 = false\n", env={"TEST_GH_TOKEN": TOKEN})
+    versions: list[str] = []
+    with h2_client(proxy, versions) as client:
+        answer = client.get(f"https://api.github.com:{upstream.tls_port}/repos/myorg/x")
+    assert (answer.status_code, versions) == (200, ["HTTP/1.1"])
