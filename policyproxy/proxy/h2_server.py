@@ -35,6 +35,7 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from policyproxy import responses
@@ -460,8 +461,14 @@ class H2Server(asyncio.Protocol):
         if self.closed or self.draining:
             return
         self.draining = True
-        self.h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self.h2.highest_inbound_stream_id)
         self._flush()
+        # Written by hand: h2's close_connection would end its state machine, and the streams still open
+        # could not be answered. Streams the client opens after it are refused (``_request``).
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = self.h2.highest_inbound_stream_id
+        goaway.error_code = ErrorCodes.NO_ERROR
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(goaway.serialize())
         if not self.streams:
             self._close()
 

@@ -44,6 +44,7 @@ from policyproxy.proxy.resolver import Resolver
 STREAM_WINDOW = 256 * 1024        # what the upstream may send on one stream before the client reads it
 CONNECTION_WINDOW = 1024 * 1024
 HTTP1_MEMORY = 600.0              # an origin that chose HTTP/1.1 is not asked again for this long
+IDLE_TIMEOUT = 60.0               # a connection with no stream open is closed (as the HTTP/1.1 pool does)
 _CONNECTION_FIELDS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding",
                                 "upgrade", "te"})
 
@@ -131,6 +132,7 @@ class _Conn(asyncio.Protocol):
         self.going_away = False
         self.slot = asyncio.Event()
         self.speaks_h2 = False
+        self._idle: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -220,6 +222,9 @@ class _Conn(asyncio.Protocol):
         fields += [(k.lower().encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in headers
                    if k.lower() not in _CONNECTION_FIELDS]
         fields.append((b"te", b"trailers"))   # the proxy relays trailers (gRPC servers ask for this)
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         stream_id = self.h2.get_next_available_stream_id()
         answer = H2Answer(self, stream_id)
         self.streams[stream_id] = answer
@@ -286,6 +291,13 @@ class _Conn(asyncio.Protocol):
     def forget(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
         self.slot.set()
+        if not self.streams and not self.closed and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        if not self.streams:
+            self.close()
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
@@ -305,6 +317,9 @@ class _Conn(asyncio.Protocol):
     # -- lifetime ----------------------------------------------------------------------------------------
 
     def lost(self, why: str) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self.closed:
             return
         self.closed = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import ssl
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from hpack import Encoder
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from policyproxy.proxy import h2_server
-from tests.proxy.harness import pins, running
+from tests.proxy.harness import build, pins, running
 
 CONFIG = """
 [permissions.t.network.domains]
@@ -318,3 +319,61 @@ class TestSpellings:
         assert seen is not None   # the last request was the check; the spelled one came before it
         spelled = [r for r in upstream.requests if r["path"] == "/spelled"][-1]
         assert "cookie" not in {k.lower() for k, _ in spelled["headers"]}   # the hook applied
+
+
+class TestVanishingClients:
+    def test_a_stream_reset_mid_answer_is_reported_once_and_the_connection_goes_on(self, tmp_path, pki, upstream):
+        async def attack(proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            client.h2.send_headers(1, client.request_headers(port, "/sse?n=200&interval=0.02"), end_stream=True)
+            client.flush()
+            await client.pump(lambda events: sum(isinstance(e, DataReceived) for e in events) >= 3)
+            client.h2.reset_stream(1, ErrorCodes.CANCEL)
+            client.h2.send_headers(3, client.request_headers(port, "/next"), end_stream=True)
+            client.flush()
+            await client.pump(lambda events: any(isinstance(e, StreamEnded) and e.stream_id == 3 for e in events))
+            status = next(dict(e.headers)[":status"] for e in client.events
+                          if isinstance(e, ResponseReceived) and e.stream_id == 3)
+            client.close()
+            await asyncio.sleep(0.3)
+            return status
+
+        status, after, events = scenario(tmp_path, pki, upstream, attack)
+        assert status == "200" and after == 200
+        # One event per stream (/sse, whose head was sent, /next, /after), none twice.
+        assert [e for e in events if e[0] == "hook_matched"] == [("hook_matched", 200)] * 3
+
+    def test_a_connection_dropped_mid_answer_reports_its_streams(self, tmp_path, pki, upstream):
+        async def attack(proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            for sid in (1, 3):
+                client.h2.send_headers(sid, client.request_headers(port, "/sse?n=200&interval=0.02"), end_stream=True)
+            client.flush()
+            await client.pump(lambda events: sum(isinstance(e, DataReceived) for e in events) >= 4)
+            client.writer.transport.abort()
+            await asyncio.sleep(0.5)
+
+        _, after, events = scenario(tmp_path, pki, upstream, attack)
+        assert after == 200
+        assert [e for e in events if e[0] == "hook_matched"] == [("hook_matched", 200)] * 3   # both streams, /after
+
+
+class TestStop:
+    @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+    def test_a_stop_sends_goaway_and_lets_open_streams_finish(self, tmp_path, pki, upstream):
+        async def run() -> Any:
+            server = build(tmp_path, CONFIG, upstream_cas=(pki[0],), pins=pins(("api.github.com",), upstream.tls_port))
+            await server.start()
+            curl = await asyncio.create_subprocess_exec(
+                "curl", "-sS", "-N", "--http2", "-v", "-x", f"http://127.0.0.1:{server.addresses['http'][1]}",
+                "--cacert", str(tmp_path / "ca" / "ca.pem"),
+                f"https://api.github.com:{upstream.tls_port}/sse?n=5&interval=0.3",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            assert curl.stdout is not None
+            first = await asyncio.wait_for(curl.stdout.readuntil(b"\n\n"), 10)   # the stream is under way
+            await server.stop(drain=5)
+            rest, err = await asyncio.wait_for(curl.communicate(), 10)
+            return curl.returncode, (first + rest).count(b"event: tick"), err.decode()
+
+        code, ticks, err = asyncio.run(run())
+        assert (code, ticks) == (0, 5), err   # the open stream was answered to its end
