@@ -298,6 +298,8 @@ class H2Server(asyncio.Protocol):
                 await forward(self.ctx, self.ctx.live.snapshot, conn, stream, routed)
         except (StreamGone, ConnectionError, H2Error):
             pass
+        except Exception:   # a bug, not the client: said once, the stream reset, the connection goes on
+            log.exception("HTTP/2 stream %d from %s for %s failed", stream.stream_id, conn.client, conn.host)
         except asyncio.CancelledError:
             if not stream.gone:   # a stop, not a reset: the task ends as it was told
                 raise

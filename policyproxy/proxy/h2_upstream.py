@@ -16,7 +16,7 @@ import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -137,8 +137,7 @@ class _Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Called once TLS is up: the preface goes out at once (before the server's SETTINGS are read)."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)   # uvloop's are not asyncio.Transport subclasses
         ssl_object = transport.get_extra_info("ssl_object")
         self.speaks_h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
         if self.speaks_h2:

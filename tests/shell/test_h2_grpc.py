@@ -64,7 +64,8 @@ def grpc_server(pki) -> Iterator[int]:
     server.stop(0)
 
 
-def calls(tmp_path, pki, port: int, body: Any) -> tuple[Any, list[tuple[str, int | None, str | None]]]:
+def calls(tmp_path, pki, port: int, body: Any, loop: str = "asyncio"
+          ) -> tuple[Any, list[tuple[str, int | None, str | None]]]:
     """Run ``body(channel)`` on a gRPC channel through the proxy; (its result, the proxy's events)."""
     async def scenario() -> tuple[Any, list[tuple[str, int | None, str | None]]]:
         events: list[tuple[str, int | None, str | None]] = []
@@ -84,15 +85,20 @@ def calls(tmp_path, pki, port: int, body: Any) -> tuple[Any, list[tuple[str, int
             await asyncio.sleep(0.1)
         return result, events
 
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(scenario())
     return asyncio.run(scenario())
 
 
-def test_grpc_unary_call_through_interception(tmp_path, pki, grpc_server):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_grpc_unary_call_through_interception(tmp_path, pki, grpc_server, loop):
     def body(channel: grpc.Channel) -> Any:
         call = channel.unary_unary("/test.Echo/Unary")
         return call.with_call(b"hello", timeout=20)
 
-    (answer, call), events = calls(tmp_path, pki, grpc_server, body)
+    (answer, call), events = calls(tmp_path, pki, grpc_server, body, loop)
     assert answer == b"echo:hello key:" + TOKEN.encode()   # the hook's header reached the server
     assert call.code() is grpc.StatusCode.OK                # grpc-status came back in the trailers
     assert ("x-trailer", "kept") in call.trailing_metadata()
