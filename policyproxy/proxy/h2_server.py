@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -182,6 +183,7 @@ class H2Server(asyncio.Protocol):
         self.resets: deque[float] = deque()
         self._writable: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._flush_pending = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- the connection --------------------------------------------------------------------------------
@@ -190,6 +192,9 @@ class H2Server(asyncio.Protocol):
         """Serve ``transport`` (reading paused) from here on; ``first`` is what was already read of it."""
         self.transport = transport
         transport.set_protocol(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:   # frames are written whole: Nagle would only hold the next answer back
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.h2.local_settings.update({
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
@@ -348,7 +353,7 @@ class H2Server(asyncio.Protocol):
             self.h2.send_headers(stream_id, fields, end_stream=end)
         except StreamClosedError:
             raise StreamGone("the stream is closed") from None
-        self._flush()
+        self._flush_soon()
 
     def end_stream(self, stream_id: int) -> None:
         if self.closed:
@@ -357,7 +362,7 @@ class H2Server(asyncio.Protocol):
             self.h2.end_stream(stream_id)
         except StreamClosedError:
             raise StreamGone("the stream is closed") from None
-        self._flush()
+        self._flush_soon()
 
     def reset(self, stream_id: int, code: ErrorCodes) -> None:
         if self.closed:
@@ -394,9 +399,17 @@ class H2Server(asyncio.Protocol):
                 self.h2.acknowledge_received_data(flow, stream_id)
             except (StreamClosedError, ProtocolError, FlowControlError):
                 return
-            self._flush()
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Frames queued in this turn of the loop go out in one write (a head, its body and its end:
+        one TLS record, one segment), not one write each."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)

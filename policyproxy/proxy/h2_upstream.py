@@ -12,6 +12,7 @@ answers like any other (never followed), and failures are the ``UpstreamError`` 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections import OrderedDict, deque
@@ -140,6 +141,9 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)   # uvloop's are not asyncio.Transport subclasses
         ssl_object = transport.get_extra_info("ssl_object")
         self.speaks_h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.speaks_h2:
             self.start()
         else:
