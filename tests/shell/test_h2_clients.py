@@ -8,7 +8,9 @@ import asyncio
 import json
 import shutil
 import ssl
+import statistics
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -180,3 +182,24 @@ def test_http2_can_be_turned_off(start_proxy, upstream):
     with h2_client(proxy, versions) as client:
         answer = client.get(f"https://api.github.com:{upstream.tls_port}/repos/myorg/x")
     assert (answer.status_code, versions) == (200, ["HTTP/1.1"])
+
+
+def test_small_answers_are_not_held_back_by_nagle(tmp_path, pki, upstream):
+    """A head, its body and its end written apart on a Nagle socket cost a delayed ACK (40 ms on Linux)
+    per answer; written together with TCP_NODELAY they do not."""
+    async def scenario() -> float:
+        async with running(tmp_path, CONFIG, env={"TEST_GH_TOKEN": TOKEN}, upstream_cas=(pki[0],),
+                           pins=pins(("api.github.com",), upstream.tls_port)) as server:
+            trust = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
+            proxy = f"http://127.0.0.1:{server.addresses['http'][1]}"
+            async with httpx.AsyncClient(http2=True, proxy=proxy, verify=trust, timeout=20) as client:
+                url = f"https://api.github.com:{upstream.tls_port}/repos/myorg/small"
+                await client.get(url)
+                took = []
+                for _ in range(30):
+                    started = time.perf_counter()
+                    assert (await client.get(url)).status_code == 200
+                    took.append(time.perf_counter() - started)
+        return statistics.median(took) * 1000
+
+    assert asyncio.run(scenario()) < 35
