@@ -377,3 +377,60 @@ class TestStop:
 
         code, ticks, err = asyncio.run(run())
         assert (code, ticks) == (0, 5), err   # the open stream was answered to its end
+
+
+class TestOddRequests:
+    @pytest.mark.parametrize("path", ["/repos/myorg/../other/x", "/repos/myorg/%2e%2e/other/x", "//repos/other/x",
+                                      "*", "https://api.github.com/repos/myorg/x"])
+    def test_path_tricks_are_refused_as_on_http1(self, tmp_path, pki, upstream, path):
+        config = CONFIG.replace('path_prefixes = ["/"]', 'path_prefixes = ["/repos/myorg/"]')
+
+        async def attack(proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            before = len(upstream.requests)
+            client.h2.send_headers(1, client.request_headers(port, path), end_stream=True)
+            client.flush()
+            await client.pump(lambda events: any(isinstance(e, (StreamEnded, StreamReset, ConnectionTerminated))
+                                                 for e in events))
+            status = next((dict(e.headers)[":status"] for e in client.events if isinstance(e, ResponseReceived)), None)
+            client.close()
+            return status, len(upstream.requests) - before
+
+        async def run() -> Any:
+            async with running(tmp_path, config, upstream_cas=(pki[0],),
+                               pins=pins(("api.github.com",), upstream.tls_port)) as server:
+                return await attack(server.addresses["http"][1], upstream.tls_port, str(tmp_path / "ca" / "ca.pem"))
+
+        status, reached = asyncio.run(run())
+        assert status in ("400", "403") and reached == 0
+
+    def test_connect_inside_the_tunnel_is_405(self, tmp_path, pki, upstream):
+        async def attack(proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            client.h2.send_headers(1, [(":method", "CONNECT"), (":authority", "elsewhere.test:443")])
+            client.flush()
+            await client.pump(lambda events: any(isinstance(e, ResponseReceived) for e in events))
+            status = next((dict(e.headers)[":status"] for e in client.events if isinstance(e, ResponseReceived)), None)
+            client.close()
+            return status
+
+        status, after, _ = scenario(tmp_path, pki, upstream, attack)
+        assert (status, after) == ("405", 200)
+
+    @pytest.mark.parametrize("value", ["b\\r\\nInjected: 1", "b\\x00c", "b\\nc"])
+    def test_control_characters_in_a_header_value_never_reach_the_upstream(self, tmp_path, pki, upstream, value):
+        value = value.encode().decode("unicode_escape")
+
+        async def attack(proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            client.h2.config.validate_outbound_headers = False
+            before = len(upstream.requests)
+            client.h2.send_headers(1, client.request_headers(port, "/ctl", extra=[("x-a", value)]), end_stream=True)
+            client.flush()
+            await client.pump(lambda events: any(isinstance(e, (StreamEnded, StreamReset, ConnectionTerminated))
+                                                 for e in events))
+            client.close()
+            return [r for r in upstream.requests[before:] if r["path"] == "/ctl"]
+
+        reached, after, _ = scenario(tmp_path, pki, upstream, attack)
+        assert (reached, after) == ([], 200)   # h2 ends such a connection (PROTOCOL_ERROR): nothing is forwarded
