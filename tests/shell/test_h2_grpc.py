@@ -141,3 +141,13 @@ def test_grpc_call_the_policy_denies_fails_without_reaching_the_server(tmp_path,
     # gRPC maps an HTTP 403 without grpc-status to PERMISSION_DENIED.
     assert code is grpc.StatusCode.PERMISSION_DENIED, details
     assert [e for e in events if e[2] is not None] == [("mitm_hook_denied", 403, "/other.Service/Call")]
+
+
+def test_grpc_large_request_and_answer_pass_every_window(tmp_path, pki, grpc_server):
+    payload = bytes(range(256)) * 6000   # 1.5 MB each way: many stream and connection windows
+
+    def body(channel: grpc.Channel) -> Any:
+        return channel.unary_unary("/test.Echo/Unary")(payload, timeout=30)
+
+    answer, _ = calls(tmp_path, pki, grpc_server, body)
+    assert answer == b"echo:" + payload + b" key:" + TOKEN.encode()
