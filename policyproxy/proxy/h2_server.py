@@ -309,8 +309,11 @@ class H2Server(asyncio.Protocol):
             if not stream.gone:   # a stop, not a reset: the task ends as it was told
                 raise
         finally:
-            if not stream.finished and not stream.gone and not self.closed:
-                self.reset(stream.stream_id, ErrorCodes.INTERNAL_ERROR)   # never a silent half answer
+            if not stream.gone and not self.closed:
+                if not stream.finished:
+                    self.reset(stream.stream_id, ErrorCodes.INTERNAL_ERROR)   # never a silent half answer
+                elif not stream.ended:   # answered (a 403, say) before the body ended: stop its upload
+                    self.reset(stream.stream_id, ErrorCodes.NO_ERROR)   # RFC 9113 section 8.1
             self._forget(stream)
 
     def _forget(self, stream: H2Stream) -> None:

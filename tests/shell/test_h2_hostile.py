@@ -434,3 +434,20 @@ class TestOddRequests:
 
         reached, after, _ = scenario(tmp_path, pki, upstream, attack)
         assert (reached, after) == ([], 200)   # h2 ends such a connection (PROTOCOL_ERROR): nothing is forwarded
+
+
+class TestUnreadBodies:
+    def test_a_denied_upload_is_stopped_with_rst_stream_no_error(self, tmp_path, pki, upstream):
+        async def attack(proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            client.h2.send_headers(1, client.request_headers(port, "/x", method="DELETE"))   # the body never ends
+            client.h2.send_data(1, b"y" * 1000)
+            client.flush()
+            await client.pump(lambda events: any(isinstance(e, StreamReset) for e in events))
+            status = next((dict(e.headers)[":status"] for e in client.events if isinstance(e, ResponseReceived)), None)
+            reset = next((e.error_code for e in client.events if isinstance(e, StreamReset)), None)
+            client.close()
+            return status, reset
+
+        (status, reset), after, _ = scenario(tmp_path, pki, upstream, attack)
+        assert (status, reset, after) == ("403", ErrorCodes.NO_ERROR, 200)
