@@ -54,7 +54,7 @@ STREAM_WINDOW = 256 * 1024        # what one stream may send unread (widened by 
 CONNECTION_WINDOW = 1024 * 1024   # what all streams together may send unread
 MAX_RESETS = 200                  # client RST_STREAMs tolerated per window ...
 RESET_WINDOW = 10.0               # ... of this many seconds
-MAX_CONTROL_BACKLOG = 1024 * 1024  # queued bytes to a client that does not read, before it is dropped
+MAX_CONTROL_BACKLOG = 4 * 1024 * 1024  # queued bytes to a client that does not read, before it is dropped
 
 # Connection-specific fields (RFC 9113 section 8.2.2) never sent on HTTP/2.
 _CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
@@ -416,8 +416,10 @@ class H2Server(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-            if self.transport.get_write_buffer_size() > MAX_CONTROL_BACKLOG and self._writable is None:
-                self._close()   # nothing of ours waits on a drain: control frames piling up for a non-reader
+            # DATA waits for the socket to drain (at most a frame per stream is queued past that), so
+            # this much queued means frames the client provokes (PING, SETTINGS acks) while not reading.
+            if self.transport.get_write_buffer_size() > MAX_CONTROL_BACKLOG:
+                self._close()
 
     def pause_writing(self) -> None:
         if self._writable is None:

@@ -118,6 +118,7 @@ class H2Answer:
         self.window.set()
         if not self.head.done():
             self.head.set_exception(UpstreamUnreachable(f"upstream closed the stream: {why}"))
+            self.head.exception()   # retrieved: ``send`` may have stopped waiting (timeout, release)
 
 
 class _Conn(asyncio.Protocol):
@@ -231,7 +232,11 @@ class _Conn(asyncio.Protocol):
         stream_id = self.h2.get_next_available_stream_id()
         answer = H2Answer(self, stream_id)
         self.streams[stream_id] = answer
-        self.h2.send_headers(stream_id, fields, end_stream=data is None)
+        try:
+            self.h2.send_headers(stream_id, fields, end_stream=data is None)
+        except ProtocolError:   # a field h2 refuses (its message may quote a value: never shown)
+            self.streams.pop(stream_id, None)
+            raise UpstreamUnreachable("the request's header fields are not valid in HTTP/2") from None
         # The stream's window is widened by WINDOW_UPDATE, not by SETTINGS_INITIAL_WINDOW_SIZE: a setting
         # is applied by each side at its own moment (some peers never widen streams opened before it),
         # an update is counted the same way by both.

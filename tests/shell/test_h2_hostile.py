@@ -17,7 +17,7 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, StreamReset
 from hpack import Encoder
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 
 from policyproxy.proxy import h2_server
 from tests.proxy.harness import build, pins, running
@@ -451,3 +451,28 @@ class TestUnreadBodies:
 
         (status, reset), after, _ = scenario(tmp_path, pki, upstream, attack)
         assert (status, reset, after) == ("403", ErrorCodes.NO_ERROR, 200)
+
+
+class TestControlFloods:
+    def test_a_ping_flood_from_a_client_that_never_reads_is_dropped(self, tmp_path, pki, upstream):
+        async def attack(proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            ping = PingFrame(0, opaque_data=b"12345678").serialize()
+            batch = ping * 4096
+            sent = 0
+            try:
+                while sent < 64 * 1024 * 1024:   # 64 MB of PINGs would be 64 MB of acks queued
+                    client.writer.write(batch)
+                    await asyncio.wait_for(client.writer.drain(), 10)
+                    sent += len(batch)
+            except (ConnectionError, asyncio.TimeoutError):
+                pass
+            closed = await client.closed(timeout=5)
+            client.close()
+            return sent, closed
+
+        (sent, closed), after, _ = scenario(tmp_path, pki, upstream, attack)
+        assert closed and after == 200
+        # Cut off after a few MB (4 MiB of acks queued, plus the kernel's buffers); without the bound the
+        # proxy went on queueing acks (30 MB before TLS backpressure stalled the sender).
+        assert sent < 16 * 1024 * 1024
