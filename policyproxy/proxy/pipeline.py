@@ -74,7 +74,8 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: Excha
     """Answer ``request`` (through its ``Exchange``) and report one event."""
     started = time.perf_counter()
     policy = snap.policy
-    outcome = Outcome(conn.client, conn.connection_id, identity=conn.identity)
+    outcome = Outcome(conn.client, conn.connection_id, identity=conn.identity,
+                      protocol_version="2" if request.http2 else None)
     decision = policy.decide(Target(routed.host, routed.port, routed.protocol, trusted=routed.trusted),
                              Request(request.method, routed.path, routed.query, tuple(request.headers.items())))
     try:

@@ -11,6 +11,7 @@ import ssl
 import statistics
 import subprocess
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -77,11 +78,12 @@ def test_curl_http2_denied_stream_is_403_with_its_reason(proxy, upstream):
 
 
 def test_httpx_http2_one_connection_a_denied_stream_and_an_allowed_one(tmp_path, pki, upstream):
-    async def scenario() -> tuple[list[httpx.Response], list[tuple[str, int | None, str | None, str | None]]]:
-        events: list[tuple[str, int | None, str | None, str | None]] = []
+    async def scenario() -> tuple[list[httpx.Response], list[tuple[Any, ...]]]:
+        events: list[tuple[Any, ...]] = []
         async with running(tmp_path, CONFIG, env={"TEST_GH_TOKEN": TOKEN}, upstream_cas=(pki[0],),
                            pins=pins(("api.github.com",), upstream.tls_port)) as server:
-            server.sinks.append(lambda d, o: events.append((d.reason.value, o.status, d.path, o.connection_id)))
+            server.sinks.append(lambda d, o: events.append((d.reason.value, o.status, d.path, o.connection_id,
+                                                            o.protocol_version)))
             trust = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
             proxy = f"http://127.0.0.1:{server.addresses['http'][1]}"
             async with httpx.AsyncClient(http2=True, proxy=proxy, verify=trust, timeout=20) as client:
@@ -103,6 +105,7 @@ def test_httpx_http2_one_connection_a_denied_stream_and_an_allowed_one(tmp_path,
     assert streams == [("hook_matched", 200, "/repos/myorg/a"), ("hook_matched", 200, "/repos/myorg/c"),
                        ("mitm_hook_denied", 403, "/repos/myorg/b")]
     assert len({e[3] for e in events}) == 1   # one connection: one event per stream on it
+    assert [e[4] for e in events if e[2] is not None] == ["2"] * 3   # network.protocol.version
 
 
 REDACTION = """
