@@ -206,3 +206,35 @@ def test_small_answers_are_not_held_back_by_nagle(tmp_path, pki, upstream):
         return statistics.median(took) * 1000
 
     assert asyncio.run(scenario()) < 35
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_http2_over_socks5_gets_the_hook_applied(proxy, upstream):
+    result = subprocess.run(["curl", "-sS", "--max-time", "20", "--http2", "-i", "--socks5-hostname",
+                             f"127.0.0.1:{proxy.socks_port}", "--cacert", str(proxy.ca), "-H", "Authorization: Bearer own",
+                             f"https://api.github.com:{upstream.tls_port}/repos/myorg/socks"], capture_output=True, timeout=30)
+    head, _, body = result.stdout.decode().partition("\r\n\r\n")   # no CONNECT answer over SOCKS5
+    assert head.startswith("HTTP/2 200"), head + result.stderr.decode()
+    seen = json.loads(body)
+    assert dict((k.lower(), v) for k, v in seen["headers"])["authorization"] == f"Bearer {TOKEN}"
+
+
+LIMITED = """
+[permissions.l.network]
+mode = "limited"
+[permissions.l.network.domains]
+"*" = "allow"
+"""
+
+
+@pytest.mark.parametrize(("method", "status"), [("GET", 200), ("HEAD", 200), ("POST", 403), ("DELETE", 403)])
+def test_limited_mode_decides_each_stream_by_its_method(start_proxy, upstream, method, status):
+    proxy = start_proxy(LIMITED)
+    versions: list[str] = []
+    before = len(upstream.requests)
+    with h2_client(proxy, versions) as client:
+        answer = client.request(method, f"https://api.openai.com:{upstream.tls_port}/v1/models", content=b"")
+    assert (answer.status_code, versions) == (status, ["HTTP/2"])
+    assert len(upstream.requests) - before == (1 if status == 200 else 0)
+    if status == 403:
+        assert answer.headers["x-proxy-error"] == "blocked-by-method-policy"
