@@ -16,6 +16,7 @@ from aiohttp import web
 
 from policyproxy import responses
 from policyproxy.proxy.http_server import web_response
+from policyproxy.proxy.websocket import is_upgrade
 
 Headers = Sequence[tuple[str, str]]
 
@@ -88,7 +89,7 @@ class AiohttpExchange:
 
     @property
     def upgrade(self) -> bool:
-        return self.request.headers.get("Upgrade", "").lower() == "websocket"
+        return is_upgrade(self.request)
 
     async def body(self) -> AsyncIterator[bytes]:
         async for chunk in self.request.content.iter_any():
