@@ -143,7 +143,8 @@ class AdminSink:
     def __call__(self, decision: Decision, outcome: Outcome) -> None:
         attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
                                          connection_id=outcome.connection_id, redactions=outcome.redactions,
-                                         emitted=outcome.emitted, user=outcome.identity)
+                                         emitted=outcome.emitted, user=outcome.identity,
+                                         protocol_version=outcome.protocol_version)
         now = time.time()
         self.ring.add(audit_record(attributes, datetime.fromtimestamp(now, timezone.utc)), now)
         self.metrics.decided(decision.verdict.value, decision.reason.value, outcome.redactions, outcome.added_ms)

@@ -209,6 +209,8 @@ def settings_to_toml(settings: Settings) -> dict[str, Any]:
     mitm: dict[str, Any] = {}
     if net.mitm_enabled is not None:
         mitm["enabled"] = net.mitm_enabled
+    if not net.mitm_http2:
+        mitm["http2"] = False
     if net.hooks:
         mitm["hooks"] = {h.name: _hook_table(h) for h in net.hooks}
     if net.actions:

@@ -51,7 +51,7 @@ NETWORK_KEYS = frozenset({
     "admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets",
 })
 CODEX_ONLY_KEYS = frozenset({"admin_url", "dangerously_allow_non_loopback_admin", "allow_unix_sockets"})
-MITM_KEYS = frozenset({"enabled", "version", "hooks", "actions"})
+MITM_KEYS = frozenset({"enabled", "version", "hooks", "actions", "http2"})
 HOOK_KEYS = frozenset({"host", "methods", "path_prefixes", "query", "headers", "body", "action",
                        "allow_plaintext_secrets"})
 ACTION_KEYS = frozenset({"strip_request_headers", "inject_request_headers"})
@@ -99,6 +99,7 @@ def parse_network(r: Reader, net: Mapping[str, Any], source: Source = Source.PRO
         dangerously_allow_non_loopback_proxy=r.get(net, "dangerously_allow_non_loopback_proxy", path, bool, False),
         domains=parse_domains(r, net, source),
         mitm_enabled=mitm_enabled,
+        mitm_http2=r.get(mitm, "http2", ("mitm",), bool, True),
         hooks=hooks,
         actions=actions,
         redaction=redaction,

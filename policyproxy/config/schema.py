@@ -165,6 +165,7 @@ class NetworkSpec:
     dangerously_allow_non_loopback_proxy: bool = False
     domains: tuple[DomainRule, ...] = ()
     mitm_enabled: bool | None = None   # None: on where needed (hooks, limited mode, redaction)
+    mitm_http2: bool = True            # intercepted connections offer h2 by ALPN (and ask upstreams for it)
     hooks: tuple[HookSpec, ...] = ()
     actions: tuple[ActionSpec, ...] = ()
     redaction: RedactionSpec | None = None

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiohttp import web
+from typing import Any, Protocol
 
 from policyproxy.config.schema import Settings
 from policyproxy.policy.decide import Policy
@@ -69,12 +67,23 @@ class HeadGate:
         self.count -= 1
 
 
+class Drainable(Protocol):
+    """A client connection server a stop drains: aiohttp's ``web.Server`` or an HTTP/2 connection."""
+
+    @property
+    def connections(self) -> Sequence[object]: ...
+
+    def pre_shutdown(self) -> None: ...
+
+    async def shutdown(self, timeout: float | None = None) -> None: ...
+
+
 @dataclass
 class Registry:
     """Open connections, so a stop can drain them and the idle sweep and metrics can see them."""
 
     pipes: dict[asyncio.Transport, PipeSide] = field(default_factory=dict)
-    servers: weakref.WeakSet[web.Server] = field(default_factory=weakref.WeakSet)
+    servers: weakref.WeakSet[Drainable] = field(default_factory=weakref.WeakSet)
     openings: set[asyncio.Task[None]] = field(default_factory=set)
     clients: set[asyncio.BaseTransport] = field(default_factory=set)   # open client connections (fd budget)
     clients_pruned: int = 0                # len(clients) after the last pruning of closed ones

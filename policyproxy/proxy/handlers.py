@@ -6,17 +6,26 @@ from aiohttp import web
 
 from policyproxy import responses
 from policyproxy.proxy.connection import Connection
-from policyproxy.proxy.context import Context
+from policyproxy.proxy.context import Context, Snapshot
+from policyproxy.proxy.exchange import AiohttpExchange
 from policyproxy.proxy.headers import proxy_user
 from policyproxy.proxy.http_server import Handler, web_response
 from policyproxy.proxy.pipeline import forward
-from policyproxy.proxy.target import Refusal, read_in_tunnel, read_plain
+from policyproxy.proxy.target import Refusal, Routed, read_in_tunnel, read_plain
 
 
 def peer(transport: object) -> str:
     info = getattr(transport, "get_extra_info", None)
     address = info("peername") if info is not None else None
     return str(address[0]) if address else "unknown"
+
+
+async def _forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.BaseRequest,
+                   routed: Routed) -> web.StreamResponse:
+    exchange = AiohttpExchange(request)
+    await forward(ctx, snap, conn, exchange, routed)
+    assert exchange.response is not None
+    return exchange.response
 
 
 def plain_handler(ctx: Context) -> Handler:
@@ -35,7 +44,7 @@ def plain_handler(ctx: Context) -> Handler:
         routed = read_plain(request.raw_path, request.headers.get("Host"), snap.routes)
         if isinstance(routed, Refusal):
             return web_response(responses.text_answer(routed.status, routed.message))
-        return await forward(ctx, snap, Connection(peer(request.transport), None, identity), request, routed)
+        return await _forward(ctx, snap, Connection(peer(request.transport), None, identity), request, routed)
 
     return handle
 
@@ -48,6 +57,6 @@ def tunnel_handler(ctx: Context, conn: Connection) -> Handler:
                                 conn.scheme, conn.trusted)
         if isinstance(routed, Refusal):
             return web_response(responses.text_answer(routed.status, routed.message))
-        return await forward(ctx, ctx.live.snapshot, conn, request, routed)
+        return await _forward(ctx, ctx.live.snapshot, conn, request, routed)
 
     return handle

@@ -18,11 +18,10 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from aiohttp import web
+from typing import Protocol
 
 from policyproxy.config.schema import RedactionSpec, Settings
 from policyproxy.config.source import process_environment, read_secret_file
@@ -37,6 +36,14 @@ from policyproxy.redaction.wsmessages import ClientMessages, MessageRefused
 from policyproxy.stores.redis import RedisMappingStore, StoreUnavailable, derive
 from policyproxy.stores.secrets import resolve_store_secrets
 from policyproxy.stores.sqlite import SqliteMappingStore
+
+
+class Body(Protocol):
+    """What ``inspect`` reads of a request (an ``exchange.Exchange``)."""
+
+    headers: Mapping[str, str]
+
+    def body(self) -> AsyncIterator[bytes]: ...
 
 # Bodies larger than this are redacted on a worker thread, so one big request cannot stall the loop.
 OFFLOAD_BYTES = 64 * 1024
@@ -158,13 +165,13 @@ class Inspector:
         if self.remote is not None:
             await self.remote.aclose()
 
-    async def inspect(self, settings: Settings, redactor: Redactor, decision: Decision, request: web.BaseRequest,
+    async def inspect(self, settings: Settings, redactor: Redactor, decision: Decision, request: Body,
                       vault: Vault) -> Inspection:
         """Step 7: read the body (bounded), then redact it."""
         assert settings.network.redaction is not None
         limit = settings.network.redaction.max_body_bytes
         body = bytearray()
-        async for chunk in request.content.iter_any():
+        async for chunk in request.body():
             body += chunk
             if len(body) > limit:
                 return inspect(redactor, vault, decision, bytes(body), None, limit)

@@ -12,6 +12,7 @@ from policyproxy.grammar.hosts import normalize_host
 from policyproxy.policy.model import Decision
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
+from policyproxy.proxy.h2_server import H2Server
 from policyproxy.proxy.handlers import tunnel_handler
 from policyproxy.proxy.http_server import TimedServer
 from policyproxy.proxy.outcome import Outcome
@@ -46,7 +47,8 @@ def serve_http(ctx: Context, transport: asyncio.Transport, conn: Connection, fir
 async def intercept_tls(ctx: Context, transport: asyncio.Transport, conn: Connection) -> None:
     """Terminate the client's TLS with a leaf for ``conn.host`` and serve HTTP inside it."""
     loop = asyncio.get_running_loop()
-    context = ctx.leaves.context_for(normalize_host(conn.host) or conn.host)
+    http2 = ctx.live.snapshot.settings.network.mitm_http2
+    context = ctx.leaves.context_for(normalize_host(conn.host) or conn.host, http2)
     buffer = _Buffer()
     try:
         tls = await loop.start_tls(transport, buffer, context, server_side=True,
@@ -61,6 +63,12 @@ async def intercept_tls(ctx: Context, transport: asyncio.Transport, conn: Connec
             tls.close()
         return
     tls.pause_reading()
+    ssl_object = tls.get_extra_info("ssl_object")
+    if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+        server = H2Server(ctx, conn)
+        ctx.registry.servers.add(server)
+        server.take(tls, bytes(buffer.data))
+        return
     serve_http(ctx, tls, conn, bytes(buffer.data))
 
 

@@ -22,6 +22,7 @@ class Outcome:
     added_ms: float | None = None          # what the proxy added to the upstream's time
     genai: GenAI | None = None             # on LLM endpoints: provider, operation, models, token usage
     identity: str | None = None            # the authenticated listener user (events: enduser.id)
+    protocol_version: str | None = None    # "2" when the client spoke HTTP/2 (events: network.protocol.version)
 
 
 DecisionSink = Callable[[Decision, Outcome], None]

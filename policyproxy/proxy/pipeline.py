@@ -3,7 +3,8 @@ WebSocket upgrades): decide -> resolve and check -> inspect -> send -> restore.
 
 Exactly one decision event per request, from the ``finally`` of ``forward``: whatever happens (a
 block, an upstream failure, a client that vanished), the decision and its ``Outcome`` are reported
-once. Bodies stream both ways (``iter_any`` into ``StreamResponse.write``, which awaits drain).
+once. Bodies stream both ways (the client's ``Exchange.write`` awaits drain or the HTTP/2 window). The
+client's side is an ``exchange.Exchange``: an HTTP/1.1 request (aiohttp) or an HTTP/2 stream.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from policyproxy.policy.decide import Policy
 from policyproxy.policy.model import Decision, Request, Target
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context, Snapshot
+from policyproxy.proxy.exchange import AiohttpExchange, Exchange
 from policyproxy.proxy.headers import host_header, request_headers, response_headers
 from policyproxy.proxy.http_server import web_response
 from policyproxy.proxy.inspector import Inspector
@@ -33,7 +35,6 @@ from policyproxy.proxy.upstream import upstream_proxy
 from policyproxy.proxy.websocket import (
     HANDSHAKE,
     Channel,
-    is_upgrade,
     offered_protocols,
     offers_deflate,
     relay,
@@ -59,20 +60,26 @@ def upgrade_in_limited_mode(decision: Decision, policy: Policy) -> Decision:
                   f"WebSocket upgrades are not allowed in limited mode (GET, HEAD and OPTIONS only) on {decision.host}")
 
 
-def _answer(outcome: Outcome, answer: responses.Answer) -> web.Response:
+def _web_answer(outcome: Outcome, answer: responses.Answer) -> web.Response:
     outcome.status = answer.status
     return web_response(answer)
 
 
-async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.BaseRequest,
-                  routed: Routed) -> web.StreamResponse:
+async def _answer(exchange: Exchange, outcome: Outcome, answer: responses.Answer) -> None:
+    outcome.status = answer.status
+    await exchange.answer(answer)
+
+
+async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: Exchange, routed: Routed) -> None:
+    """Answer ``request`` (through its ``Exchange``) and report one event."""
     started = time.perf_counter()
     policy = snap.policy
-    outcome = Outcome(conn.client, conn.connection_id, identity=conn.identity)
+    outcome = Outcome(conn.client, conn.connection_id, identity=conn.identity,
+                      protocol_version="2" if request.http2 else None)
     decision = policy.decide(Target(routed.host, routed.port, routed.protocol, trusted=routed.trusted),
                              Request(request.method, routed.path, routed.query, tuple(request.headers.items())))
     try:
-        upgrade = is_upgrade(request)
+        upgrade = request.upgrade
         if upgrade and decision.allowed and policy.mode is Mode.LIMITED:
             decision = upgrade_in_limited_mode(decision, policy)
         if decision.allowed:
@@ -86,10 +93,10 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
             decision = refuse(decision, Reason.INSPECTION_FAILED, Source.DEFAULT,
                               "WebSocket on a redaction endpoint is refused (redaction.websocket = \"refuse\"); "
                               "use HTTP (server-sent events)")
-            return _answer(outcome, responses.websocket_refused(decision))
+            return await _answer(request, outcome, responses.websocket_refused(decision))
         vault = body = None
         if decision.allowed and request.body_exists and request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(responses.CONTINUE)   # the client waits for this before sending the body
+            await request.expect_continue()   # the client waits for this before sending the body
         if decision.allowed and decision.redaction is not None:
             outcome.genai = GenAI.describe(decision.redaction.api, decision.host, decision.path or routed.path)
             if snap.redactor is not None:
@@ -97,7 +104,7 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                     vault = await ctx.inspector.open_vault(conn.identity, conn.client)
                 except StoreUnavailable as exc:
                     decision = Inspector.store_down(decision, exc)
-                    return _answer(outcome, responses.block_answer(decision))
+                    return await _answer(request, outcome, responses.block_answer(decision))
                 decision = screen_query(snap.redactor, decision, routed.query)
                 if decision.allowed and request.body_exists:
                     inspection = await ctx.inspector.inspect(snap.settings, snap.redactor, decision, request, vault)
@@ -105,7 +112,7 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                     if outcome.genai is not None and inspection.model is not None:
                         outcome.genai.request_model = outcome.genai.request_model or inspection.model
                     if not decision.allowed and inspection.answer is not None:
-                        return _answer(outcome, inspection.answer)
+                        return await _answer(request, outcome, inspection.answer)
                     body = inspection.body
             elif request.body_exists or upgrade:
                 decision = Inspector.unavailable(decision)
@@ -121,12 +128,13 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                 decision = refuse(decision, Reason.SECRET_UNAVAILABLE, decision.source,
                                   f"hook {decision.hook!r} cannot inject its header: {exc}")
         if not decision.allowed:
-            return _answer(outcome, responses.block_answer(decision))
+            return await _answer(request, outcome, responses.block_answer(decision))
         url = URL.build(scheme=routed.scheme, host=routed.host.strip("[]"), port=routed.port,
                         path=decision.path or "/", query_string=routed.query, encoded=True)
         proxy = upstream_proxy(snap.settings.network.allow_upstream_proxy, routed.scheme, routed.host)
         scan = response_scan(snap.settings, snap.redactor, vault)
         if upgrade:
+            assert isinstance(request, AiohttpExchange)   # only HTTP/1.1 upgrades
             channel = None
             if vault is not None and snap.redactor is not None and spec is not None:
                 messages = ClientMessages(snap.redactor, vault, spec.max_body_bytes)
@@ -136,7 +144,8 @@ async def forward(ctx: Context, snap: Snapshot, conn: Connection, request: web.B
                 channel = Channel(functools.partial(_redact_message, ctx, messages),
                                   ServerMessages(vault, scan, observe), spec.max_body_bytes)
             try:
-                return await _websocket(ctx, request, headers, url, proxy, outcome, channel)
+                request.response = await _websocket(ctx, request.request, headers, url, proxy, outcome, channel)
+                return
             finally:
                 if channel is not None:
                     outcome.redactions = messages.counts
@@ -177,9 +186,9 @@ async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple
         upstream = await ctx.upstream.ws_connect(url, headers, offered_protocols(request), proxy,
                                                  compress=15 if offers_deflate(request) else 0)
     except UpstreamAnswered as answered:
-        return _answer(outcome, responses.relayed_answer(answered.status, answered.headers, answered.body))
+        return _web_answer(outcome, responses.relayed_answer(answered.status, answered.headers, answered.body))
     except UpstreamError as exc:
-        return _answer(outcome, responses.text_answer(exc.status, f"WebSocket to {url.host} failed: {exc.message}"))
+        return _web_answer(outcome, responses.text_answer(exc.status, f"WebSocket to {url.host} failed: {exc.message}"))
     # An inspected client message is read whole, so it is bounded (past the limit: closed with 1009).
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), autoping=False,
                                    max_msg_size=channel.limit + 1 if channel is not None else 0)
@@ -196,10 +205,10 @@ async def _websocket(ctx: Context, request: web.BaseRequest, headers: list[tuple
     return client
 
 
-async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[tuple[str, str]],
+async def _send(ctx: Context, request: Exchange, url: URL, headers: list[tuple[str, str]],
                 proxy: str | None, body: bytes | None, vault: Vault | None, scan: ResponseScan | None,
-                outcome: Outcome, started: float) -> web.StreamResponse:
-    data: Any = request.content if request.body_exists else None
+                outcome: Outcome, started: float) -> None:
+    data: Any = request.upstream_body() if request.body_exists else None
     if vault is not None:
         # The body was read and maybe rewritten; the answer must come uncompressed to be restored.
         dropped = {"accept-encoding"} | ({"content-length", "content-encoding"} if body is not None else set())
@@ -208,9 +217,12 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
             data = body
     sent = time.perf_counter()
     try:
-        upstream = await ctx.upstream.send(request.method, url, headers, data, proxy)
+        if request.http2:   # the upstream is asked for HTTP/2 too (gRPC needs it end to end)
+            upstream = await ctx.upstream.send(request.method, url, headers, data, proxy, http2=True)
+        else:
+            upstream = await ctx.upstream.send(request.method, url, headers, data, proxy)
     except UpstreamError as exc:
-        return _answer(outcome, responses.text_answer(exc.status, exc.message))
+        return await _answer(request, outcome, responses.text_answer(exc.status, exc.message))
     answered = time.perf_counter()
     try:
         no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
@@ -228,42 +240,33 @@ async def _send(ctx: Context, request: web.BaseRequest, url: URL, headers: list[
             elif restore is None and not no_body and upstream.body_complete():
                 whole = await upstream.read()   # a small answer came whole with its head (does not wait)
         except UpstreamBroken as exc:
-            return _answer(outcome, responses.text_answer(exc.status, exc.message))
+            return await _answer(request, outcome, responses.text_answer(exc.status, exc.message))
         if whole is not None:
-            # Head and body in one write (one TLS record, one send) instead of two; Content-Length is
-            # the body's.
-            answer = web.Response(status=upstream.status, reason=upstream.reason, headers=head, body=whole)
-            await answer.prepare(request)
             outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
-            await answer.write_eof()
-            return answer
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=head)
+            return await request.reply(upstream.status, upstream.reason, head, whole, upstream.trailers())
         length = upstream.headers.get("Content-Length")
-        if restore is None and length is not None and length.isdigit() and not no_body:
-            response.content_length = int(length)
-        await response.prepare(request)
+        known = restore is None and length is not None and length.isdigit() and not no_body
+        await request.start(upstream.status, upstream.reason, head, int(length) if known and length else None)
         outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
         if not no_body:
             try:
                 async for chunk in upstream.chunks():
                     out = await restore.afeed(chunk) if restore is not None else chunk
                     if out:
-                        await response.write(out)
+                        await request.write(out)
                 if restore is not None:
                     tail = restore.close()
                     if tail:
-                        await response.write(tail)
+                        await request.write(tail)
             except UpstreamBroken:
                 # The upstream broke mid-body: release what the restorer held back (restored), then end
-                # the client's connection so it sees a truncation.
-                if restore is not None and request.transport is not None and not request.transport.is_closing():
+                # the client's connection (or stream) so it sees a truncation.
+                if restore is not None and request.alive():
                     tail = restore.close()
                     if tail:
-                        await response.write(tail)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-        await response.write_eof()
-        return response
+                        await request.write(tail)
+                request.abort()
+                return
+        await request.end(upstream.trailers())
     finally:
         upstream.release()

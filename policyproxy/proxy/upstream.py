@@ -30,6 +30,7 @@ from policyproxy.errors import (
     UpstreamUnreachable,
 )
 from policyproxy.grammar.hosts import IPAddress
+from policyproxy.proxy.h2_upstream import H2Upstream
 from policyproxy.proxy.options import ProxyOptions
 from policyproxy.proxy.pipe import PipeSide
 from policyproxy.proxy.resolver import Resolver
@@ -38,12 +39,12 @@ SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"
 _REDIRECT_BODY = 64 * 1024   # what of a redirect's body is relayed to the client
 
 
-def upstream_context(extra_cas: tuple[Path, ...]) -> ssl.SSLContext:
+def upstream_context(extra_cas: tuple[Path, ...], alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
     """System trust plus ``--upstream-ca``; verification is never turned off."""
     context = ssl.create_default_context()
     for path in extra_cas:
         context.load_verify_locations(cafile=str(path))
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
@@ -179,7 +180,7 @@ class UpstreamSeam(Protocol):
     """What the pipeline and the opening need of the way out; tests pass plain recording objects."""
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
-                   proxy: str | None) -> UpstreamResponse: ...
+                   proxy: str | None, http2: bool = False) -> UpstreamResponse: ...
 
     async def ws_connect(self, url: URL, headers: list[tuple[str, str]], protocols: Iterable[str],
                          proxy: str | None, compress: int = 0) -> aiohttp.ClientWebSocketResponse[bool]: ...
@@ -195,6 +196,8 @@ class Upstream:
         self.tls = upstream_context(options.upstream_cas)
         self.session: aiohttp.ClientSession | None = None
         self.ws_session: aiohttp.ClientSession | None = None
+        self.h2 = H2Upstream(resolver, upstream_context(options.upstream_cas, ("h2", "http/1.1")),
+                             options.connect_timeout, options.read_timeout)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False, limit=0, limit_per_host=0,
@@ -212,15 +215,21 @@ class Upstream:
         self.ws_session = aiohttp.ClientSession(**common, connector_owner=False, trace_configs=[trace])
 
     async def close(self) -> None:
+        self.h2.close()
         if self.ws_session is not None:
             await self.ws_session.close()
         if self.session is not None:
             await self.session.close()
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
-                   proxy: str | None) -> UpstreamResponse:
-        """The upstream's answer head (its body still to read); redirects come back as they are."""
+                   proxy: str | None, http2: bool = False) -> UpstreamResponse:
+        """The upstream's answer head (its body still to read); redirects come back as they are.
+        ``http2``: the client speaks HTTP/2, so an upstream that offers it is spoken to in HTTP/2."""
         assert self.session is not None
+        if http2 and proxy is None and url.scheme == "https":
+            answer = await self.h2.send(method, url, headers, data)
+            if answer is not None:
+                return answer
         try:
             return _AiohttpResponse(await self.session.request(
                 method, url, headers=headers, data=data, allow_redirects=False, skip_auto_headers=SKIP_AUTO,

@@ -22,7 +22,8 @@ def decision_attributes(decision: Decision, *, client: str | None = None, status
                         connection_id: str | None = None,
                         redactions: Mapping[str, int] | None = None,
                         emitted: Mapping[str, int] | None = None,
-                        genai: Mapping[str, Any] | None = None, user: str | None = None) -> dict[str, Any]:
+                        genai: Mapping[str, Any] | None = None, user: str | None = None,
+                        protocol_version: str | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "network.policy.decision": decision.verdict.value,
         "network.policy.reason": decision.reason.value,
@@ -38,6 +39,8 @@ def decision_attributes(decision: Decision, *, client: str | None = None, status
         attrs["network.policy.actions"] = list(decision.actions)
     if decision.path is not None:
         attrs["url.path"] = decision.path
+    if protocol_version is not None:   # the client's HTTP version, when it is not HTTP/1.1 (so far: "2")
+        attrs["network.protocol.version"] = protocol_version
     if client is not None:
         attrs["client.address"] = client
     if user is not None:

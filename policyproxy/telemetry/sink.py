@@ -59,7 +59,7 @@ class TelemetrySink:
                                          connection_id=outcome.connection_id, redactions=outcome.redactions,
                                          emitted=outcome.emitted,
                                          genai=outcome.genai.attributes() if outcome.genai is not None else None,
-                                         user=outcome.identity)
+                                         user=outcome.identity, protocol_version=outcome.protocol_version)
         body = decision_summary(decision, outcome.client, outcome.identity) if self.otel is not None else ""
         self._queue.append((time.time_ns(), attributes, decision.allowed, outcome.added_ms, EVENT_NAME, body))
         if len(self._queue) == WAKE_AT:

@@ -61,20 +61,22 @@ class LeafContexts:
         with os.fdopen(fd, "wb") as handle:
             handle.write(self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption()))
-        self._cache: OrderedDict[str, ssl.SSLContext] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bool], ssl.SSLContext] = OrderedDict()
 
-    def context_for(self, host: str) -> ssl.SSLContext:
-        context = self._cache.get(host)
+    def context_for(self, host: str, http2: bool = False) -> ssl.SSLContext:
+        """``http2``: ALPN offers ``h2`` before ``http/1.1``."""
+        key = (host, http2)
+        context = self._cache.get(key)
         if context is not None:
-            self._cache.move_to_end(host)
+            self._cache.move_to_end(key)
             return context
-        context = self._build(host)
-        self._cache[host] = context
+        context = self._build(host, http2)
+        self._cache[key] = context
         if len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return context
 
-    def _build(self, host: str) -> ssl.SSLContext:
+    def _build(self, host: str, http2: bool) -> ssl.SSLContext:
         leaf = mint_leaf(self.ca, self._key, host)
         chain = leaf.public_bytes(serialization.Encoding.PEM) + self.ca.cert_pem
         fd, name = tempfile.mkstemp(dir=self._dir, suffix=".pem")
@@ -86,7 +88,7 @@ class LeafContexts:
             context.load_cert_chain(name, self._key_path)
         finally:
             os.unlink(name)
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
         return context
 
     def close(self) -> None:

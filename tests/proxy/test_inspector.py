@@ -21,14 +21,13 @@ enabled = true
 
 
 class Body:
-    """A request's body as aiohttp hands it over: chunks from ``content.iter_any()``."""
+    """A request's body as an ``Exchange`` hands it over: chunks from ``body()``."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
-        self.content = self
 
-    async def iter_any(self) -> Any:
+    async def body(self) -> Any:
         for i in range(0, len(self.data), 7):
             await asyncio.sleep(0)
             yield self.data[i:i + 7]

@@ -45,7 +45,7 @@ def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
 
 def status_and_body(result: subprocess.CompletedProcess) -> tuple[int, str]:
     head, _, body = result.stdout.partition("\r\n\r\n")
-    while head.startswith(("HTTP/1.1 200 Connection established", "HTTP/1.1 100 ")):
+    while head.startswith(("HTTP/1.1 200 Connection established", "HTTP/1.1 100 ", "HTTP/2 100")):
         head, _, body = body.partition("\r\n\r\n")
     return int(head.split()[1]), body
 
