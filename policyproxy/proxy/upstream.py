@@ -30,6 +30,7 @@ from policyproxy.errors import (
     UpstreamUnreachable,
 )
 from policyproxy.grammar.hosts import IPAddress
+from policyproxy.proxy.h1_client import Pool
 from policyproxy.proxy.options import ProxyOptions
 from policyproxy.proxy.pipe import PipeSide
 from policyproxy.proxy.resolver import Resolver
@@ -195,6 +196,7 @@ class Upstream:
         self.tls = upstream_context(options.upstream_cas)
         self.session: aiohttp.ClientSession | None = None
         self.ws_session: aiohttp.ClientSession | None = None
+        self.pool = Pool(self.tls, options.connect_timeout, options.read_timeout)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False, limit=0, limit_per_host=0,
@@ -212,6 +214,7 @@ class Upstream:
         self.ws_session = aiohttp.ClientSession(**common, connector_owner=False, trace_configs=[trace])
 
     async def close(self) -> None:
+        self.pool.close()
         if self.ws_session is not None:
             await self.ws_session.close()
         if self.session is not None:
@@ -219,7 +222,13 @@ class Upstream:
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
                    proxy: str | None) -> UpstreamResponse:
-        """The upstream's answer head (its body still to read); redirects come back as they are."""
+        """The upstream's answer head (its body still to read); redirects come back as they are.
+        Direct requests go through the lean client (``h1_client``) to the addresses the policy
+        checked; through an upstream proxy (``allow_upstream_proxy``) aiohttp's client still sends them."""
+        if proxy is None:
+            host, port = url.raw_host or "", url.port or 0
+            return await self.pool.send(method, url.scheme, host, port, await self.resolver.checked(host, port),
+                                        url.raw_path_qs, headers, data)
         assert self.session is not None
         try:
             return _AiohttpResponse(await self.session.request(
