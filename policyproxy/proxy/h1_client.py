@@ -37,6 +37,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 HIGH_WATER = 1024 * 1024   # response bytes buffered before the upstream connection stops being read
 LOW_WATER = 256 * 1024
+MAX_HEAD = 256 * 1024     # an answer head (interim ones included) larger than this is refused
 
 
 class _DeadOnReuse(Exception):
@@ -51,7 +52,7 @@ class H1Response:
     """``upstream.UpstreamResponse`` for one exchange; also the llhttp callback target."""
 
     __slots__ = ("_body", "_buffered", "_conn", "_done", "_error", "_head", "_headers", "_interim", "_items",
-                 "_no_body", "_trailers", "_waiter", "reason", "status")
+                 "_keep_alive", "_no_body", "_trailers", "_waiter", "reason", "status")
 
     def __init__(self, conn: H1Connection, no_body: bool) -> None:
         self._conn = conn
@@ -64,6 +65,7 @@ class H1Response:
         self._buffered = 0
         self._done = False
         self._interim = False
+        self._keep_alive = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.status = 0
@@ -107,6 +109,7 @@ class H1Response:
             self._interim = False
             return
         self._done = True
+        self._keep_alive = self._conn.parser.should_keep_alive()   # llhttp forgets it once the message ended
         self._wake()
 
     # -- from the connection ----------------------------------------------------------------------
@@ -198,6 +201,7 @@ class H1Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.exchanges = 0   # answers fully read on this connection
         self._received = False   # a byte of the current answer arrived
+        self._head_bytes = 0     # read while the answer's head is still incomplete
         self._reading_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -210,8 +214,7 @@ class H1Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]   # uvloop's is not an asyncio.Transport subclass
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -239,6 +242,10 @@ class H1Connection(asyncio.Protocol):
             self._broken(response, f"unreadable answer: {exc}")
         if response._done:
             self._stop_timer()
+        elif not response._head.done() and response._error is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:   # llhttp bounds no head: a never-ending one would grow forever
+                self._broken(response, f"answer head over {MAX_HEAD // 1024} KiB")
 
     def _broken(self, response: H1Response, why: str) -> None:
         self._reusable = False
@@ -336,6 +343,7 @@ class H1Connection(asyncio.Protocol):
         self.response = response
         self.parser = httptools.HttpResponseParser(response)
         self._received = False
+        self._head_bytes = 0
         self._reusable = True
         if body is None or isinstance(body, (bytes, bytearray, memoryview)):
             self.transport.write(head + body if body else head)
@@ -390,7 +398,7 @@ class H1Connection(asyncio.Protocol):
             sender.cancel()
             self._reusable = False
         if response._done and response._error is None and self._reusable and not self.closed \
-                and self.parser.should_keep_alive():
+                and response._keep_alive:
             self.exchanges += 1
             self.response = None
             self.parser = None
