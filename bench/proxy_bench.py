@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--peers", default="direct,tunnel,intercept,mitmdump",
                         help="comma list of the rows to run (direct, tunnel, intercept, mitmdump)")
     parser.add_argument("--no-big", action="store_true", help="skip the 100 MB, SSE and new-connection runs")
+    parser.add_argument("--big-only", action="store_true", help="only the 100 MB body (MB/s, proxy CPU)")
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="the policyproxy checkout to run (another commit's, for a before/after)")
     args = parser.parse_args()
@@ -199,6 +200,12 @@ def main() -> None:
             if name.rsplit(" ", 1)[-1] not in wanted and name not in wanted:
                 continue
             row: dict[str, float] = {}
+            if args.big_only:
+                before = cpu_seconds(pids.get(name))
+                row["MB/s 100MB"] = curl_metric(f"{base}/big?mb=100", via, bundle, "speed_download") / 1e6
+                row["CPU ms 100MB"] = (cpu_seconds(pids.get(name)) - before) * 1000
+                rows[name] = row
+                continue
             for c in (1, 10):
                 result = hey(f"{base}/small", via, c, args.seconds, hey_env, pid=pids.get(name))
                 row[f"rps c={c}"] = result["rps"]
@@ -209,7 +216,9 @@ def main() -> None:
                 rows[name] = row
                 continue
             row["new conn rps"] = hey(f"{base}/small", via, 10, args.seconds, hey_env, keepalive=False)["rps"]
+            before = cpu_seconds(pids.get(name))
             row["MB/s 100MB"] = curl_metric(f"{base}/big?mb=100", via, bundle, "speed_download") / 1e6
+            row["CPU ms 100MB"] = (cpu_seconds(pids.get(name)) - before) * 1000   # the proxy's (0: direct)
             row["SSE 1st byte ms"] = statistics.median(
                 curl_metric(f"{base}/sse", via, bundle, "time_starttransfer", ["-N"]) * 1000 for _ in range(15))
             rows[name] = row
@@ -219,7 +228,7 @@ def main() -> None:
             print(f"{name:24}" + "".join(f"{v:16.2f}" for v in row.values()))
         print()
         for name, row in rows.items():
-            if name == "direct" or not direct or args.no_big:
+            if name == "direct" or not direct or args.no_big or args.big_only:
                 continue
             print(f"{name}: rps c=1 {row['rps c=1'] / direct['rps c=1']:.0%} of direct, "
                   f"c=10 {row['rps c=10'] / direct['rps c=10']:.0%}; added p50 c=1 "
