@@ -48,6 +48,10 @@ class _NoBody(Exception):
     """Raised from the parser's head callback of a HEAD answer: llhttp cannot be told to skip a body."""
 
 
+class _OutOfStep(Exception):
+    """Raised from the parser when bytes follow a complete answer: never parsed into it."""
+
+
 class H1Response:
     """``upstream.UpstreamResponse`` for one exchange; also the llhttp callback target."""
 
@@ -72,6 +76,10 @@ class H1Response:
         self.reason = ""
 
     # -- llhttp callbacks -------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._done:   # a second answer in the same read: nobody asked for it (smuggled or out of step)
+            raise _OutOfStep
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason.decode("latin-1")
@@ -236,6 +244,9 @@ class H1Connection(asyncio.Protocol):
             if isinstance(exc.__context__, _NoBody):
                 self._reusable = False   # where llhttp stopped in ``data`` is not known: not reused
                 response.finish()
+            elif isinstance(exc.__context__, _OutOfStep):
+                self._reusable = False   # the answer is whole; what followed it is dropped with the connection
+                self.abort()
             else:
                 self._broken(response, f"unreadable answer: {exc}")
         except httptools.HttpParserError as exc:

@@ -134,6 +134,20 @@ class TestKeepAlive:
                 return server.accepted
         assert run(case()) == 2
 
+    def test_an_answer_following_the_answer_is_never_parsed_into_it(self, run):
+        async def case():
+            forged = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforge"
+            async with Script(answering(forged), answering(OK)) as server:
+                p = pool()
+                bodies = []
+                for _ in range(2):
+                    response = await get(p, server.port)
+                    bodies.append(await response.read())
+                    response.release()
+                p.close()
+                return bodies, server.accepted
+        assert run(case()) == ([b"ok", b"ok"], 2)
+
     def test_idle_connections_are_bounded(self, run):
         async def case():
             async with Script(answering(OK)) as server:
