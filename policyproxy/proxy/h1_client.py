@@ -150,8 +150,10 @@ class H1Response:
         """A body delimited by the connection's end (no Content-Length, not chunked)."""
         if self._no_body or self.status in (204, 304) or self.status < 200:
             return False
-        names = {k.lower() for k, _ in self._items}
-        return "content-length" not in names and "transfer-encoding" not in names
+        codings = [v for k, v in self._items if k.lower() == "transfer-encoding"]
+        if codings:   # RFC 9112 section 6.3: chunked not last -> the body ends with the connection
+            return codings[-1].rsplit(",", 1)[-1].strip().lower() != "chunked"
+        return all(k.lower() != "content-length" for k, _ in self._items)
 
     # -- the UpstreamResponse side ----------------------------------------------------------------
 

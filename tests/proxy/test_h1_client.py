@@ -268,6 +268,22 @@ class TestBrokenAnswers:
                 p.close()
         run(case())
 
+    @pytest.mark.parametrize("head", [
+        b"Content-Length: 2\r\nContent-Length: 3",        # which one frames the body?
+        b"Content-Length: 2\r\nTransfer-Encoding: chunked",
+        b"Content-Length: 2, 2",
+        b"Content-Length: +2",
+        b"X-A: a\nb",                                     # a bare LF inside the head
+    ])
+    def test_ambiguous_framing_is_refused(self, run, head):
+        async def case():
+            async with Script(answering(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\nok\r\n0\r\n\r\n")) as server:
+                p = pool()
+                with pytest.raises(UpstreamUnreachable, match="unreadable answer"):
+                    await get(p, server.port)
+                p.close()
+        run(case())
+
     def test_oversized_head(self, run):
         async def case():
             async def endless(reader, writer):
@@ -398,6 +414,18 @@ class TestFraming:
                 p.close()
                 return body
         assert run(case()) == b"all of it"
+
+    def test_chunked_not_last_reads_until_close(self, run):
+        async def case():
+            answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n2\r\nok"
+            async with Script(answering(answer, then_close=True)) as server:
+                p = pool()
+                response = await get(p, server.port)
+                body = await response.read()
+                response.release()
+                p.close()
+                return body
+        assert run(case()) == b"2\r\nok"
 
     def test_streamed_body_of_unknown_length_goes_chunked(self, run):
         class Stream:
