@@ -48,6 +48,26 @@ async def session(upstream: Upstream, url: URL, n: int) -> None:
         response.release()
 
 
+async def lean_big(upstream: Upstream, url: URL) -> int:
+    response = await upstream.send("GET", url, HEADERS, None, None)
+    total = 0
+    async for chunk in response.chunks():
+        total += len(chunk)
+    response.release()
+    return total
+
+
+async def session_big(upstream: Upstream, url: URL) -> int:
+    assert upstream.session is not None
+    response = await upstream.session.request("GET", url, headers=HEADERS, allow_redirects=False,
+                                              skip_auto_headers=SKIP_AUTO, ssl=upstream.tls)
+    total = 0
+    async for chunk in response.content.iter_any():
+        total += len(chunk)
+    response.release()
+    return total
+
+
 async def main(args: argparse.Namespace, port: int, ca: Path) -> None:
     resolver = Resolver({("localhost", port): ipaddress.ip_address("127.0.0.1")})
     upstream = Upstream(ProxyOptions(upstream_cas=(ca,)), resolver)
@@ -61,15 +81,26 @@ async def main(args: argparse.Namespace, port: int, ca: Path) -> None:
             before = time.process_time()
             await run(upstream, url, args.requests)
             best[name] = min(best[name], (time.process_time() - before) / args.requests * 1e6)
+    big_url = URL(f"https://localhost:{port}/big?mb=100")
+    big = {"h1_client": float("inf"), "aiohttp ClientSession": float("inf")}
+    for _ in range(args.big_rounds):
+        for name, fetch in (("h1_client", lean_big), ("aiohttp ClientSession", session_big)):
+            before = time.process_time()
+            assert await fetch(upstream, big_url) == 100 * 1024 * 1024
+            big[name] = min(big[name], (time.process_time() - before) * 1000)
     await upstream.close()
     for name, us in best.items():
         print(f"{name:24} {us:7.1f} CPU µs/request (client process, TLS included)")
+    for name, ms in big.items():
+        if args.big_rounds:
+            print(f"{name:24} {ms:7.1f} CPU ms per 100 MB body read")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--big-rounds", type=int, default=3, help="100 MB bodies read per client (0: none)")
     parser.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="policyproxy-client-bench-"))
