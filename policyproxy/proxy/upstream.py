@@ -112,7 +112,12 @@ class UpstreamResponse(Protocol):
 
     status: int
     reason: str
-    headers: Mapping[str, str]   # case-insensitive lookups (Content-Type, Content-Encoding, ...)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive lookups (Content-Type, Content-Encoding, ...); read-only, so an
+        implementation may build it on first use."""
+        ...
 
     def header_items(self) -> list[tuple[str, str]]:
         """The head as received: order and repeated names kept."""
