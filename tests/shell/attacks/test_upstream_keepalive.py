@@ -115,3 +115,67 @@ class TestOtherNameSameAddress:
         assert all(a.startswith(b"HTTP/1.1 200 ") for a in answers)
         assert sorted(len(c) for c in connections) == [1, 2]   # a.test reused its own, b.test got another
         assert all(len({h.split(":")[0] for h in c}) == 1 for c in connections)
+
+
+class TestVanishedClient:
+    def test_a_half_sent_upload_never_goes_back_to_the_pool(self, tmp_path):
+        async def case():
+            connections: list[list[bytes]] = []
+            got_part = asyncio.Event()
+
+            async def upstream(reader, writer):
+                seen: list[bytes] = []
+                connections.append(seen)
+                try:
+                    while True:
+                        head = await reader.readuntil(b"\r\n\r\n")
+                        seen.append(head.split(b" ", 1)[0])
+                        if head.startswith(b"POST"):
+                            await reader.readexactly(1000)
+                            got_part.set()
+                            await reader.read()   # the rest never comes: the proxy must close this one
+                            return
+                        writer.write(OK)
+                        await writer.drain()
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    pass
+                finally:
+                    writer.close()
+
+            server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            s = settings(tmp_path, PROFILE)
+            options = ProxyOptions(listen=("127.0.0.1", 0), socks_listen=None, read_timeout=5, connect_timeout=1,
+                                   pins={("a.test", port): ipaddress.ip_address("127.0.0.1")})
+            app = ProxyServer(s, compile_policy(s), load_or_create(tmp_path / "ca"), options)
+            reported: list = []
+            app.sinks.append(lambda decision, context: reported.append(context.status))
+            await app.start()
+            proxy = app.addresses["http"][1]
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+                writer.write(f"GET http://a.test:{port}/warm HTTP/1.1\r\nHost: a.test:{port}\r\n\r\n".encode())
+                assert (await reader.readuntil(b"\r\n\r\nok")).startswith(b"HTTP/1.1 200 ")
+                writer.close()   # the upstream connection is now idle in the pool
+                reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+                writer.write(f"POST http://a.test:{port}/up HTTP/1.1\r\nHost: a.test:{port}\r\n"
+                             f"Content-Length: 1000000\r\n\r\n".encode() + b"x" * 1000)
+                await asyncio.wait_for(got_part.wait(), 5)
+                writer.transport.abort()   # the client vanishes mid-upload
+                await asyncio.sleep(0.3)
+                reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+                writer.write(f"GET http://a.test:{port}/after HTTP/1.1\r\nHost: a.test:{port}\r\n"
+                             f"Connection: close\r\n\r\n".encode())
+                after = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+            finally:
+                await app.stop(drain=1)
+                server.close()
+            return after, connections, reported
+
+        after, connections, reported = asyncio.run(case())
+        assert after.startswith(b"HTTP/1.1 200 ")
+        # The pooled connection carried the GET then the POST; the POST's was dropped with the client,
+        # so the GET after it opened a new one.
+        assert connections[0] == [b"GET", b"POST"] and connections[1] == [b"GET"]
+        assert len(reported) == 3   # the vanished request was reported too
