@@ -35,8 +35,7 @@ Key = tuple[str, str, int, tuple[IPAddress, ...]]   # scheme, host, port, addres
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
-HIGH_WATER = 1024 * 1024   # response bytes buffered before the upstream connection stops being read
-LOW_WATER = 256 * 1024
+HIGH_WATER = 1024 * 1024   # answer bytes buffered unread before the upstream is no longer read (until all are taken)
 MAX_HEAD = 256 * 1024     # an answer head (interim ones included) larger than this is refused
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from policyproxy.errors import UpstreamBroken, UpstreamTimeout, UpstreamTLSError, UpstreamUnreachable
+from policyproxy.proxy import h1_client
 from policyproxy.proxy.h1_client import Pool
 from tests.shell.upstream import make_test_pki
 
@@ -188,6 +189,36 @@ def closes_the_second_request() -> Handler:
         await reader.readuntil(b"\r\n\r\n")
         writer.transport.abort()
     return handler
+
+
+class TestSlowReader:
+    def test_what_is_buffered_for_a_slow_reader_is_bounded(self, run):
+        async def case():
+            size = 64 * 1024 * 1024
+            big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
+
+            async def flood(reader, writer):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(big)
+                chunk = b"x" * (1024 * 1024)
+                for _ in range(size // len(chunk)):
+                    writer.write(chunk)
+                    await writer.drain()
+                await reader.read()
+            async with Script(flood) as server:
+                p = pool()
+                response = await get(p, server.port)
+                await asyncio.sleep(0.5)   # the reader is slow: the upstream is no longer read
+                held = response._buffered
+                total = 0
+                async for chunk in response.chunks():
+                    total += len(chunk)
+                response.release()
+                p.close()
+                return held, total, size
+        held, total, size = run(case())
+        assert held <= h1_client.HIGH_WATER + 512 * 1024   # one read past the mark at most
+        assert total == size
 
 
 class TestDeadOnReuse:
