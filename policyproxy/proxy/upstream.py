@@ -4,6 +4,10 @@ It owns what every path must get right the same way: redirects are never followe
 the 3xx and its next request is decided again; ``ws_connect`` would follow them, so a trace hook
 stops every redirect on its session before it is followed), upstream TLS is always verified, and
 aiohttp's and the socket layer's errors become the small ``UpstreamError`` tree of ``errors.py``.
+
+``send`` goes through the lean HTTP/1.1 client of ``h1_client`` (its own keep-alive pool, to the
+addresses the policy checked); through an upstream proxy (``allow_upstream_proxy``) and for
+WebSockets, aiohttp's client is still the one used.
 """
 
 from __future__ import annotations
