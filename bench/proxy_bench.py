@@ -140,7 +140,14 @@ def main() -> None:
     parser.add_argument("--idle-only", action="store_true", help="skip the load runs")
     parser.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
                         help="policyproxy's event loop (serve --loop)")
+    parser.add_argument("--peers", default="direct,tunnel,intercept,mitmdump",
+                        help="comma list of the rows to run (direct, tunnel, intercept, mitmdump)")
+    parser.add_argument("--no-big", action="store_true", help="skip the 100 MB, SSE and new-connection runs")
+    parser.add_argument("--big-only", action="store_true", help="only the 100 MB body (MB/s, proxy CPU)")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the policyproxy checkout to run (another commit's, for a before/after)")
     args = parser.parse_args()
+    wanted = set(args.peers.split(","))
     work = Path(tempfile.mkdtemp(prefix="policyproxy-bench-"))
     ca, cert, key = make_test_pki(work, ("localhost", "tunnel.test", "intercept.test"))
     procs: list[subprocess.Popen] = []
@@ -158,7 +165,7 @@ def main() -> None:
              "--listen", f"127.0.0.1:{pp_port}", "--socks-listen", f"127.0.0.1:{free_port()}",
              "--upstream-ca", str(ca), "--resolve", f"tunnel.test:{port}:127.0.0.1",
              "--resolve", f"intercept.test:{port}:127.0.0.1", "--loop", args.loop, "--admin-listen", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+            stdout=subprocess.DEVNULL, env=env, cwd=args.root)
         procs.append(proxy)
         wait_port(pp_port)
         bundle = work / "bundle.pem"
@@ -172,7 +179,7 @@ def main() -> None:
         }
         pids: dict[str, int | None] = {"policyproxy tunnel": proxy.pid, "policyproxy intercept": proxy.pid}
         mitm_pid = None
-        if args.mitmdump:
+        if args.mitmdump and "mitmdump" in wanted:
             mitm_port = free_port()
             confdir = work / "mitm"
             mitm = subprocess.Popen([*pinned(0), args.mitmdump, "-q", "--listen-host", "127.0.0.1", "--listen-port",
@@ -190,25 +197,38 @@ def main() -> None:
         for name, (via, base) in peers.items():
             if args.idle_only:
                 break
+            if name.rsplit(" ", 1)[-1] not in wanted and name not in wanted:
+                continue
             row: dict[str, float] = {}
+            if args.big_only:
+                before = cpu_seconds(pids.get(name))
+                row["MB/s 100MB"] = curl_metric(f"{base}/big?mb=100", via, bundle, "speed_download") / 1e6
+                row["CPU ms 100MB"] = (cpu_seconds(pids.get(name)) - before) * 1000
+                rows[name] = row
+                continue
             for c in (1, 10):
                 result = hey(f"{base}/small", via, c, args.seconds, hey_env, pid=pids.get(name))
                 row[f"rps c={c}"] = result["rps"]
                 row[f"CPU us/req c={c}"] = result["cpu_us"]
                 row[f"p50 c={c}"] = result["p50"]
                 row[f"p99 c={c}"] = result["p99"]
+            if args.no_big:
+                rows[name] = row
+                continue
             row["new conn rps"] = hey(f"{base}/small", via, 10, args.seconds, hey_env, keepalive=False)["rps"]
+            before = cpu_seconds(pids.get(name))
             row["MB/s 100MB"] = curl_metric(f"{base}/big?mb=100", via, bundle, "speed_download") / 1e6
+            row["CPU ms 100MB"] = (cpu_seconds(pids.get(name)) - before) * 1000   # the proxy's (0: direct)
             row["SSE 1st byte ms"] = statistics.median(
                 curl_metric(f"{base}/sse", via, bundle, "time_starttransfer", ["-N"]) * 1000 for _ in range(15))
             rows[name] = row
         direct = rows.get("direct", {})
-        print(f"{'':24}" + "".join(f"{k:>16}" for k in direct))
+        print(f"{'':24}" + "".join(f"{k:>16}" for k in next(iter(rows.values()), {})))
         for name, row in rows.items():
             print(f"{name:24}" + "".join(f"{v:16.2f}" for v in row.values()))
         print()
         for name, row in rows.items():
-            if name == "direct" or not direct:
+            if name == "direct" or not direct or args.no_big or args.big_only:
                 continue
             print(f"{name}: rps c=1 {row['rps c=1'] / direct['rps c=1']:.0%} of direct, "
                   f"c=10 {row['rps c=10'] / direct['rps c=10']:.0%}; added p50 c=1 "
@@ -219,6 +239,8 @@ def main() -> None:
             ratio = rows["policyproxy intercept"]["rps c=1"] / rows["mitmdump intercept"]["rps c=1"]
             ratio10 = rows["policyproxy intercept"]["rps c=10"] / rows["mitmdump intercept"]["rps c=10"]
             print(f"interception vs mitmdump: {ratio:.1f}x (c=1), {ratio10:.1f}x (c=10) requests/s")
+        if args.idle <= 0:
+            return
         trust = ssl.create_default_context(cafile=str(bundle))
         print(f"idle cost per connection, RSS delta over {args.idle} held connections:")
         tunnel_kb = idle_cost(proxy.pid, pp_port, f"tunnel.test:{port}", args.idle, None)

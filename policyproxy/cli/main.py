@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra CA file trusted for upstream servers (repeatable)")
     serve.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
                        help="pin HOST:PORT to ADDR (operator-trusted; repeatable)")
-    serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="asyncio",
-                       help="event loop: asyncio (default), uvloop (pip install 'policyproxy[fast]'), or auto "
-                            "(uvloop when installed)")
+    serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                       help="event loop: auto (default: uvloop when installed, pip install 'policyproxy[fast]', "
+                            "else asyncio), asyncio, or uvloop")
     serve.add_argument("--admin-listen", metavar="ADDR", help="admin listener (/healthz, /readyz, /api/status): "
                        "HOST:PORT or off (default: [admin] listen, else 127.0.0.1:9090)")
     serve.add_argument("-v", "--verbose", action="store_true",

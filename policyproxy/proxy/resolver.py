@@ -57,12 +57,16 @@ class Resolver(AbstractResolver):
                 self._cache = dict(sorted(self._cache.items(), key=lambda item: item[1][0])[2048:])
         return addresses, False
 
+    async def checked(self, host: str, port: int) -> tuple[IPAddress, ...]:
+        """The answer the policy checked (``lookup`` ran just before), never a fresh one: the upstream
+        clients connect to exactly these addresses, even past the TTL."""
+        hit = self._cache.get((host, port)) or self._cache.get((normalize_host(host) or host, port))
+        return hit[1] if hit is not None else (await self.lookup(host, port))[0]
+
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        """aiohttp's connector: the answer the policy checked (``lookup`` ran just before), never a fresh one."""
-        canonical = normalize_host(host) or host
-        hit = self._cache.get((canonical, port))
-        addresses = hit[1] if hit is not None else (await self.lookup(host, port))[0]
+        """aiohttp's connector (upstream proxies, WebSockets): ``checked``'s answer."""
+        addresses = await self.checked(host, port)
         if not addresses:
             raise OSError(socket.EAI_NONAME, f"cannot resolve {host}")
         return [

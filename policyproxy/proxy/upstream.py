@@ -4,6 +4,10 @@ It owns what every path must get right the same way: redirects are never followe
 the 3xx and its next request is decided again; ``ws_connect`` would follow them, so a trace hook
 stops every redirect on its session before it is followed), upstream TLS is always verified, and
 aiohttp's and the socket layer's errors become the small ``UpstreamError`` tree of ``errors.py``.
+
+``send`` goes through the lean HTTP/1.1 client of ``h1_client`` (its own keep-alive pool, to the
+addresses the policy checked); through an upstream proxy (``allow_upstream_proxy``) and for
+WebSockets, aiohttp's client is still the one used.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from policyproxy.errors import (
     UpstreamUnreachable,
 )
 from policyproxy.grammar.hosts import IPAddress
+from policyproxy.proxy.h1_client import Pool
 from policyproxy.proxy.h2_upstream import H2Upstream
 from policyproxy.proxy.options import ProxyOptions
 from policyproxy.proxy.pipe import PipeSide
@@ -112,7 +117,12 @@ class UpstreamResponse(Protocol):
 
     status: int
     reason: str
-    headers: Mapping[str, str]   # case-insensitive lookups (Content-Type, Content-Encoding, ...)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive lookups (Content-Type, Content-Encoding, ...); read-only, so an
+        implementation may build it on first use."""
+        ...
 
     def header_items(self) -> list[tuple[str, str]]:
         """The head as received: order and repeated names kept."""
@@ -198,6 +208,7 @@ class Upstream:
         self.ws_session: aiohttp.ClientSession | None = None
         self.h2 = H2Upstream(resolver, upstream_context(options.upstream_cas, ("h2", "http/1.1")),
                              options.connect_timeout, options.read_timeout)
+        self.pool = Pool(self.tls, options.connect_timeout, options.read_timeout)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False, limit=0, limit_per_host=0,
@@ -216,6 +227,7 @@ class Upstream:
 
     async def close(self) -> None:
         self.h2.close()
+        self.pool.close()
         if self.ws_session is not None:
             await self.ws_session.close()
         if self.session is not None:
@@ -224,12 +236,18 @@ class Upstream:
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any,
                    proxy: str | None, http2: bool = False) -> UpstreamResponse:
         """The upstream's answer head (its body still to read); redirects come back as they are.
-        ``http2``: the client speaks HTTP/2, so an upstream that offers it is spoken to in HTTP/2."""
-        assert self.session is not None
+        ``http2``: the client speaks HTTP/2, so an upstream that offers it is spoken to in HTTP/2.
+        Other direct requests go through the lean HTTP/1.1 client (``h1_client``) to the addresses the
+        policy checked; through an upstream proxy (``allow_upstream_proxy``) aiohttp's client sends them."""
         if http2 and proxy is None and url.scheme == "https":
             answer = await self.h2.send(method, url, headers, data)
             if answer is not None:
                 return answer
+        if proxy is None:
+            host, port = url.raw_host or "", url.port or 0
+            return await self.pool.send(method, url.scheme, host, port, await self.resolver.checked(host, port),
+                                        url.raw_path_qs, headers, data)
+        assert self.session is not None
         try:
             return _AiohttpResponse(await self.session.request(
                 method, url, headers=headers, data=data, allow_redirects=False, skip_auto_headers=SKIP_AUTO,

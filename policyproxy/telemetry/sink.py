@@ -24,9 +24,6 @@ from policyproxy.telemetry.event import EVENT_NAME, decision_attributes, decisio
 # (timestamp ns, attributes, allowed (INFO) or not (WARN), added ms, event name, body: the one-line summary)
 Queued = tuple[int, dict[str, Any], bool, "float | None", str, str]
 
-# (timestamp ns, attributes, allowed (INFO) or not (WARN), added ms, event name)
-Queued = tuple[int, dict[str, Any], bool, "float | None", str]
-
 log = logging.getLogger("policyproxy.telemetry")
 # The request path does not wake the thread per event: the thread delivers every BATCH_WINDOW seconds
 # (or as soon as WAKE_AT events wait), so a busy proxy pays one wake-up and one audit write per batch.

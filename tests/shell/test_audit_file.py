@@ -34,3 +34,15 @@ def test_rotation_replaces_a_planted_link_instead_of_writing_through_it(tmp_path
     assert victim.read_text() == "original\n"
     assert not (tmp_path / "audit.jsonl.1").is_symlink()
     assert '"after"' in log.read_text()
+
+
+def test_a_value_that_is_not_utf8_is_written_escaped_with_the_rest_of_the_batch(tmp_path):
+    """A header value that was not UTF-8 reaches the attributes as a lone surrogate (surrogateescape);
+    the batch it is in is still written, every line valid JSON."""
+    import json
+
+    audit = AuditFile(tmp_path / "audit.jsonl")
+    audit.write([{"n": 1, "user_agent": "curl\udcff", "host": "é.test"}, {"n": 2}])
+    audit.close()
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert lines == [{"n": 1, "user_agent": "curl\udcff", "host": "é.test"}, {"n": 2}]

@@ -1,6 +1,7 @@
 """``serve --loop``: the same answers on asyncio's loop and on uvloop (the ``[fast]`` extra).
 
-The rest of the suite runs on asyncio's loop (the default); this module runs
+The rest of the suite's ``serve`` processes run on the default (``auto``: uvloop, which the test extra
+installs) and its in-process proxies on asyncio's loop; this module runs
 the request shapes whose code differs between the loops (TLS termination, tunnels, small answers
 written head and body at once, streamed answers, no-body answers) on both, and checks the loop in use.
 """
