@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -38,6 +39,9 @@ _FRAMING = frozenset({"content-length", "transfer-encoding"})
 HIGH_WATER = 1024 * 1024   # response bytes buffered before the upstream connection stops being read
 LOW_WATER = 256 * 1024
 MAX_HEAD = 256 * 1024     # an answer head (interim ones included) larger than this is refused
+# RFC 9112 section 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ). llhttp lets other control bytes
+# through, and aiohttp's server refuses to write them (a 500 with a traceback instead of a 502).
+_REASON = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 class _DeadOnReuse(Exception):
@@ -50,6 +54,10 @@ class _NoBody(Exception):
 
 class _OutOfStep(Exception):
     """Raised from the parser when bytes follow a complete answer: never parsed into it."""
+
+
+class _Malformed(Exception):
+    """Raised from the parser for a head llhttp accepts but no client may be given: the answer is refused."""
 
 
 class H1Response:
@@ -98,6 +106,12 @@ class H1Response:
             self._items = []
             self.reason = ""
             return
+        if status < 100:   # llhttp takes any three digits: "000" is no status a client can be given
+            raise _Malformed(f"status {status:03d}")
+        if status == 101:   # never asked for: WebSockets go through ``Upstream.ws_connect``, Upgrade is dropped
+            raise _Malformed("101 Switching Protocols to a request that asked for no upgrade")
+        if not _REASON.fullmatch(self.reason):
+            raise _Malformed("control character in the reason phrase")
         self.status = status
         self._trailers = []
         if not self._head.done():
@@ -239,13 +253,15 @@ class H1Connection(asyncio.Protocol):
         self._last = self.loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:   # 101 on a plain request: its head is the answer
+        except httptools.HttpParserUpgrade:   # not reached (a 101 is refused from its head): defensive
             self._reusable = False
             response.finish()
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _NoBody):
                 self._reusable = False   # where llhttp stopped in ``data`` is not known: not reused
                 response.finish()
+            elif isinstance(exc.__context__, _Malformed):
+                self._broken(response, f"unreadable answer: {exc.__context__}")
             elif isinstance(exc.__context__, _OutOfStep):
                 self._reusable = False   # the answer is whole; what followed it is dropped with the connection
                 self.abort()
