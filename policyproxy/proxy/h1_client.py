@@ -497,8 +497,11 @@ class Pool:
             raise UpstreamUnreachable(f"request to {host} not sent: {exc}") from None
         key = (scheme, host, port, addresses)
         replayable = method in IDEMPOTENT and (body is None or isinstance(body, (bytes, bytearray, memoryview)))
+        retry = False
         while True:
-            conn = self._take(key)
+            # The retry opens a connection: the other idle ones likely died the same way (an upstream restart,
+            # a NAT or firewall that dropped them all while they idled), and it is the only retry.
+            conn = None if retry else self._take(key)
             reused = conn is not None
             if conn is None:
                 conn = await self._open(key)
@@ -507,6 +510,7 @@ class Pool:
             except UpstreamUnreachable as exc:
                 if reused and replayable and isinstance(exc.__cause__, _DeadOnReuse):
                     replayable = False   # once
+                    retry = True
                     continue
                 if isinstance(exc.__cause__, _DeadOnReuse):
                     raise UpstreamUnreachable(exc.message) from None
