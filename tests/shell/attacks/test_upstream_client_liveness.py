@@ -9,6 +9,8 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from policyproxy.policy.compile import compile_policy
 from policyproxy.proxy.options import ProxyOptions
 from policyproxy.proxy.server import ProxyServer
@@ -78,3 +80,84 @@ class TestIdleConnectionsAllDead:
         assert all(a.startswith(b"HTTP/1.1 200 ") for a in first)
         assert third.startswith(b"HTTP/1.1 200 ") and third.endswith(b"\r\n\r\nok"), third
         assert len(accepted) == 3   # the retry opened a fresh connection
+
+
+class TestVanishedClient:
+    def test_the_upstream_connection_is_closed_not_pooled_when_the_client_leaves_mid_stream(self, tmp_path,
+                                                                                           on_both_loops):
+        ended: list[str] = []
+
+        async def endless(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try:
+                for _ in range(2000):   # 32 MB, at most 20 s: the proxy must cut it far sooner
+                    writer.write(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                ended.append("streamed all")
+            except ConnectionError:
+                ended.append("closed by the proxy")
+
+        async def body(app, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])
+            writer.write(f"GET http://a.test:{port}/x HTTP/1.1\r\nHost: a.test:{port}\r\n\r\n".encode())
+            await reader.readexactly(20000)
+            writer.transport.abort()
+            for _ in range(50):
+                if ended:
+                    break
+                await asyncio.sleep(0.1)
+            return app.upstream.pool.count
+        assert on_both_loops(proxied(tmp_path, endless, body)) == 0
+        assert ended == ["closed by the proxy"]
+
+
+class TestClientBodyCutShort:
+    @pytest.mark.parametrize("framing", ["Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                                         "Content-Length: 10\r\n\r\nhello"])
+    @pytest.mark.parametrize("leaves", ["half-close", "reset"])
+    def test_a_cut_body_never_reaches_the_upstream_as_complete(self, tmp_path, on_both_loops, framing, leaves):
+        received: list[bytes] = []
+
+        async def reads_all(reader, writer):
+            data = b""
+            try:
+                while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                    data += chunk
+            finally:
+                received.append(data)
+
+        async def body(app, port):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])
+            writer.write(f"POST http://a.test:{port}/x HTTP/1.1\r\nHost: a.test:{port}\r\n{framing}".encode())
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            if leaves == "reset":
+                writer.transport.abort()
+            else:
+                writer.write_eof()
+            for _ in range(60):
+                if received:
+                    break
+                await asyncio.sleep(0.1)
+            writer.close()
+        on_both_loops(proxied(tmp_path, reads_all, body))
+        assert len(received) == 1
+        _, _, sent = received[0].partition(b"\r\n\r\n")
+        assert sent in (b"5\r\nhello\r\n", b"hello")   # what came, and no end of body (0-chunk or 5 more bytes)
+
+
+class TestSilentUpstream:
+    def test_no_answer_is_a_504_after_the_read_timeout(self, tmp_path, on_both_loops):
+        async def silent(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(10)
+
+        async def body(app, port):
+            started = asyncio.get_running_loop().time()
+            answer = await get(app, port)
+            return answer, asyncio.get_running_loop().time() - started
+        answer, took = on_both_loops(proxied(tmp_path, silent, body, read_timeout=0.5))
+        assert answer.startswith(b"HTTP/1.1 504 ") and answer.endswith(b"did not answer in time\n")
+        assert took < 3
