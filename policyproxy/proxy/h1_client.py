@@ -63,8 +63,8 @@ class _Malformed(Exception):
 class H1Response:
     """``upstream.UpstreamResponse`` for one exchange; also the llhttp callback target."""
 
-    __slots__ = ("_body", "_buffered", "_conn", "_done", "_error", "_head", "_headers", "_interim", "_items",
-                 "_keep_alive", "_no_body", "_trailers", "_waiter", "reason", "status")
+    __slots__ = ("_body", "_body_bytes", "_buffered", "_conn", "_done", "_error", "_head", "_headers", "_interim",
+                 "_items", "_keep_alive", "_no_body", "_trailers", "_waiter", "reason", "status")
 
     def __init__(self, conn: H1Connection, no_body: bool) -> None:
         self._conn = conn
@@ -75,6 +75,7 @@ class H1Response:
         self._headers: CIMultiDictProxy[str] | None = None
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
+        self._body_bytes = 0   # all the body received, read or not
         self._done = False
         self._interim = False
         self._keep_alive = False
@@ -122,6 +123,7 @@ class H1Response:
     def on_body(self, data: bytes) -> None:
         self._body.append(data)
         self._buffered += len(data)
+        self._body_bytes += len(data)
         if self._buffered > HIGH_WATER:
             self._conn.pause_reading()
         self._wake()
@@ -225,7 +227,7 @@ class H1Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.exchanges = 0   # answers fully read on this connection
         self._received = False   # a byte of the current answer arrived
-        self._head_bytes = 0     # read while the answer's head is still incomplete
+        self._head_bytes = 0     # read since the last body byte: the head, then chunk framing and trailers
         self._reading_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -251,6 +253,7 @@ class H1Connection(asyncio.Protocol):
             return
         self._received = True
         self._last = self.loop.time()
+        body_before = response._body_bytes
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:   # not reached (a 101 is refused from its head): defensive
@@ -271,10 +274,13 @@ class H1Connection(asyncio.Protocol):
             self._broken(response, f"unreadable answer: {exc}")
         if response._done:
             self._stop_timer()
-        elif not response._head.done() and response._error is None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:   # llhttp bounds no head: a never-ending one would grow forever
-                self._broken(response, f"answer head over {MAX_HEAD // 1024} KiB")
+        elif response._error is None:
+            # llhttp bounds neither a head nor the trailers of a chunked body, and httptools keeps every
+            # trailer field: bytes that bring no body (head, chunk framing, trailers) are bounded.
+            self._head_bytes = self._head_bytes + len(data) if response._body_bytes == body_before else 0
+            if self._head_bytes > MAX_HEAD:
+                self._broken(response, f"answer head over {MAX_HEAD // 1024} KiB" if not response._head.done()
+                             else f"chunk framing or trailers over {MAX_HEAD // 1024} KiB")
 
     def _broken(self, response: H1Response, why: str) -> None:
         self._reusable = False
