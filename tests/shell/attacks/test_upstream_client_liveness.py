@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -161,3 +162,45 @@ class TestSilentUpstream:
         answer, took = on_both_loops(proxied(tmp_path, silent, body, read_timeout=0.5))
         assert answer.startswith(b"HTTP/1.1 504 ") and answer.endswith(b"did not answer in time\n")
         assert took < 3
+
+
+class TestCountsAfterMixedErrors:
+    ANSWERS = (OK, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",          # truncated, then closed
+               b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",   # ambiguous framing
+               b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1 200 O\x00K\r\n\r\n",
+               b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"")   # b"": reset
+
+    def test_descriptors_tasks_and_the_pool_come_back_after_600_requests(self, tmp_path, on_both_loops):
+        async def mixed(reader, writer):
+            while True:
+                target = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1]
+                answer = self.ANSWERS[int(target.rsplit(b"/", 1)[1]) % len(self.ANSWERS)]
+                if not answer:
+                    writer.transport.abort()
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if answer.endswith(b"ab"):
+                    return
+
+        def fds() -> int:
+            return len(os.listdir("/proc/self/fd"))
+
+        async def body(app, port):
+            tasks, before = len(asyncio.all_tasks()), fds()
+            statuses: dict[bytes, int] = {}
+
+            async def client(k: int) -> None:
+                for i in range(30):
+                    answer = await get(app, port, f"/{k * 30 + i}")
+                    statuses[answer[9:12]] = statuses.get(answer[9:12], 0) + 1
+            await asyncio.gather(*(client(k) for k in range(20)))
+            await asyncio.sleep(0.3)
+            # each idle pooled connection holds two descriptors here: the proxy's and the upstream's end
+            return statuses, fds() - before - 2 * app.upstream.pool.count, len(asyncio.all_tasks()) - tasks, \
+                app.upstream.pool.count
+        statuses, extra_fds, extra_tasks, pooled = on_both_loops(proxied(tmp_path, mixed, body))
+        assert sum(statuses.values()) == 600 and set(statuses) == {b"200", b"204", b"502"}
+        assert extra_fds <= 0   # no descriptor left behind by the broken exchanges
+        assert extra_tasks <= pooled   # the scripted upstream's handler per pooled connection, nothing else
+        assert pooled <= 20
