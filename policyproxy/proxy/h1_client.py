@@ -321,6 +321,7 @@ class H1Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._last = self.loop.time()   # the upstream took some of the request's body: not silent
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._drain = None
@@ -348,13 +349,14 @@ class H1Connection(asyncio.Protocol):
             self._timer = None
 
     def _check(self) -> None:
-        """Silence is measured from the end of the request's body and never while this side paused."""
+        """Silence is measured from the end of the request's body and never while this side paused; an
+        upstream that stops taking the request's body (writing paused) is silent too."""
         self._timer = None
         response = self.response
         if response is None or response._done or self.closed:
             return
         now = self.loop.time()
-        if self._sending or self._reading_paused:
+        if (self._sending and not self._write_paused) or self._reading_paused:
             self._last = now
         due = self._last + self.pool.read_timeout
         if now < due:

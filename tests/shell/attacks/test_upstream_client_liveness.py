@@ -204,3 +204,36 @@ class TestCountsAfterMixedErrors:
         assert extra_fds <= 0   # no descriptor left behind by the broken exchanges
         assert extra_tasks <= pooled   # the scripted upstream's handler per pooled connection, nothing else
         assert pooled <= 20
+
+
+class TestUpstreamStopsTakingTheBody:
+    def test_an_upstream_that_never_reads_the_upload_is_a_504_after_the_read_timeout(self, tmp_path,
+                                                                                     on_both_loops):
+        """It reads the head, then neither reads the body nor answers: the proxy's writes stall. That is
+        the upstream's silence (main's aiohttp client waits forever too)."""
+        async def never_reads(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(15)
+
+        async def body(app, port):
+            size = 256 * 1024 * 1024
+            reader, writer = await asyncio.open_connection("127.0.0.1", app.addresses["http"][1])
+            writer.write(f"POST http://a.test:{port}/x HTTP/1.1\r\nHost: a.test:{port}\r\nContent-Length: {size}\r\n"
+                         f"Connection: close\r\n\r\n".encode())
+
+            async def upload() -> None:
+                block = b"x" * 65536
+                for _ in range(size // len(block)):
+                    writer.write(block)
+                    await writer.drain()
+            uploading = asyncio.ensure_future(upload())
+            started = asyncio.get_running_loop().time()
+            try:
+                answer = await asyncio.wait_for(reader.read(300), 8)
+            finally:
+                uploading.cancel()
+                writer.transport.abort()
+            return answer, asyncio.get_running_loop().time() - started
+        answer, took = on_both_loops(proxied(tmp_path, never_reads, body, read_timeout=0.5))
+        assert answer.startswith(b"HTTP/1.1 504 ")
+        assert took < 4
