@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -37,6 +38,9 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 HIGH_WATER = 1024 * 1024   # answer bytes buffered unread before the upstream is no longer read (until all are taken)
 MAX_HEAD = 256 * 1024     # an answer head (interim ones included) larger than this is refused
+# RFC 9112 section 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ). llhttp lets other control bytes
+# through, and aiohttp's server refuses to write them (a 500 with a traceback instead of a 502).
+_REASON = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 class _DeadOnReuse(Exception):
@@ -51,11 +55,15 @@ class _OutOfStep(Exception):
     """Raised from the parser when bytes follow a complete answer: never parsed into it."""
 
 
+class _Malformed(Exception):
+    """Raised from the parser for a head llhttp accepts but no client may be given: the answer is refused."""
+
+
 class H1Response:
     """``upstream.UpstreamResponse`` for one exchange; also the llhttp callback target."""
 
-    __slots__ = ("_body", "_buffered", "_conn", "_done", "_error", "_head", "_headers", "_interim", "_items",
-                 "_keep_alive", "_no_body", "_trailers", "_waiter", "reason", "status")
+    __slots__ = ("_body", "_body_bytes", "_buffered", "_conn", "_done", "_error", "_head", "_headers", "_interim",
+                 "_items", "_keep_alive", "_no_body", "_trailers", "_waiter", "reason", "status")
 
     def __init__(self, conn: H1Connection, no_body: bool) -> None:
         self._conn = conn
@@ -66,6 +74,7 @@ class H1Response:
         self._headers: CIMultiDictProxy[str] | None = None
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
+        self._body_bytes = 0   # all the body received, read or not
         self._done = False
         self._interim = False
         self._keep_alive = False
@@ -97,6 +106,12 @@ class H1Response:
             self._items = []
             self.reason = ""
             return
+        if status < 100:   # llhttp takes any three digits: "000" is no status a client can be given
+            raise _Malformed(f"status {status:03d}")
+        if status == 101:   # never asked for: WebSockets go through ``Upstream.ws_connect``, Upgrade is dropped
+            raise _Malformed("101 Switching Protocols to a request that asked for no upgrade")
+        if not _REASON.fullmatch(self.reason):
+            raise _Malformed("control character in the reason phrase")
         self.status = status
         self._trailers = []
         if not self._head.done():
@@ -107,6 +122,7 @@ class H1Response:
     def on_body(self, data: bytes) -> None:
         self._body.append(data)
         self._buffered += len(data)
+        self._body_bytes += len(data)
         if self._buffered > HIGH_WATER:
             self._conn.pause_reading()
         self._wake()
@@ -210,7 +226,7 @@ class H1Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.exchanges = 0   # answers fully read on this connection
         self._received = False   # a byte of the current answer arrived
-        self._head_bytes = 0     # read while the answer's head is still incomplete
+        self._head_bytes = 0     # read since the last body byte: the head, then chunk framing and trailers
         self._reading_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -236,15 +252,18 @@ class H1Connection(asyncio.Protocol):
             return
         self._received = True
         self._last = self.loop.time()
+        body_before = response._body_bytes
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:   # 101 on a plain request: its head is the answer
+        except httptools.HttpParserUpgrade:   # not reached (a 101 is refused from its head): defensive
             self._reusable = False
             response.finish()
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _NoBody):
                 self._reusable = False   # where llhttp stopped in ``data`` is not known: not reused
                 response.finish()
+            elif isinstance(exc.__context__, _Malformed):
+                self._broken(response, f"unreadable answer: {exc.__context__}")
             elif isinstance(exc.__context__, _OutOfStep):
                 self._reusable = False   # the answer is whole; what followed it is dropped with the connection
                 self.abort()
@@ -254,10 +273,13 @@ class H1Connection(asyncio.Protocol):
             self._broken(response, f"unreadable answer: {exc}")
         if response._done:
             self._stop_timer()
-        elif not response._head.done() and response._error is None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:   # llhttp bounds no head: a never-ending one would grow forever
-                self._broken(response, f"answer head over {MAX_HEAD // 1024} KiB")
+        elif response._error is None:
+            # llhttp bounds neither a head nor the trailers of a chunked body, and httptools keeps every
+            # trailer field: bytes that bring no body (head, chunk framing, trailers) are bounded.
+            self._head_bytes = self._head_bytes + len(data) if response._body_bytes == body_before else 0
+            if self._head_bytes > MAX_HEAD:
+                self._broken(response, f"answer head over {MAX_HEAD // 1024} KiB" if not response._head.done()
+                             else f"chunk framing or trailers over {MAX_HEAD // 1024} KiB")
 
     def _broken(self, response: H1Response, why: str) -> None:
         self._reusable = False
@@ -298,6 +320,7 @@ class H1Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._last = self.loop.time()   # the upstream took some of the request's body: not silent
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._drain = None
@@ -325,13 +348,14 @@ class H1Connection(asyncio.Protocol):
             self._timer = None
 
     def _check(self) -> None:
-        """Silence is measured from the end of the request's body and never while this side paused."""
+        """Silence is measured from the end of the request's body and never while this side paused; an
+        upstream that stops taking the request's body (writing paused) is silent too."""
         self._timer = None
         response = self.response
         if response is None or response._done or self.closed:
             return
         now = self.loop.time()
-        if self._sending or self._reading_paused:
+        if (self._sending and not self._write_paused) or self._reading_paused:
             self._last = now
         due = self._last + self.pool.read_timeout
         if now < due:
@@ -490,8 +514,11 @@ class Pool:
             raise UpstreamUnreachable(f"request to {host} not sent: {exc}") from None
         key = (scheme, host, port, addresses)
         replayable = method in IDEMPOTENT and (body is None or isinstance(body, (bytes, bytearray, memoryview)))
+        retry = False
         while True:
-            conn = self._take(key)
+            # The retry opens a connection: the other idle ones likely died the same way (an upstream restart,
+            # a NAT or firewall that dropped them all while they idled), and it is the only retry.
+            conn = None if retry else self._take(key)
             reused = conn is not None
             if conn is None:
                 conn = await self._open(key)
@@ -500,6 +527,7 @@ class Pool:
             except UpstreamUnreachable as exc:
                 if reused and replayable and isinstance(exc.__cause__, _DeadOnReuse):
                     replayable = False   # once
+                    retry = True
                     continue
                 if isinstance(exc.__cause__, _DeadOnReuse):
                     raise UpstreamUnreachable(exc.message) from None
