@@ -112,6 +112,11 @@ class H1Response:
             raise _Malformed("101 Switching Protocols to a request that asked for no upgrade")
         if not _REASON.fullmatch(self.reason):
             raise _Malformed("control character in the reason phrase")
+        codings = [c.strip().lower() for k, v in self._items if k.lower() == "transfer-encoding" for c in v.split(",")]
+        if any(c != "chunked" for c in codings):
+            # The proxy sends no TE: a coding it never offered (gzip, ...) would be relayed still coded,
+            # neither inspected nor restored.
+            raise _Malformed(f"transfer coding {', '.join(codings)!r} was never offered")
         self.status = status
         self._trailers = []
         if not self._head.done():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from policyproxy.errors import UpstreamBroken, UpstreamTimeout, UpstreamTLSError, UpstreamUnreachable
+from policyproxy.errors import UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamTLSError, UpstreamUnreachable
 from policyproxy.proxy import h1_client
 from policyproxy.proxy.h1_client import Pool
 from tests.shell.upstream import make_test_pki
@@ -446,17 +446,21 @@ class TestFraming:
                 return body
         assert run(case()) == b"all of it"
 
-    def test_chunked_not_last_reads_until_close(self, run):
+    @pytest.mark.parametrize("coding", [b"chunked, identity", b"gzip, chunked", b"gzip", b"chunked, gzip"])
+    def test_a_transfer_coding_never_offered_is_refused(self, run, coding):
+        """The proxy sends no TE: a coding other than chunked would reach the client (or the restorer)
+        still coded."""
         async def case():
-            answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n2\r\nok"
+            answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n2\r\nok"
             async with Script(answering(answer, then_close=True)) as server:
                 p = pool()
-                response = await get(p, server.port)
-                body = await response.read()
-                response.release()
-                p.close()
-                return body
-        assert run(case()) == b"2\r\nok"
+                try:
+                    with pytest.raises(UpstreamError) as caught:
+                        await get(p, server.port)
+                finally:
+                    p.close()
+                return caught.value.message
+        assert "never offered" in run(case())
 
     def test_streamed_body_of_unknown_length_goes_chunked(self, run):
         class Stream:

@@ -54,3 +54,18 @@ class TestEndlessChunkedFraming:
         assert answer.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"").count(b"x") == 200_000
         assert answer.endswith(b"0\r\n\r\n")
 
+
+
+class TestTransferCodingNeverOffered:
+    @pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip"])
+    def test_a_gzip_transfer_coding_is_a_502_never_relayed_still_coded(self, tmp_path, on_both_loops, coding):
+        """The proxy sends no TE: gzip-coded bytes under a dropped Transfer-Encoding would reach the
+        client (or the restorer of a redaction endpoint) as if they were the body."""
+        async def coded(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n\x1f\x8b\x08CODED")
+            await writer.drain()
+            writer.close()
+        answer = on_both_loops(proxied(tmp_path, coded, get))
+        assert answer.startswith(b"HTTP/1.1 502 ") and b"never offered" in answer
+        assert b"CODED" not in answer
