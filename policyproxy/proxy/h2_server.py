@@ -132,6 +132,9 @@ class H2Stream:
         if not body and not trailers:   # one HEADERS frame ending the stream (gRPC's "trailers-only" answer)
             await self.start(status, reason, headers, None, end=True)
             return
+        if self.method == "HEAD":   # the length of the answer a GET would get, never its body (a DATA
+            await self.start(status, reason, headers, len(body), end=True)   # frame is a PROTOCOL_ERROR)
+            return
         await self.start(status, reason, headers, len(body))
         if body:
             await self.write(body)
@@ -148,7 +151,8 @@ class H2Stream:
         self.server.send_headers(self.stream_id, fields, end=end)
 
     async def write(self, data: bytes) -> None:
-        await self.server.send_data(self, data)
+        if self.method != "HEAD":   # a HEAD answer has no body, whatever an upstream sends
+            await self.server.send_data(self, data)
 
     async def end(self, trailers: Headers = ()) -> None:
         if self.gone:
