@@ -5,6 +5,7 @@ connection intercepted for a hooked one (connection coalescing) never borrows th
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -149,3 +150,32 @@ class TestFieldSpellings:
 
         status, after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack, ENV)
         assert (status, after) == ("200", 200)
+
+
+class TestRequestSmuggling:
+    """HTTP/2 to HTTP/1.1: a second ``content-length`` (or a list, or a sign) would let the upstream read
+    fewer bytes than the proxy sends, and the rest become a request of the client's choosing."""
+
+    def test_a_disagreeing_content_length_never_reaches_the_upstream(self, tmp_path, pki, upstream):
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            smuggled = f"GET /smuggled HTTP/1.1\r\nHost: api.github.com:{port}\r\n\r\n".encode()
+            body = b"abcd" + smuggled
+            statuses = []
+            for lengths in ([("content-length", "4"), ("content-length", str(len(body)))],
+                            [("content-length", str(len(body))), ("content-length", "4")],
+                            [("content-length", f"4, {len(body)}")], [("content-length", f"+{len(body)}")]):
+                client = await RawClient.open(proxy_port, port, ca)
+                client.h2.config.validate_outbound_headers = False
+                client.h2.send_headers(1, client.request_headers(port, "/smuggler", "POST", lengths))
+                client.h2.send_data(1, body, end_stream=True)
+                client.flush()
+                await client.pump(lambda events: ended(1)(events) or any(isinstance(e, ConnectionTerminated)
+                                                                        for e in events))
+                statuses.append(status_of(client, 1))
+                client.close()
+            await asyncio.sleep(0.3)
+            return statuses
+
+        statuses, after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack, ENV)
+        assert statuses == [None] * 4 and after == 200
+        assert seen(upstream, "/smuggler") == [] and seen(upstream, "/smuggled") == []
