@@ -41,12 +41,14 @@ __all__ = ["RawClient", "attack_with", "ended", "status_of"]
 
 
 def attack_with(tmp_path, pki, upstream, config: str, attack: Any, env: dict[str, str] | None = None,
-                **options: Any) -> Any:
+                pins_extra: tuple[tuple[str, int], ...] = (), **options: Any) -> Any:
     """Run ``attack(server, proxy_port, upstream_port, ca)`` against a proxy for ``config``; returns
     (result, status of a fresh h2 client afterwards, [(reason, status, path, (decision, outcome))] reported)."""
     async def run() -> Any:
         async with running(tmp_path, config, env, upstream_cas=(pki[0],),
-                           pins=pins(("api.github.com", "api.anthropic.com", "upstream.test"), upstream.tls_port), **options) as server:
+                           pins={**pins(("api.github.com", "api.anthropic.com", "upstream.test"), upstream.tls_port),
+                                 **{k: v for name, extra in pins_extra for k, v in pins((name,), extra).items()}},
+                           **options) as server:
             events: list[tuple[str, int | None, str | None, Any]] = []
             server.sinks.append(lambda d, o: events.append((d.reason.value, o.status, d.path, (d, o))))
             port = server.addresses["http"][1]

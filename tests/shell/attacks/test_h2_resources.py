@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 from typing import Any
 
@@ -223,3 +224,48 @@ class TestStreamChurn:
         assert fds_after <= fds_before + 4, (fds_before, fds_after)
         assert tasks_after <= tasks_before, (tasks_before, tasks_after)
         assert len(events) >= 2000
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class TestTinyFrames:
+    def test_one_byte_data_frames_to_a_stalled_upstream_hold_about_the_window(self, tmp_path, pki, upstream):
+        """Flow control bounds the bytes a client may send unread (1 MiB a connection), but the proxy
+        held one object per DATA frame: a window filled with 1-byte frames cost ~130 bytes of memory per
+        byte (~120 MB for four connections here). Merged, it costs about the window."""
+        hole = socket.socket()   # the upstream: the kernel accepts, nobody reads (the body is never pulled)
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        stalled = hole.getsockname()[1]
+
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            before = rss_mb()
+            clients = []
+            for _ in range(4):
+                client = await RawClient.open(proxy_port, stalled, ca)
+                await client.pump(lambda events: False, timeout=0.2)   # the proxy's windows
+                for sid in (1, 3, 5, 7):
+                    client.h2.send_headers(sid, client.request_headers(stalled, "/upload", "POST"))
+                client.flush()
+                for sid in (1, 3, 5, 7):
+                    client.writer.write(DataFrame(sid, b"q").serialize() * client.h2.local_flow_control_window(sid))
+                await client.writer.drain()
+                clients.append(client)
+            await asyncio.sleep(1.0)
+            streams = [s for h2 in server.context.registry.servers for s in getattr(h2, "streams", {}).values()]
+            held = sum(len(entry[0]) for s in streams for entry in s.received)
+            grown = rss_mb() - before
+            for client in clients:
+                client.close()
+            return len(streams), held, grown
+
+        try:
+            (streams, held, grown), after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack,
+                                                           pins_extra=(("api.github.com", stalled),))
+        finally:
+            hole.close()
+        assert streams == 16 and held > 500_000 and after == 200   # the body was held, unread
+        assert grown < 48, f"{grown:.0f} MB for {held} bytes held"
