@@ -232,13 +232,49 @@ def rss_mb() -> float:
 
 
 class TestTinyFrames:
+    @staticmethod
+    def stalled_upstream() -> socket.socket:
+        """An upstream the kernel accepts and nobody reads: the proxy never pulls the body."""
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        return hole
+
+    def test_empty_data_frames_to_a_stalled_upstream_hold_nothing(self, tmp_path, pki, upstream):
+        """Zero-length DATA frames are outside flow control (CVE-2019-9518): each was held as an entry."""
+        hole = self.stalled_upstream()
+        stalled = hole.getsockname()[1]
+
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, stalled, ca)
+            client.h2.send_headers(1, client.request_headers(stalled, "/upload", "POST"))
+            client.h2.send_data(1, b"first")
+            client.flush()
+            before = rss_mb()
+            empty = DataFrame(1, b"").serialize() * 50_000
+            for _ in range(12):
+                client.writer.write(empty)
+                await client.writer.drain()
+            await client.pump(lambda events: False, timeout=1.5)
+            streams = [s for h2 in server.context.registry.servers for s in getattr(h2, "streams", {}).values()]
+            entries = sum(len(s.received) for s in streams)
+            grown = rss_mb() - before
+            client.close()
+            return len(streams), entries, grown
+
+        try:
+            (streams, entries, grown), after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack,
+                                                              pins_extra=(("api.github.com", stalled),))
+        finally:
+            hole.close()
+        assert streams == 1 and after == 200
+        assert entries <= 2 and grown < 20, (entries, grown)
+
     def test_one_byte_data_frames_to_a_stalled_upstream_hold_about_the_window(self, tmp_path, pki, upstream):
         """Flow control bounds the bytes a client may send unread (1 MiB a connection), but the proxy
         held one object per DATA frame: a window filled with 1-byte frames cost ~130 bytes of memory per
         byte (~120 MB for four connections here). Merged, it costs about the window."""
-        hole = socket.socket()   # the upstream: the kernel accepts, nobody reads (the body is never pulled)
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(64)
+        hole = self.stalled_upstream()
         stalled = hole.getsockname()[1]
 
         async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
