@@ -34,6 +34,10 @@ def table(seed: int, count: int) -> list[tuple[str, str, list[tuple[str, str]]]]
             headers.append(("authorization", "Bearer agent"))
         method = rng.choice(["GET", "GET", "POST", "POST", "PATCH", "DELETE", "PUT", "HEAD"])
         rows.append((method, path + (f"?{query}" if query else ""), headers))
+    # spellings HTTP/1.1 cannot carry differently either (a space or a tab is a 400 there, a 403 here)
+    for odd in ("/repos/myorg/a?mode=fast#&mode=x", "/repos/myorg\\..\\other", "/repos/myorg/a;/../../other",
+                "/repos/myorg/%00", "/repos/myorg/..%2f..%2fother", "/repos/myorg/%C3%A9"):
+        rows += [("GET", odd, [("x-trace", "t")]), ("POST", odd, [])]
     return rows
 
 
