@@ -43,6 +43,7 @@ from policyproxy import responses
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
 from policyproxy.proxy.exchange import Headers
+from policyproxy.proxy.h2_upstream import hold
 from policyproxy.proxy.pipeline import forward
 from policyproxy.proxy.target import Refusal, read_in_tunnel
 
@@ -54,7 +55,6 @@ STREAM_WINDOW = 256 * 1024        # what one stream may send unread (widened by 
 CONNECTION_WINDOW = 1024 * 1024   # what all streams together may send unread
 MAX_RESETS = 200                  # client RST_STREAMs tolerated per window ...
 RESET_WINDOW = 10.0               # ... of this many seconds
-MERGE = 64 * 1024                 # received DATA smaller than this is held in one buffer per stream
 MAX_CONTROL_BACKLOG = 4 * 1024 * 1024  # queued bytes to a client that does not read, before it is dropped
 
 # Connection-specific fields (RFC 9113 section 8.2.2) never sent on HTTP/2.
@@ -91,25 +91,13 @@ class H2Stream:
         self.headers: Mapping[str, str] = headers
         self._body_exists = not ended
         self.ended = ended                     # the client's END_STREAM arrived
-        # [data, flow-controlled length]: small frames are merged into the last entry (below ``MERGE``), so
-        # what is held is about the window's bytes, not an object per frame (a client sending 1-byte DATA
-        # frames made ~240 bytes of memory per window byte: ~240 MB per connection).
-        self.received: deque[list[Any]] = deque()
+        self.received: deque[list[Any]] = deque()   # [data, flow-controlled length] (``hold``)
         self.arrived = asyncio.Event()
         self.window = asyncio.Event()
         self.gone = False                      # reset by the client, or the connection closed
         self.started = False                   # our HEADERS went out
         self.finished = False                  # our END_STREAM (or RST_STREAM) went out
         self.task: asyncio.Task[None] | None = None
-
-    def queue(self, data: bytes, flow: int) -> None:
-        """Hold what a DATA frame carried until the pipeline reads it."""
-        last = self.received[-1] if self.received else None
-        if last is not None and len(last[0]) + len(data) <= MERGE:
-            last[0] += data
-            last[1] += flow
-        else:
-            self.received.append([bytearray(data), flow])
 
     @property
     def body_exists(self) -> bool:
@@ -255,7 +243,7 @@ class H2Server(asyncio.Protocol):
             if stream is None:   # data for a stream we already answered and forgot: give the window back
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id or 0)
                 return
-            stream.queue(event.data or b"", event.flow_controlled_length)
+            hold(stream.received, event.data or b"", event.flow_controlled_length)
             stream.arrived.set()
         elif isinstance(event, (StreamEnded, TrailersReceived)):
             # Request trailers are not relayed (no HTTP/1.1 upstream could carry them); the body ends.

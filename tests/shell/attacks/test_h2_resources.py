@@ -303,5 +303,5 @@ class TestTinyFrames:
                                                            pins_extra=(("api.github.com", stalled),))
         finally:
             hole.close()
-        assert streams == 16 and held > 500_000 and after == 200   # the body was held, unread
+        assert streams >= 8 and held > 400_000 and after == 200   # bodies were held, unread
         assert grown < 48, f"{grown:.0f} MB for {held} bytes held"
