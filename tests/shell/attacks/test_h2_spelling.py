@@ -9,6 +9,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from h2.events import ConnectionTerminated, StreamEnded, StreamReset
 
 from tests.shell.attacks.h2_client import RawClient, attack_with, ended, status_of
@@ -179,3 +180,40 @@ class TestRequestSmuggling:
         statuses, after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack, ENV)
         assert statuses == [None] * 4 and after == 200
         assert seen(upstream, "/smuggler") == [] and seen(upstream, "/smuggled") == []
+
+
+class TestAuthoritySpellings:
+    @pytest.mark.parametrize("authority", ["user:pw@api.github.com:{port}", "api.github.com:{port}@upstream.test:{port}",
+                                           "api.github.com:{port}:{port}", "upstream.test:{port}#api.github.com",
+                                           "api.github.com:0{port}", "127.0.0.1:{port}"])
+    def test_an_authority_that_is_not_the_tunnel_host_is_refused(self, tmp_path, pki, upstream, authority):
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            client.h2.config.validate_outbound_headers = False
+            headers = [(k, authority.format(port=port) if k == ":authority" else v)
+                       for k, v in client.request_headers(port, "/odd-authority")]
+            client.h2.send_headers(1, headers, end_stream=True)
+            client.flush()
+            await client.pump(lambda events: ended(1)(events) or any(isinstance(e, ConnectionTerminated)
+                                                                    for e in events))
+            client.close()
+            return status_of(client, 1)
+
+        status, after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack, ENV)
+        assert status in (None, "400", "421") and after == 200
+        assert seen(upstream, "/odd-authority") == []
+
+    def test_proxy_headers_sent_inside_the_tunnel_never_reach_the_upstream(self, tmp_path, pki, upstream):
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            extra = [("proxy-authorization", "Basic c2VjcmV0"), ("proxy-foo", "agent-value")]
+            client.h2.send_headers(1, client.request_headers(port, "/proxy-fields", extra=extra), end_stream=True)
+            client.flush()
+            await client.pump(ended(1))
+            client.close()
+            return status_of(client, 1)
+
+        status, after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack, ENV)
+        assert (status, after) == ("200", 200)
+        request = seen(upstream, "/proxy-fields")[-1]
+        assert not [k for k, _ in request["headers"] if k.lower().startswith("proxy-")]
