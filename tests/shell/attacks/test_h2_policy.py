@@ -103,6 +103,23 @@ class TestInspectedBodies:
         (next_status, reached), after, _ = attack_with(tmp_path, pki, upstream, REDACTION, attack)
         assert (next_status, reached, after) == ("200", 0, 200)
 
+    def test_a_client_vanishing_mid_upload_is_reported_once_and_nothing_is_forwarded(self, tmp_path, pki, upstream):
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open_to(proxy_port, "api.anthropic.com", port, ca)
+            before = len(llm_paths(upstream))
+            body = json.dumps({"model": "m", "messages": [{"role": "user", "content": EMAIL}]}).encode()
+            client.h2.send_headers(1, anthropic_headers(client, port))
+            client.h2.send_data(1, body[:-3])
+            client.flush()
+            await asyncio.sleep(0.3)
+            client.writer.transport.abort()
+            await asyncio.sleep(0.5)
+            return len(llm_paths(upstream)) - before
+
+        reached, after, events = attack_with(tmp_path, pki, upstream, REDACTION, attack)
+        assert (reached, after) == (0, 200)
+        assert [path for _, _, path, _ in events].count("/v1/messages") == 1
+
 
 HOOKED = """
 [permissions.t.network.domains]
