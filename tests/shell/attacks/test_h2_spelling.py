@@ -217,3 +217,35 @@ class TestAuthoritySpellings:
         assert (status, after) == ("200", 200)
         request = seen(upstream, "/proxy-fields")[-1]
         assert not [k for k, _ in request["headers"] if k.lower().startswith("proxy-")]
+
+
+class TestPseudoHeaders:
+    @pytest.mark.parametrize("shape", ["duplicate-path", "duplicate-authority", "missing-path", "missing-method",
+                                       "missing-scheme", "pseudo-after-regular", "unknown-pseudo", "empty-path",
+                                       "status-in-request"])
+    def test_a_malformed_pseudo_header_set_forwards_nothing(self, tmp_path, pki, upstream, shape):
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            client.h2.config.validate_outbound_headers = False
+            base = client.request_headers(port, "/pseudo-ok")
+            headers = {
+                "duplicate-path": [*base, (":path", "/pseudo-other")],
+                "duplicate-authority": [*base, (":authority", f"upstream.test:{port}")],
+                "missing-path": [h for h in base if h[0] != ":path"],
+                "missing-method": [h for h in base if h[0] != ":method"],
+                "missing-scheme": [h for h in base if h[0] != ":scheme"],
+                "pseudo-after-regular": [*base[:3], ("x-a", "1"), base[3]],
+                "unknown-pseudo": [*base, (":protocol", "websocket")],
+                "empty-path": [(k, "" if k == ":path" else v) for k, v in base],
+                "status-in-request": [*base, (":status", "200")],
+            }[shape]
+            client.h2.send_headers(1, headers, end_stream=True)
+            client.flush()
+            await client.pump(lambda events: ended(1)(events) or any(isinstance(e, ConnectionTerminated)
+                                                                    for e in events))
+            client.close()
+            return status_of(client, 1)
+
+        status, after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack, ENV)
+        assert status in (None, "400", "405") and after == 200
+        assert seen(upstream, "/pseudo-ok") == [] and seen(upstream, "/pseudo-other") == []
