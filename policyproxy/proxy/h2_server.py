@@ -43,7 +43,7 @@ from policyproxy import responses
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
 from policyproxy.proxy.exchange import Headers
-from policyproxy.proxy.h2_upstream import hold
+from policyproxy.proxy.h2_upstream import MAX_ENCODER_TABLE, hold
 from policyproxy.proxy.pipeline import forward
 from policyproxy.proxy.target import Refusal, read_in_tunnel
 
@@ -259,6 +259,11 @@ class H2Server(asyncio.Protocol):
                 if stream is not None:
                     stream.window.set()
         elif isinstance(event, RemoteSettingsChanged):
+            if self.h2.encoder.header_table_size > MAX_ENCODER_TABLE:
+                # The client's HEADER_TABLE_SIZE is what it allows, not what we must keep (RFC 7541 4.2):
+                # taken as offered (up to 4 GiB), every distinct answer field (an x-policyproxy-rule naming
+                # the path) stayed in our encoder's table for the connection's life.
+                self.h2.encoder.header_table_size = MAX_ENCODER_TABLE
             for stream in self.streams.values():   # INITIAL_WINDOW_SIZE may have grown
                 stream.window.set()
         elif isinstance(event, ConnectionTerminated):   # the client's GOAWAY: open streams are still answered

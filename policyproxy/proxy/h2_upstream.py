@@ -45,6 +45,7 @@ from policyproxy.proxy.resolver import Resolver
 STREAM_WINDOW = 256 * 1024        # what the upstream may send on one stream before the client reads it
 CONNECTION_WINDOW = 1024 * 1024
 MERGE = 64 * 1024                 # received DATA smaller than this is held in one buffer per stream
+MAX_ENCODER_TABLE = 4096          # HPACK dynamic table kept for what we send, whatever the peer allows
 HTTP1_MEMORY = 600.0              # an origin that chose HTTP/1.1 is not asked again for this long
 IDLE_TIMEOUT = 60.0               # a connection with no stream open is closed (as the HTTP/1.1 pool does)
 _CONNECTION_FIELDS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding",
@@ -217,6 +218,8 @@ class _Conn(asyncio.Protocol):
         elif isinstance(event, StreamReset) and answer is not None:
             answer.fail(f"reset by the upstream (error code {event.error_code})")
         elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
+            if self.h2.encoder.header_table_size > MAX_ENCODER_TABLE:   # what the origin allows, not what we keep
+                self.h2.encoder.header_table_size = MAX_ENCODER_TABLE
             for each in self.streams.values():
                 each.window.set()
             self.slot.set()

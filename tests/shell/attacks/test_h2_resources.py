@@ -264,7 +264,7 @@ class TestTinyFrames:
 
         try:
             (streams, entries, grown), after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack,
-                                                              pins_extra=(("api.github.com", stalled),))
+                                                              pins_extra=(("api.github.com", stalled),), connect_timeout=30.0)
         finally:
             hole.close()
         assert streams == 1 and after == 200
@@ -299,9 +299,35 @@ class TestTinyFrames:
             return len(streams), held, grown
 
         try:
-            (streams, held, grown), after, _ = attack_with(tmp_path, pki, upstream, CONFIG, attack,
-                                                           pins_extra=(("api.github.com", stalled),))
+            (streams, held, grown), after, _events = attack_with(tmp_path, pki, upstream, CONFIG, attack,
+                                                           pins_extra=(("api.github.com", stalled),), connect_timeout=30.0)
         finally:
             hole.close()
-        assert streams >= 8 and held > 400_000 and after == 200   # bodies were held, unread
+        assert streams >= 8 and held > 400_000 and after == 200, [e[:3] for e in _events]   # bodies were held, unread
         assert grown < 48, f"{grown:.0f} MB for {held} bytes held"
+
+
+class TestHeaderCompression:
+    def test_a_huge_header_table_size_does_not_make_the_proxy_keep_every_answer_field(self, tmp_path, pki, upstream):
+        """SETTINGS_HEADER_TABLE_SIZE is what the client allows the proxy's encoder, not what the proxy
+        must keep: taken as offered (1 GiB here), each denied answer's ``x-policyproxy-rule`` (naming the
+        path) stayed in the connection's HPACK table, ~300 bytes a request, for the connection's life."""
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            client = await RawClient.open(proxy_port, port, ca)
+            client.h2.update_settings({SettingCodes.HEADER_TABLE_SIZE: 2**30})
+            client.flush()
+            await client.pump(lambda events: False, timeout=0.3)   # the proxy's ACK
+            for n in range(60):
+                sid = client.h2.get_next_available_stream_id()
+                client.h2.send_headers(sid, client.request_headers(port, f"/unique/{n}/" + "p" * 200, "DELETE"),
+                                       end_stream=True)
+            client.flush()
+            await client.pump(lambda events: False, timeout=1.5)
+            tables = [h2.h2.encoder.header_table for h2 in server.context.registry.servers
+                      if getattr(h2, "h2", None) is not None and not h2.closed]
+            client.close()
+            return [(table.maxsize, table._current_size) for table in tables]
+
+        tables, after, events = attack_with(tmp_path, pki, upstream, CONFIG, attack)
+        assert after == 200 and len([e for e in events if e[1] == 403]) >= 30   # the denials were answered
+        assert tables and all(maxsize <= 4096 and size <= 4096 for maxsize, size in tables), tables
