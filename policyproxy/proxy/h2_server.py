@@ -43,6 +43,7 @@ from policyproxy import responses
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
 from policyproxy.proxy.exchange import Headers
+from policyproxy.proxy.h2_upstream import MAX_ENCODER_TABLE, hold
 from policyproxy.proxy.pipeline import forward
 from policyproxy.proxy.target import Refusal, read_in_tunnel
 
@@ -90,7 +91,7 @@ class H2Stream:
         self.headers: Mapping[str, str] = headers
         self._body_exists = not ended
         self.ended = ended                     # the client's END_STREAM arrived
-        self.received: deque[tuple[bytes, int]] = deque()   # data, flow-controlled length
+        self.received: deque[list[Any]] = deque()   # [data, flow-controlled length] (``hold``)
         self.arrived = asyncio.Event()
         self.window = asyncio.Event()
         self.gone = False                      # reset by the client, or the connection closed
@@ -106,6 +107,7 @@ class H2Stream:
         while True:
             if self.received:
                 data, flow = self.received.popleft()
+                data = bytes(data)
                 self.server.consumed(self.stream_id, flow)   # the window reopens only as data is read
                 if data:
                     yield data
@@ -132,6 +134,9 @@ class H2Stream:
         if not body and not trailers:   # one HEADERS frame ending the stream (gRPC's "trailers-only" answer)
             await self.start(status, reason, headers, None, end=True)
             return
+        if self.method == "HEAD":   # the length of the answer a GET would get, never its body (a DATA
+            await self.start(status, reason, headers, len(body), end=True)   # frame is a PROTOCOL_ERROR)
+            return
         await self.start(status, reason, headers, len(body))
         if body:
             await self.write(body)
@@ -148,7 +153,8 @@ class H2Stream:
         self.server.send_headers(self.stream_id, fields, end=end)
 
     async def write(self, data: bytes) -> None:
-        await self.server.send_data(self, data)
+        if self.method != "HEAD":   # a HEAD answer has no body, whatever an upstream sends
+            await self.server.send_data(self, data)
 
     async def end(self, trailers: Headers = ()) -> None:
         if self.gone:
@@ -237,7 +243,7 @@ class H2Server(asyncio.Protocol):
             if stream is None:   # data for a stream we already answered and forgot: give the window back
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id or 0)
                 return
-            stream.received.append((event.data or b"", event.flow_controlled_length))
+            hold(stream.received, event.data or b"", event.flow_controlled_length)
             stream.arrived.set()
         elif isinstance(event, (StreamEnded, TrailersReceived)):
             # Request trailers are not relayed (no HTTP/1.1 upstream could carry them); the body ends.
@@ -253,6 +259,11 @@ class H2Server(asyncio.Protocol):
                 if stream is not None:
                     stream.window.set()
         elif isinstance(event, RemoteSettingsChanged):
+            if self.h2.encoder.header_table_size > MAX_ENCODER_TABLE:
+                # The client's HEADER_TABLE_SIZE is what it allows, not what we must keep (RFC 7541 4.2):
+                # taken as offered (up to 4 GiB), every distinct answer field (an x-policyproxy-rule naming
+                # the path) stayed in our encoder's table for the connection's life.
+                self.h2.encoder.header_table_size = MAX_ENCODER_TABLE
             for stream in self.streams.values():   # INITIAL_WINDOW_SIZE may have grown
                 stream.window.set()
         elif isinstance(event, ConnectionTerminated):   # the client's GOAWAY: open streams are still answered

@@ -44,6 +44,8 @@ from policyproxy.proxy.resolver import Resolver
 
 STREAM_WINDOW = 256 * 1024        # what the upstream may send on one stream before the client reads it
 CONNECTION_WINDOW = 1024 * 1024
+MERGE = 64 * 1024                 # received DATA smaller than this is held in one buffer per stream
+MAX_ENCODER_TABLE = 4096          # HPACK dynamic table kept for what we send, whatever the peer allows
 HTTP1_MEMORY = 600.0              # an origin that chose HTTP/1.1 is not asked again for this long
 IDLE_TIMEOUT = 60.0               # a connection with no stream open is closed (as the HTTP/1.1 pool does)
 _CONNECTION_FIELDS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding",
@@ -52,6 +54,18 @@ _CONNECTION_FIELDS = frozenset({"host", "connection", "keep-alive", "proxy-conne
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
+
+
+def hold(received: deque[list[Any]], data: bytes, flow: int) -> None:
+    """Keep a DATA frame's bytes until they are read, merged into the last buffer while it is small:
+    flow control bounds the bytes held, this bounds the objects (held one per frame, 1-byte frames
+    cost ~130 bytes of memory per byte of window)."""
+    last = received[-1] if received else None
+    if last is not None and len(last[0]) + len(data) <= MERGE:
+        last[0] += data
+        last[1] += flow
+    else:
+        received.append([bytearray(data), flow])
 
 
 class H2Answer:
@@ -65,7 +79,7 @@ class H2Answer:
         self.items: list[tuple[str, str]] = []
         self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict())
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.received: deque[tuple[bytes, int]] = deque()
+        self.received: deque[list[Any]] = deque()   # [data, flow-controlled length] (``hold``)
         self.arrived = asyncio.Event()
         self.window = asyncio.Event()
         self.ended = False
@@ -87,6 +101,7 @@ class H2Answer:
         while True:
             if self.received:
                 data, flow = self.received.popleft()
+                data = bytes(data)
                 self.conn.consumed(self.stream_id, flow)
                 if data:
                     yield data
@@ -191,7 +206,7 @@ class _Conn(asyncio.Protocol):
             if answer is None:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, stream_id or 0)
                 return
-            answer.received.append((event.data or b"", event.flow_controlled_length))
+            hold(answer.received, event.data or b"", event.flow_controlled_length)
             answer.arrived.set()
         elif isinstance(event, TrailersReceived) and answer is not None:
             answer._trailers = [(_text(bytes(k)), _text(bytes(v))) for k, v in event.headers or ()]
@@ -203,6 +218,8 @@ class _Conn(asyncio.Protocol):
         elif isinstance(event, StreamReset) and answer is not None:
             answer.fail(f"reset by the upstream (error code {event.error_code})")
         elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
+            if self.h2.encoder.header_table_size > MAX_ENCODER_TABLE:   # what the origin allows, not what we keep
+                self.h2.encoder.header_table_size = MAX_ENCODER_TABLE
             for each in self.streams.values():
                 each.window.set()
             self.slot.set()
