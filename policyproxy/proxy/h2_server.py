@@ -62,6 +62,9 @@ _CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "proxy-connection", 
                                 "te", "content-length"})
 
 
+_CLOSE_GRACE = 0.5   # seconds a stop waits for a closed connection's TLS close_notify exchange
+
+
 class StreamGone(ConnectionResetError):
     """The client reset the stream (or the connection went away) while it was being answered."""
 
@@ -505,7 +508,13 @@ class H2Server(asyncio.Protocol):
 
     async def shutdown(self, timeout: float | None = None) -> None:
         self.pre_shutdown()
+        if self.closed:
+            # Closing already: only TLS's close_notify exchange is left, and a client that does not read
+            # (an idle pooled connection) never answers it; a stop does not wait the drain out for that.
+            timeout = min(timeout, _CLOSE_GRACE) if timeout is not None else _CLOSE_GRACE
         try:
             await asyncio.wait_for(asyncio.shield(self.done), timeout)
         except asyncio.TimeoutError:
             self._close()
+            if self.transport is not None:
+                self.transport.abort()

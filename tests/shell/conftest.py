@@ -30,5 +30,7 @@ def start_proxy(tmp_path_factory, pki, upstream):
         return proxy
 
     yield start
+    for proxy in started:   # all drain at once, not one after the other
+        proxy.signal_stop()
     for proxy in started:
         proxy.stop()

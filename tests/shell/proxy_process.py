@@ -64,6 +64,11 @@ class ProxyProcess:
     def logs(self) -> str:
         return self.stderr_path.read_text()
 
+    def signal_stop(self) -> None:
+        """SIGTERM without waiting (many proxies are stopped at once, then waited for)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
