@@ -117,6 +117,9 @@ class Listener:
                 self._unwatch(self.NO_FDS_RETRY)
                 return
             conn.setblocking(False)
+            # asyncio sets TCP_NODELAY only on sockets made with proto=IPPROTO_TCP (uvloop always does):
+            # without it a tunnel's first small writes wait out Nagle and delayed ACKs (~40 ms).
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.ctx.registry.clients_opening += 1
             self.ctx.registry.spawn(self._start(conn))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import socket
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from policyproxy.proxy.handlers import plain_handler
 from policyproxy.proxy.http_server import TimedServer
 from policyproxy.proxy.listeners import HttpEntry, Socks5Entry, SocksState
 from policyproxy.proxy.pipe import PipeSide
-from tests.proxy.harness import build
+from tests.proxy.harness import build, running
 
 CONFIG = '[permissions.t.network.domains]\n"a.test" = "allow"\n"*.denied.test" = "deny"\n"b.test" = "allow"\n'
 PINS = {(host, port): ipaddress.ip_address("127.0.0.1") for host in ("a.test", "b.test") for port in (80, 443)}
@@ -225,3 +226,26 @@ def test_socks5_wrong_password(tmp_path):
                                                     socks_credentials=("u", "p"))
     assert out == b"\x05\x02\x01\x01" and closed and connects == []
     assert protocol.state is SocksState.AUTH
+
+
+def test_accepted_client_sockets_have_nagle_off_on_either_loop(tmp_path):
+    """asyncio turns TCP_NODELAY on only for sockets made with proto=IPPROTO_TCP, and the listeners'
+    accepted sockets are not: without it a byte tunnel's first small writes waited out Nagle and
+    delayed ACKs (about 40 ms to an SSE stream's first byte on asyncio's loop)."""
+    async def run() -> list[int]:
+        async with running(tmp_path, "[permissions.t.network]\n") as server:
+            flags = []
+            for kind in ("http", "socks5"):
+                _, writer = await asyncio.open_connection(*server.addresses[kind])
+                for _ in range(100):
+                    if server.context.registry.clients:
+                        break
+                    await asyncio.sleep(0.01)
+                for transport in server.context.registry.clients:
+                    sock = transport.get_extra_info("socket")
+                    flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                server.context.registry.clients.clear()   # the next kind's connection alone
+                writer.close()
+            return flags
+
+    assert asyncio.run(run()) == [1, 1]
