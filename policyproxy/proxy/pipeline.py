@@ -245,7 +245,9 @@ async def _send(ctx: Context, request: Exchange, url: URL, headers: list[tuple[s
             outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
             return await request.reply(upstream.status, upstream.reason, head, whole, upstream.trailers())
         length = upstream.headers.get("Content-Length")
-        known = restore is None and length is not None and length.isdigit() and not no_body
+        # A HEAD's answer says the length its GET would have (RFC 9110 section 8.6): relayed, no body sent.
+        known = (restore is None and length is not None and length.isdigit()
+                 and (not no_body or (request.method == "HEAD" and upstream.status >= 200)))
         await request.start(upstream.status, upstream.reason, head, int(length) if known and length else None)
         outcome.added_ms = ((sent - started) + (time.perf_counter() - answered)) * 1000
         if not no_body:

@@ -147,6 +147,28 @@ class TestHeadRequests:
         assert code == 0, err
         assert "\r\nHTTP/2 403 " in out and "content-length: " in out.lower() and after == 403
 
+    @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+    @pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+    def test_an_allowed_head_keeps_the_upstreams_content_length(self, tmp_path, pki, upstream, version):
+        """RFC 9110 section 8.6: a HEAD's answer says the length its GET would have; it was dropped."""
+        async def attack(server, proxy_port: int, port: int, ca: str) -> Any:
+            heads = []
+            for method in ("-I", "-i"):   # HEAD, then the GET it stands for
+                curl = await asyncio.create_subprocess_exec(
+                    "curl", "-sS", version, method, "-x", f"http://127.0.0.1:{proxy_port}", "--cacert", ca,
+                    f"https://api.github.com:{port}/repos/x/head", stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE)
+                out, err = await curl.communicate()
+                assert curl.returncode == 0, err
+                heads.append(out.decode().split("\r\n\r\n")[1].lower())   # after the CONNECT answer
+            return heads
+
+        (head, get), _, _ = attack_with(tmp_path, pki, upstream, HEAD_CONFIG, attack)
+        lengths = [[int(line.split(":")[1]) for line in h.split("\r\n") if line.startswith("content-length:")]
+                   for h in (head, get)]
+        # The upstream's echo names the method in its JSON body: HEAD's would be one byte longer.
+        assert lengths[0] == [lengths[1][0] + 1], (head, get)
+
 
 class TestRedirects:
     def test_a_redirect_is_relayed_to_the_stream_not_followed(self, tmp_path, pki, upstream):
