@@ -43,7 +43,7 @@ from policyproxy import responses
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
 from policyproxy.proxy.exchange import Headers
-from policyproxy.proxy.h2_upstream import MAX_ENCODER_TABLE, hold
+from policyproxy.proxy.h2_upstream import MAX_ENCODER_TABLE, WriteGate, hold
 from policyproxy.proxy.pipeline import forward
 from policyproxy.proxy.target import Refusal, read_in_tunnel
 
@@ -178,7 +178,7 @@ class H2Stream:
             self.server.reset(self.stream_id, ErrorCodes.INTERNAL_ERROR)
 
 
-class H2Server(asyncio.Protocol):
+class H2Server(WriteGate):
     """One client connection speaking HTTP/2 inside an intercepted tunnel for ``conn``."""
 
     def __init__(self, ctx: Context, conn: Connection) -> None:
@@ -434,16 +434,6 @@ class H2Server(asyncio.Protocol):
             # this much queued means frames the client provokes (PING, SETTINGS acks) while not reading.
             if self.transport.get_write_buffer_size() > MAX_CONTROL_BACKLOG:
                 self._close()
-
-    def pause_writing(self) -> None:
-        if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None:
-            if not self._writable.done():
-                self._writable.set_result(None)
-            self._writable = None
 
     # -- lifetime --------------------------------------------------------------------------------------
 

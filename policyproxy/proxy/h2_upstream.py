@@ -136,7 +136,24 @@ class H2Answer:
             self.head.exception()   # retrieved: ``send`` may have stopped waiting (timeout, release)
 
 
-class _Conn(asyncio.Protocol):
+class WriteGate(asyncio.Protocol):
+    """An h2 connection's side of the socket's flow control: ``_writable`` is a future while the
+    transport's write buffer is over its high-water mark (senders await it)."""
+
+    _writable: asyncio.Future[None] | None = None
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            if not self._writable.done():
+                self._writable.set_result(None)
+            self._writable = None
+
+
+class _Conn(WriteGate):
     """One HTTP/2 connection to an origin."""
 
     def __init__(self, origin: tuple[str, int], read_timeout: float) -> None:
@@ -328,16 +345,6 @@ class _Conn(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-
-    def pause_writing(self) -> None:
-        if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None:
-            if not self._writable.done():
-                self._writable.set_result(None)
-            self._writable = None
 
     # -- lifetime ----------------------------------------------------------------------------------------
 
