@@ -98,7 +98,10 @@ def hey(url: str, proxy: str | None, concurrency: int, seconds: float, env: dict
 
 
 def curl_metric(url: str, proxy: str | None, cafile: Path, metric: str, extra: list[str] | None = None) -> float:
-    args = ["curl", "-s", "-o", "/dev/null", "--cacert", str(cafile), "-w", f"%{{{metric}}}", *(extra or [])]
+    # HTTP/1.1 on every row (curl would pick h2 where the proxy offers it, and no other peer does):
+    # bench/h2_bench.py puts the two side by side.
+    args = ["curl", "-s", "--http1.1", "-o", "/dev/null", "--cacert", str(cafile), "-w", f"%{{{metric}}}",
+            *(extra or [])]
     if proxy:
         args += ["-x", proxy]
     return float(subprocess.run([*args, url], capture_output=True, text=True, timeout=120).stdout)
