@@ -1,9 +1,10 @@
 """Recent decisions for ``/api/decisions`` and the page: a bounded ring fed by a decision sink.
 
-The sink runs on the event loop for every decision, so it does O(1) work: build the audit JSON (the
-same attributes as the audit log line, ``telemetry/event.py``), append to a ``deque(maxlen=...)``,
-bump the Prometheus counters, and wake the SSE streams (one ``asyncio.Event``; each stream then
-reads the ring from its own cursor, so a slow stream never holds memory or blocks the sink).
+The sink runs on the event loop for every decision, so it does O(1) work: append the decision to a
+``deque(maxlen=...)``, bump the Prometheus counters, and wake the SSE streams (one ``asyncio.Event``;
+each stream then reads the ring from its own cursor, so a slow stream never holds memory or blocks the
+sink). The audit JSON of an entry (the same attributes as the audit log line, ``telemetry/event.py``)
+is rendered when it is first read, once: most entries leave the ring unread.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -54,18 +56,41 @@ class Filters:
             or self.detector in record.get("redaction.response.detectors", {})
 
 
+Record = dict[str, Any]
+
+
+class _Entry:
+    """One decision in the ring; its record is made on the first read."""
+
+    __slots__ = ("made", "make", "seq", "when")
+
+    def __init__(self, seq: int, when: float, record: Record | Callable[[], Record]) -> None:
+        self.seq = seq
+        self.when = when
+        self.made: Record | None = None if callable(record) else record
+        self.make = record if callable(record) else None
+
+    @property
+    def record(self) -> Record:
+        if self.made is None:
+            assert self.make is not None
+            self.made, self.make = self.make(), None
+        return self.made
+
+
 class DecisionRing:
     """The last ``size`` decisions as ``(seq, record)``; ``seq`` starts at 1 and never repeats."""
 
     def __init__(self, size: int = RING_SIZE) -> None:
-        self.items: collections.deque[tuple[int, float, dict[str, Any]]] = collections.deque(maxlen=size)
+        self.items: collections.deque[_Entry] = collections.deque(maxlen=size)
         self._seq = itertools.count(1)
         self.last = 0
         self._changed: asyncio.Event | None = None
 
-    def add(self, record: dict[str, Any], now: float) -> int:
+    def add(self, record: Record | Callable[[], Record], now: float) -> int:
+        """``record`` is the entry's audit record, or what makes it when it is first read."""
         self.last = seq = next(self._seq)
-        self.items.append((seq, now, record))
+        self.items.append(_Entry(seq, now, record))
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -86,14 +111,14 @@ class DecisionRing:
 
     @property
     def first(self) -> int:
-        return self.items[0][0] if self.items else self.last + 1
+        return self.items[0].seq if self.items else self.last + 1
 
     def after(self, cursor: int, filters: Filters, limit: int) -> list[dict[str, Any]]:
         """Records with ``seq > cursor`` that pass ``filters``, oldest first, at most ``limit``."""
         out = []
-        for seq, _, record in self.items:
-            if seq > cursor and filters.keep(record):
-                out.append({"seq": seq, **record})
+        for entry in self.items:
+            if entry.seq > cursor and filters.keep(entry.record):
+                out.append({"seq": entry.seq, **entry.record})
                 if len(out) >= limit:
                     break
         return out
@@ -101,16 +126,16 @@ class DecisionRing:
     def latest(self, filters: Filters, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` records that pass ``filters``, oldest first."""
         out = []
-        for seq, _, record in reversed(self.items):
-            if filters.keep(record):
-                out.append({"seq": seq, **record})
+        for entry in reversed(self.items):
+            if filters.keep(entry.record):
+                out.append({"seq": entry.seq, **entry.record})
                 if len(out) >= limit:
                     break
         out.reverse()
         return out
 
     def since(self, cutoff: float) -> Iterable[tuple[float, dict[str, Any]]]:
-        return ((when, record) for _, when, record in self.items if when >= cutoff)
+        return ((entry.when, entry.record) for entry in self.items if entry.when >= cutoff)
 
 
 def summary(ring: DecisionRing, now: float, window: float = 3600.0, top: int = 10) -> dict[str, Any]:
@@ -141,10 +166,15 @@ class AdminSink:
         self.metrics = metrics
 
     def __call__(self, decision: Decision, outcome: Outcome) -> None:
-        attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
-                                         connection_id=outcome.connection_id, redactions=outcome.redactions,
-                                         emitted=outcome.emitted, user=outcome.identity,
-                                         protocol_version=outcome.protocol_version)
         now = time.time()
-        self.ring.add(audit_record(attributes, datetime.fromtimestamp(now, timezone.utc)), now)
+        self.ring.add(functools.partial(_record, decision, outcome, now), now)
         self.metrics.decided(decision.verdict.value, decision.reason.value, outcome.redactions, outcome.added_ms)
+
+
+def _record(decision: Decision, outcome: Outcome, when: float) -> Record:
+    """The audit record of a reported decision (its outcome is complete once reported)."""
+    attributes = decision_attributes(decision, client=outcome.client, status=outcome.status,
+                                     connection_id=outcome.connection_id, redactions=outcome.redactions,
+                                     emitted=outcome.emitted, user=outcome.identity,
+                                     protocol_version=outcome.protocol_version)
+    return audit_record(attributes, datetime.fromtimestamp(when, timezone.utc))

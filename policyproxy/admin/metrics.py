@@ -9,6 +9,7 @@ depth, dropped and failed exports).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -62,11 +63,21 @@ class AdminMetrics:
         for result in ("applied", "refused"):
             self.reloads.labels(result)
         self.registry.register(_Probes(connections, telemetry))
+        # ``labels()`` validates and locks on every call; the children are kept (a few dozen at most:
+        # verdicts x reasons, one per detector), so a decision costs a dict lookup and an ``inc``.
+        self._decided: dict[tuple[str, str], Any] = {}
+        self._redacted: dict[str, Any] = {}
 
     def decided(self, decision: str, reason: str, redactions: Mapping[str, int], added_ms: float | None) -> None:
-        self.decisions.labels(decision, reason).inc()
+        child = self._decided.get((decision, reason))
+        if child is None:
+            child = self._decided[decision, reason] = self.decisions.labels(decision, reason)
+        child.inc()
         for detector, count in redactions.items():
-            self.redactions.labels(detector).inc(count)
+            counter = self._redacted.get(detector)
+            if counter is None:
+                counter = self._redacted[detector] = self.redactions.labels(detector)
+            counter.inc(count)
         if added_ms is not None:
             self.added_latency.observe(added_ms / 1000)
 

@@ -51,6 +51,43 @@ def test_the_ring_keeps_the_last_n_with_a_cursor():
     assert ring.after(5, Filters(), 10) == []
 
 
+def test_a_ring_entry_is_rendered_on_its_first_read_only_and_an_unread_one_never():
+    made: list[str] = []
+
+    def lazy(host: str):
+        def make() -> dict:
+            made.append(host)
+            return record(host)
+        return make
+
+    ring = DecisionRing(size=3)
+    for i in range(5):
+        ring.add(lazy(f"h{i}.test"), now=1000.0 + i)
+    assert made == []                                   # the sink's per-decision cost: no rendering
+    assert [r["server.address"] for r in ring.latest(Filters(), 1)] == ["h4.test"]
+    assert made == ["h4.test"]
+    assert [r["server.address"] for r in ring.after(0, Filters(), 10)] == ["h2.test", "h3.test", "h4.test"]
+    assert [r["server.address"] for r in ring.after(0, Filters(host="h3.test"), 10)] == ["h3.test"]
+    assert made == ["h4.test", "h2.test", "h3.test"]   # h0 and h1 left the ring unread: never rendered
+
+
+def test_the_admin_sink_records_what_the_audit_log_would_say(tmp_path):
+    from policyproxy.admin.decisions import AdminSink
+    from policyproxy.proxy.outcome import Outcome
+
+    ring, metrics = DecisionRing(), AdminMetrics()
+    p = policy(tmp_path, PROFILE)
+    AdminSink(ring, metrics)(connect(p, "evil.test"), Outcome("10.0.0.9", "c7", identity="job42"))
+    [entry] = ring.latest(Filters(), 10)
+    assert entry["seq"] == 1 and entry["event.name"] == "policyproxy.policy_decision"
+    assert entry["network.policy.decision"] == "deny" and entry["server.address"] == "evil.test"
+    assert entry["client.address"] == "10.0.0.9" and entry["enduser.id"] == "job42"
+    assert entry["policyproxy.connection.id"] == "c7" and entry["ts"].endswith("Z")
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text().decode())}
+    [sample] = [s for s in families["policyproxy_decisions"].samples if s.name.endswith("_total")]
+    assert sample.labels == {"decision": "deny", "reason": "denied"} and sample.value == 1
+
+
 @pytest.mark.parametrize(("query", "hosts"), [
     ({"decision": "DENY"}, ["evil.test"]),
     ({"host": "Evil.Test."}, ["evil.test"]),
