@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from policyproxy.grammar.hosts import normalize_host
@@ -95,8 +96,11 @@ def read_connect(authority: str) -> tuple[str, int] | Refusal:
     return parsed
 
 
+@lru_cache(maxsize=4096)
 def same_authority(header: str, host: str, port: int, default_port: int) -> bool:
-    """Whether a ``Host`` header names ``host:port`` (port omitted means the scheme's default)."""
+    """Whether a ``Host`` header names ``host:port`` (port omitted means the scheme's default).
+
+    Pure and asked once per request with the same few values per connection: cached."""
     parsed = split_authority(header.strip(), default_port)
     if parsed is None:
         return False
