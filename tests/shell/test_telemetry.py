@@ -308,3 +308,17 @@ def test_otel_sdk_disabled_turns_the_environment_exporter_off(start_proxy, upstr
     time.sleep(1.0)
     assert receiver.records == []
     receiver.close()
+
+
+@pytest.mark.parametrize("ts_ns", [0, 999_999, 1_000_000, 1_764_675_376_999_999_999, 1_764_675_377_000_000_000,
+                                   1_764_675_377_123_456_789, 4_102_444_799_999_000_000])
+def test_the_audit_timestamp_is_rfc3339_utc_milliseconds_truncated(ts_ns):
+    from datetime import datetime, timezone
+
+    from policyproxy.telemetry.sink import _audit_line
+
+    seconds, rest = divmod(ts_ns, 1_000_000_000)
+    want = datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=rest // 1000)
+    line = _audit_line(ts_ns, {"server.address": "a.test"})
+    assert line["ts"] == want.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert list(line)[:2] == ["ts", "event.name"]
