@@ -18,6 +18,10 @@ from policyproxy.reasons import Protocol
 
 _DIGITS = frozenset("0123456789")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 9112 3.2: a request target never carries a fragment (clients strip it). Sent raw, upstreams
+# disagree on it (part of the query's last value, of the path, or cut), so hooks and the upstream
+# would read two different requests: refused.
+_FRAGMENT = "a request target must not carry a #fragment (send '#' as %23)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,8 @@ def read_gateway(raw: str, routes: Mapping[str, str]) -> Routed | Refusal:
     if base is None:
         known = ", ".join(f"/{name}/" for name in routes)
         return Refusal(400, f"this is a proxy: send absolute-form requests, CONNECT, or a gateway route ({known})")
+    if "#" in rest:
+        return Refusal(400, _FRAGMENT)
     upstream = urlsplit(base)
     path, _, query = ("/" + rest).partition("?")
     scheme = upstream.scheme
@@ -159,6 +165,8 @@ def read_in_tunnel(method: str, raw: str, host_header: str | None, host: str, po
         return Refusal(405, "CONNECT inside an intercepted tunnel is not allowed")
     if not raw.startswith("/"):
         return Refusal(400, "requests inside a tunnel must use origin-form targets")
+    if "#" in raw:
+        return Refusal(400, _FRAGMENT)
     if host_header is None or not same_authority(host_header, host, port, DEFAULT_PORTS.get(scheme, 443)):
         return Refusal(400, f"Host header {host_header!r} does not match the tunnel target {host}")
     path, _, query = raw.partition("?")

@@ -86,6 +86,10 @@ def test_gateway_routes():
         Routed("api.openai.com", 443, "https", "/v1/chat", "x=1", Protocol.GATEWAY, trusted=True)
     refusal = read_gateway("/nope/x", routes)
     assert isinstance(refusal, Refusal) and "/openai/" in refusal.message
+    refusal = read_gateway("/openai/chat?x=1#&model=other", routes)
+    assert isinstance(refusal, Refusal) and refusal.status == 400 and "#fragment" in refusal.message
+    assert read_gateway("/openai/chat?x=%23", routes) == \
+        Routed("api.openai.com", 443, "https", "/v1/chat", "x=%23", Protocol.GATEWAY, trusted=True)
 
 
 def test_in_tunnel():
@@ -103,6 +107,8 @@ def test_in_tunnel():
     ("GET", "/a", "a.test:444", 400),
     ("GET", "/a", "user@a.test", 400),
     ("GET", "/a", "a.test:4²3", 400),
+    ("GET", "/repos/myorg/a?mode=fast#&mode=x", "a.test", 400),   # a fragment: hooks and upstream would differ
+    ("GET", "/repos/myorg/a#/../../other", "a.test", 400),
 ])
 def test_in_tunnel_refusals(method, raw, host, status):
     refusal = read_in_tunnel(method, raw, host, "a.test", 443, "https", False)
