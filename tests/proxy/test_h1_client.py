@@ -8,7 +8,6 @@ connection, so what the client wrote is read back byte for byte.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
@@ -25,22 +24,10 @@ LOCAL = (ipaddress.ip_address("127.0.0.1"),)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
-LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
-    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"))]
-
-
-@pytest.fixture(params=LOOPS)
-def run(request):
-    def factory() -> asyncio.AbstractEventLoop:
-        if request.param == "uvloop":
-            import uvloop
-            return uvloop.new_event_loop()
-        return asyncio.new_event_loop()
-
-    def runner(coro):
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(coro)
-    return runner
+@pytest.fixture
+def run(on_both_loops):
+    """Each test here on both loops (``tests/conftest.py``)."""
+    return on_both_loops
 
 
 class Script:

@@ -1,5 +1,5 @@
-"""``on_both_loops``: attacks on the upstream client run on asyncio's loop and on uvloop (``--loop auto``
-picks uvloop when installed; their transports differ, the behaviour must not)."""
+"""``on_both_loops``: a test that drives transports runs on asyncio's loop and on uvloop (``--loop auto``
+picks uvloop; their transports, TLS layers included, differ, the behaviour must not)."""
 
 from __future__ import annotations
 
