@@ -215,7 +215,7 @@ class H2Server(WriteGate):
         self.h2.local_settings.acknowledge()
         self.h2.decoder.max_header_list_size = MAX_HEADER_LIST
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - self.h2.inbound_flow_control_window)
-        self._flush()
+        self.flush()
         self._arm_idle(self.ctx.options.head_timeout)   # the client's preface and first request
         if first:
             self.data_received(first)
@@ -236,7 +236,7 @@ class H2Server(WriteGate):
             self._dispatch(event)
             if self.closed:
                 return
-        self._flush()
+        self.flush()
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
@@ -388,27 +388,11 @@ class H2Server(WriteGate):
             self.h2.reset_stream(stream_id, code)
         except (StreamClosedError, ProtocolError):
             return
-        self._flush()
+        self.flush()
 
     async def send_data(self, stream: H2Stream, data: bytes) -> None:
         """Send as the client's stream and connection windows allow, and only as fast as it reads."""
-        view = memoryview(data)
-        while view:
-            if stream.gone or self.closed:
-                raise StreamGone("the client reset the stream")
-            try:
-                window = min(self.h2.local_flow_control_window(stream.stream_id), self.h2.max_outbound_frame_size)
-            except StreamClosedError:
-                raise StreamGone("the stream is closed") from None
-            if window <= 0:
-                stream.window.clear()
-                await stream.window.wait()
-                continue
-            piece, view = view[:window], view[window:]
-            self.h2.send_data(stream.stream_id, bytes(piece))
-            self._flush()
-            if self._writable is not None:
-                await self._writable
+        await self.send_paced(stream.stream_id, data, stream.window, lambda: stream.gone or self.closed, StreamGone)
 
     def consumed(self, stream_id: int, flow: int) -> None:
         if flow and not self.closed:
@@ -423,9 +407,9 @@ class H2Server(WriteGate):
         one TLS record, one segment), not one write each."""
         if not self._flush_pending:
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
@@ -455,7 +439,7 @@ class H2Server(WriteGate):
     def _close(self) -> None:
         if self.closed:
             return
-        self._flush()
+        self.flush()
         self.closed = True
         self._disarm_idle()
         if self.transport is not None:
@@ -485,7 +469,7 @@ class H2Server(WriteGate):
         if self.closed or self.draining:
             return
         self.draining = True
-        self._flush()
+        self.flush()
         # Written by hand: h2's close_connection would end its state machine, and the streams still open
         # could not be answered. Streams the client opens after it are refused (``_request``).
         goaway = GoAwayFrame(0)

@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 from h2.config import H2Configuration
@@ -138,9 +138,11 @@ class H2Answer:
 
 class WriteGate(asyncio.Protocol):
     """An h2 connection's side of the socket's flow control: ``_writable`` is a future while the
-    transport's write buffer is over its high-water mark (senders await it)."""
+    transport's write buffer is over its high-water mark (senders await it). The client-facing and the
+    upstream connection send DATA the same way: ``send_paced``."""
 
     _writable: asyncio.Future[None] | None = None
+    h2: H2Connection
 
     def pause_writing(self) -> None:
         if self._writable is None:
@@ -151,6 +153,34 @@ class WriteGate(asyncio.Protocol):
             if not self._writable.done():
                 self._writable.set_result(None)
             self._writable = None
+
+    def flush(self) -> None:
+        """Write what ``h2`` has queued."""
+        raise NotImplementedError
+
+    async def send_paced(self, stream_id: int, data: bytes, window: asyncio.Event, gone: Callable[[], bool],
+                         error: Callable[[str], Exception]) -> None:
+        """``data`` as DATA frames, each when the stream's window (``window`` is set when it reopens)
+        and the socket (``_writable``) allow: backpressure both ways, never more than a frame per
+        stream queued past the socket's high-water mark. Once the stream or the connection is gone
+        (``gone()``, or h2 says the stream is closed), raises ``error(why)``."""
+        view = memoryview(data)
+        while view:
+            if gone():
+                raise error("the stream is gone")
+            try:
+                size = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
+            except StreamClosedError:
+                raise error("the stream is closed") from None
+            if size <= 0:
+                window.clear()
+                await window.wait()
+                continue
+            piece, view = view[:size], view[size:]
+            self.h2.send_data(stream_id, bytes(piece))
+            self.flush()
+            if self._writable is not None:
+                await self._writable
 
 
 class _Conn(WriteGate):
@@ -301,20 +331,8 @@ class _Conn(WriteGate):
             answer.fail(f"the request body broke off ({type(exc).__name__})")
 
     async def send_data(self, answer: H2Answer, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            if self.closed or answer.error is not None:
-                raise ConnectionError("the upstream stream is gone")
-            window = min(self.h2.local_flow_control_window(answer.stream_id), self.h2.max_outbound_frame_size)
-            if window <= 0:
-                answer.window.clear()
-                await answer.window.wait()
-                continue
-            piece, view = view[:window], view[window:]
-            self.h2.send_data(answer.stream_id, bytes(piece))
-            self.flush()
-            if self._writable is not None:
-                await self._writable
+        await self.send_paced(answer.stream_id, data, answer.window,
+                              lambda: self.closed or answer.error is not None, ConnectionError)
 
     def consumed(self, stream_id: int, flow: int) -> None:
         if flow and not self.closed:
