@@ -45,12 +45,17 @@ class RawClient:
 
     @classmethod
     async def open(cls, proxy_port: int, port: int, ca: str) -> RawClient:
+        return await cls.open_to(proxy_port, "api.github.com", port, ca)
+
+    @classmethod
+    async def open_to(cls, proxy_port: int, host: str, port: int, ca: str) -> RawClient:
+        """CONNECT to ``host:port`` through the proxy, TLS with ALPN h2, the client preface sent."""
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
-        writer.write(f"CONNECT api.github.com:{port} HTTP/1.1\r\nHost: api.github.com:{port}\r\n\r\n".encode())
+        writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         context = ssl.create_default_context(cafile=ca)
         context.set_alpn_protocols(["h2"])
-        await writer.start_tls(context, server_hostname="api.github.com")
+        await writer.start_tls(context, server_hostname=host)
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
         client = cls(reader, writer)
         client.h2.initiate_connection()

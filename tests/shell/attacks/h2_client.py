@@ -4,7 +4,6 @@ given profile, ``RawClient`` (from ``test_h2_hostile``) against it, and a well-b
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any
 
 from h2.events import ResponseReceived, StreamEnded, StreamReset
@@ -15,21 +14,7 @@ from tests.shell.test_h2_hostile import still_serving
 
 
 class RawClient(HostileClient):
-    """``test_h2_hostile``'s client, to any intercepted host."""
-
-    @classmethod
-    async def open_to(cls, proxy_port: int, host: str, port: int, ca: str) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
-        writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-        context = ssl.create_default_context(cafile=ca)
-        context.set_alpn_protocols(["h2"])
-        await writer.start_tls(context, server_hostname=host)
-        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
-        client = cls(reader, writer)
-        client.h2.initiate_connection()
-        client.flush()
-        return client
+    """``test_h2_hostile``'s client (``open_to`` any intercepted host), with request heads for it."""
 
     def request_headers(self, port: int, path: str = "/x", method: str = "GET",
                         extra: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
