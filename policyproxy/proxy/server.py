@@ -29,20 +29,37 @@ from policyproxy.secret_provider import SecretProvider
 from policyproxy.tls.ca_store import CertificateAuthority
 from policyproxy.tls.mint import LeafContexts
 
-# CPython's SSLProtocol allocates a read buffer of ``max_size`` (256 KiB) per TLS connection up front;
-# for an intercepting proxy that holds two TLS connections per client, 32 KiB (two TLS records) keeps
-# idle connections cheap and costs no measurable throughput (bench/proxy_bench.py).
+# CPython's SSLProtocol allocates a read buffer of ``max_size`` (256 KiB) per TLS connection up front
+# and reads the socket at most that much at a time. An intercepting proxy holds two TLS connections
+# per client, so a connection starts with 32 KiB (two TLS records: idle connections stay cheap) and
+# grows to 256 KiB once a read fills its buffer (a bulk body): with 32 KiB reads a 100 MB answer cost
+# about 150 ms more CPU on asyncio's loop (bench/proxy_bench.py --big-only: 340 -> 190 ms per 100 MB).
 TLS_READ_BUFFER = 32 * 1024
+TLS_BULK_READ_BUFFER = 256 * 1024
 # While a worker thread scans, the GIL is handed back to the event loop every this many seconds
 # (CPython's default is 5 ms): bench/redaction_bench.py measured the loop's worst delay during a 5 MB
 # scan at 7.4 ms with the default and 3.4 ms with 1 ms.
 GIL_SWITCH_INTERVAL = 0.001
 
 
+class _GrowingSSLProtocol(asyncio.sslproto.SSLProtocol):
+    """asyncio's SSLProtocol with a read buffer that starts small and grows for bulk transfers."""
+
+    max_size = TLS_READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if nbytes >= self.max_size and self.max_size < TLS_BULK_READ_BUFFER:
+            self.max_size = TLS_BULK_READ_BUFFER   # ``get_buffer`` gives a buffer this large from the next read
+        super().buffer_updated(nbytes)  # type: ignore[misc,unused-ignore]   # typeshed's 3.10 SSLProtocol lacks it
+
+
 def tune_process() -> None:
     """Process-wide settings for a proxy process; ``serve`` calls it once, before the loop starts."""
-    # No public setting for the TLS read buffer of asyncio's SSL transports: the class attribute is it.
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # type: ignore[attr-defined,unused-ignore]
+    # No public setting for the TLS read buffer of asyncio's SSL transports: the loop makes its TLS
+    # transports (``create_connection``, ``start_tls``, servers) from this module attribute. Python 3.10's
+    # SSLProtocol has no read buffer of its own (it is left as it is).
+    if hasattr(asyncio.sslproto.SSLProtocol, "get_buffer"):
+        asyncio.sslproto.SSLProtocol = _GrowingSSLProtocol  # type: ignore[misc]
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 

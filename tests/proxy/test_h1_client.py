@@ -8,6 +8,7 @@ connection, so what the client wrote is read back byte for byte.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ import pytest
 from policyproxy.errors import UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamTLSError, UpstreamUnreachable
 from policyproxy.proxy import h1_client
 from policyproxy.proxy.h1_client import Pool
-from tests.shell.upstream import make_test_pki
+from tests.shell.upstream import PIECE, big_piece, make_test_pki
 
 LOCAL = (ipaddress.ip_address("127.0.0.1"),)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -522,6 +523,39 @@ class TestTLS:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(pki[1], pki[2])
         return context
+
+    def test_big_answers_read_at_once_come_whole_though_their_connections_share_a_read_buffer(self, run, pki):
+        """The pool's connections decrypt into one buffer (``BufferedProtocol``): each read must be
+        consumed before the next lands in it, whichever connection it is for."""
+        def streaming(first: int, pieces: int) -> Handler:
+            async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (pieces * PIECE))
+                for i in range(first, first + pieces):
+                    writer.write(big_piece(i))
+                    await writer.drain()
+                await reader.read()
+            return handler
+
+        async def digest(response) -> str:
+            checksum = hashlib.sha256()
+            async for chunk in response.chunks():
+                checksum.update(chunk)
+                await asyncio.sleep(0)   # the other answer's reads land in between
+            response.release()
+            return checksum.hexdigest()
+
+        async def case():
+            async with Script(streaming(0, 128), streaming(1000, 128), tls=self.server_tls(pki)) as server:
+                p = pool(tls=ssl.create_default_context(cafile=str(pki[0])))
+                first = await get(p, server.port, scheme="https", host="upstream.test")
+                second = await get(p, server.port, scheme="https", host="upstream.test")   # a second connection
+                digests = await asyncio.gather(digest(first), digest(second))
+                p.close()
+                return digests, server.accepted
+        expected = [hashlib.sha256(b"".join(big_piece(i) for i in range(first, first + 128))).hexdigest()
+                    for first in (0, 1000)]
+        assert run(case()) == (expected, 2)
 
     def test_verified_with_the_url_host_as_sni(self, run, pki):
         async def case():

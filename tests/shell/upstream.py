@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import ipaddress
 import json
+import random
 import ssl
 import threading
 import time
@@ -53,6 +55,23 @@ def make_test_pki(directory: Path, names: tuple[str, ...] = NAMES) -> tuple[Path
     return paths
 
 
+PIECE = 64 * 1024
+
+
+def big_piece(index: int) -> bytes:
+    """The ``index``-th 64 KiB of ``/big``: each piece differs, so a piece lost, repeated or out of
+    place changes the body's checksum."""
+    return random.Random(index).randbytes(PIECE)
+
+
+def big_digest(mib: int) -> str:
+    """The SHA-256 of ``/big?mb=mib``."""
+    digest = hashlib.sha256()
+    for i in range(mib * 1024 * 1024 // PIECE):
+        digest.update(big_piece(i))
+    return digest.hexdigest()
+
+
 class Upstream:
     """Records every request it receives; ``/echo`` answers with what it saw, ``/sse`` streams."""
 
@@ -77,6 +96,7 @@ class Upstream:
         app.router.add_route("*", "/sse", self.sse)
         app.router.add_route("*", "/v1/sse", self.sse)
         app.router.add_route("GET", "/ws", self.ws)
+        app.router.add_route("GET", "/big", self.big)
         app.router.add_route("GET", "/v1/responses", self.responses_ws)
         app.router.add_route("GET", "/v1/realtime", self.responses_ws)
         for path in HANDLERS:
@@ -105,6 +125,17 @@ class Upstream:
         if request.path.startswith("/status/"):
             return web.Response(status=int(request.path.split("/")[2]), text="status")
         return web.json_response(seen, headers={"x-upstream": "yes"})
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        """``/big?mb=N``: N MiB with a Content-Length, written as fast as the reader takes it."""
+        size = int(request.query.get("mb", "1")) * 1024 * 1024
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        for i in range(size // PIECE):
+            await response.write(big_piece(i))
+        await response.write_eof()
+        return response
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
         count = int(request.query.get("n", "5"))

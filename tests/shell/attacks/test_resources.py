@@ -1,8 +1,11 @@
 """Resource safety: connections that close normally give back every file descriptor (byte tunnels
-over CONNECT and SOCKS5, intercepted TLS), and a proxy with few descriptors keeps serving."""
+over CONNECT and SOCKS5, intercepted TLS), a proxy with few descriptors keeps serving, and a client
+that reads a large answer slowly or never holds the proxy's memory to a few buffers."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import resource
 import socket
@@ -10,8 +13,12 @@ import ssl
 import struct
 import subprocess
 import time
+from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.shell.upstream import big_digest
 
 CONFIG = """
 [permissions.t.network.domains]
@@ -250,3 +257,75 @@ def test_vanished_clients_give_back_their_fds(proxy, upstream):
         raw.close()
     after = settled_fds(pid, before + 4)
     assert after <= before + 4, f"{after - before} fds left open after 100 reset tunnels"
+
+
+BIG = """
+[permissions.t.network.domains]
+"*" = "allow"
+[permissions.t.network.mitm.hooks.big]
+host = "api.github.com"
+methods = ["GET"]
+path_prefixes = ["/big"]
+action = ["strip"]
+[permissions.t.network.mitm.actions.strip]
+strip_request_headers = ["cookie"]
+"""
+# Through interception (the proxy reads, parses and writes the body) and through a byte tunnel.
+BIG_HOSTS = {"intercepted": "api.github.com", "tunnelled": "tunnel.test"}
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"))]
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module", params=LOOPS)
+def big_proxy(request, start_proxy):
+    return start_proxy(BIG, extra=["--loop", request.param])
+
+
+def big_client(proxy, pki) -> httpx.Client:
+    trust = ssl.create_default_context(cafile=str(proxy.bundle))
+    trust.load_verify_locations(cafile=str(pki[0]))   # a tunnel: the client meets the upstream's certificate
+    return httpx.Client(proxy=proxy.url, verify=trust, timeout=30)
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:", 1)[1].split()[0])
+
+
+@pytest.mark.parametrize("path", BIG_HOSTS)
+def test_a_client_that_never_reads_a_big_answer_holds_no_more_than_a_few_buffers(big_proxy, upstream, pki, path):
+    """Attack: ask for 256 MiB and read nothing past the head. Backpressure must reach the upstream
+    (the proxy stops reading it) instead of the proxy holding the body for the client."""
+    pid = big_proxy.process.pid
+    url = f"https://{BIG_HOSTS[path]}:{upstream.tls_port}/big?mb="
+    with big_client(big_proxy, pki) as client:
+        warm = client.get(url + "8")   # connections, TLS read buffers and the allocator warmed up
+        assert hashlib.sha256(warm.content).hexdigest() == big_digest(8)
+        before = peak = rss_kib(pid)
+        with client.stream("GET", url + "256") as response:
+            assert response.status_code == 200 and response.headers["content-length"] == str(256 * MIB)
+            for _ in range(15):   # 3 s: the upstream writes 256 MiB in about one when it is read
+                time.sleep(0.2)
+                peak = max(peak, rss_kib(pid))
+    assert peak - before < 32 * 1024, f"the proxy grew by {(peak - before) // 1024} MiB for a client that never read"
+    with big_client(big_proxy, pki) as client:   # and it still serves
+        assert client.get(url + "1").status_code == 200
+
+
+@pytest.mark.parametrize("path", BIG_HOSTS)
+def test_a_slow_reader_gets_every_byte_of_a_big_answer_in_order(big_proxy, upstream, pki, path):
+    """A reader that stops and starts: the proxy pauses and resumes the upstream over and over, and
+    the body arrives whole, each byte once and in order (every 64 KiB of ``/big`` differs)."""
+    url = f"https://{BIG_HOSTS[path]}:{upstream.tls_port}/big?mb=32"
+    digest = hashlib.sha256()
+    received = 0
+    with big_client(big_proxy, pki) as client, client.stream("GET", url) as response:
+        assert response.status_code == 200 and response.headers["content-length"] == str(32 * MIB)
+        for chunk in response.iter_raw(16 * 1024):
+            digest.update(chunk)
+            before, received = received, received + len(chunk)
+            if received // MIB != before // MIB:
+                time.sleep(0.03)   # a pause every MiB: the proxy's buffers fill and the upstream is paused
+    assert received == 32 * MIB
+    assert digest.hexdigest() == big_digest(32)
