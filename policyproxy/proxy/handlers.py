@@ -1,13 +1,17 @@
-"""aiohttp request handlers: read the target (``target``), then hand the request to ``pipeline``."""
+"""Request handlers: read the target (``target``), then hand the request to ``pipeline``.
+
+Requests inside tunnels are served by ``h1_server`` (``h1_tunnel_handler``); the plain listener and
+WebSocket upgrades by aiohttp's server (``plain_handler``, ``tunnel_handler``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from policyproxy import responses
+from policyproxy.proxy import h1_server
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context, Snapshot
-from policyproxy.proxy.exchange import AiohttpExchange
+from policyproxy.proxy.exchange import AiohttpExchange, Exchange
 from policyproxy.proxy.headers import proxy_user
 from policyproxy.proxy.http_server import Handler, web_response
 from policyproxy.proxy.pipeline import forward
@@ -49,14 +53,31 @@ def plain_handler(ctx: Context) -> Handler:
     return handle
 
 
-def tunnel_handler(ctx: Context, conn: Connection) -> Handler:
+async def _in_tunnel(ctx: Context, conn: Connection, exchange: Exchange, raw_path: str) -> None:
+    routed = read_in_tunnel(exchange.method, raw_path, exchange.headers.get("Host"), conn.host, conn.port,
+                            conn.scheme, conn.trusted)
+    if isinstance(routed, Refusal):
+        await exchange.answer(responses.text_answer(routed.status, routed.message))
+        return
+    await forward(ctx, ctx.live.snapshot, conn, exchange, routed)
+
+
+def h1_tunnel_handler(ctx: Context, conn: Connection) -> h1_server.Handler:
     """Requests inside an intercepted tunnel (or plain HTTP over SOCKS5) opened for ``conn``."""
 
+    async def handle(exchange: h1_server.H1Exchange) -> None:
+        await _in_tunnel(ctx, conn, exchange, exchange.target)
+
+    return handle
+
+
+def tunnel_handler(ctx: Context, conn: Connection) -> Handler:
+    """``h1_tunnel_handler`` for aiohttp's server (a WebSocket upgrade in a tunnel is handed to it)."""
+
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        routed = read_in_tunnel(request.method, request.raw_path, request.headers.get("Host"), conn.host, conn.port,
-                                conn.scheme, conn.trusted)
-        if isinstance(routed, Refusal):
-            return web_response(responses.text_answer(routed.status, routed.message))
-        return await _forward(ctx, ctx.live.snapshot, conn, request, routed)
+        exchange = AiohttpExchange(request)
+        await _in_tunnel(ctx, conn, exchange, request.raw_path)
+        assert exchange.response is not None
+        return exchange.response
 
     return handle
