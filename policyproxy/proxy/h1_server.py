@@ -175,7 +175,6 @@ class H1Exchange:
     def _head(self, status: int, reason: str, headers: Headers, length: int | None) -> list[str]:
         if self.started:
             raise RuntimeError("the answer was started already")
-        self.started = True
         server = self.server
         self._empty = self.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
         lines = [f"HTTP/1.1 {status} {reason or _phrase(status)}\r\n"]
@@ -198,11 +197,11 @@ class H1Exchange:
         lines.append("\r\n")
         return lines
 
-    @staticmethod
-    def _encode(lines: list[str]) -> bytes:
+    def _encode(self, lines: list[str]) -> bytes:
         text = "".join(lines)
-        if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        if text.count("\n") != len(lines) or text.count("\r") != len(lines):   # response splitting
             raise ValueError("a header name or value holds a line break")
+        self.started = True
         return text.encode("utf-8", "surrogateescape")
 
     async def answer(self, rendered: responses.Answer) -> None:
@@ -282,6 +281,7 @@ class H1Server(asyncio.Protocol):
         self._in_head = False
         self._url: list[bytes] = []
         self._url_size = 0
+        self._fields_size = 0
         self._items: list[tuple[str, str]] = []
         self._head_size = 0
         # the connection
@@ -390,6 +390,7 @@ class H1Server(asyncio.Protocol):
         self._in_head = True
         self._url.clear()
         self._url_size = 0
+        self._fields_size = 0
         self._items = []
 
     def on_url(self, url: bytes) -> None:
@@ -399,8 +400,12 @@ class H1Server(asyncio.Protocol):
             raise _Refused(431, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_LINE:
+        size = len(name) + len(value)
+        if size > MAX_LINE:
             raise _Refused(431, "request header field too large")
+        self._fields_size += size + 4
+        if self._fields_size + self._url_size > self.max_head:
+            raise _Refused(431, "request head too large")
         self._items.append((_text(name), _text(value)))
 
     def on_headers_complete(self) -> None:
