@@ -288,7 +288,7 @@ def test_a_client_that_vanishes_mid_body_cancels_its_handler(run):
                 raise
 
         async with Served(handler) as s:
-            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            _reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
             writer.write(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
             await asyncio.wait_for(started.wait(), 5)
             writer.transport.abort()
