@@ -287,6 +287,7 @@ class H1Server(asyncio.Protocol):
         # the connection
         self._timer: asyncio.TimerHandle | None = None   # the head timer (counted in ``gate``)
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None   # when the connection went idle (None: busy)
         self._refusal: bytes | None = None   # an error answer owed once the requests before it are answered
         self._stopped = False                # the parser stopped: nothing more is read
         self._rest = bytearray()             # what followed an upgrade's head
@@ -351,7 +352,7 @@ class H1Server(asyncio.Protocol):
         self.closed = True
         self.transport = None
         self._disarm()
-        self._disarm_idle()
+        self._stop_idle()
         gone = ClientGone("the client closed the connection")
         for exchange in (self.current, self._parsing, *self.queue):
             if exchange is not None:
@@ -547,7 +548,7 @@ class H1Server(asyncio.Protocol):
         self._stopped = True
         self._in_head = False
         self._disarm()
-        self._disarm_idle()
+        self._stop_idle()
         self._pause_reading()
         self._refusal = responses.to_bytes(responses.text_answer(status, message))
         broken, self._parsing = self._parsing, None
@@ -580,7 +581,7 @@ class H1Server(asyncio.Protocol):
         head = "".join(lines).encode("utf-8", "surrogateescape")
         self.closed = True   # no longer this server's: a stop drains it through aiohttp's
         self._disarm()
-        self._disarm_idle()
+        self._stop_idle()
         if not self.done.done():
             self.done.set_result(None)
         server = self.websocket()
@@ -620,24 +621,36 @@ class H1Server(asyncio.Protocol):
         self._next()
 
     def _arm_idle(self) -> None:
-        if self._idle is None and not self.closed:
-            self._idle = self.loop.call_later(self.keepalive_timeout, self._idle_expired)
+        """The connection is idle from now: one timer per connection, moved on lazily (not one per request)."""
+        if self.closed:
+            return
+        self._idle_since = self.loop.time()
+        if self._idle is None:
+            self._idle = self.loop.call_at(self._idle_since + self.keepalive_timeout, self._idle_expired)
 
     def _disarm_idle(self) -> None:
+        self._idle_since = None
+
+    def _stop_idle(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
 
     def _idle_expired(self) -> None:
         self._idle = None
-        if self.current is None and not self.queue and not self._in_head:
+        if self.closed or self._idle_since is None:
+            return   # busy: armed again when it is idle
+        due = self._idle_since + self.keepalive_timeout
+        if self.loop.time() < due:
+            self._idle = self.loop.call_at(due, self._idle_expired)
+        elif self.current is None and not self.queue and not self._in_head:
             self.close()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         self._disarm()
-        self._disarm_idle()
+        self._stop_idle()
 
     # -- what a stop sees (``Registry.servers``) ----------------------------------------------------
 
