@@ -673,3 +673,37 @@ class H1Server(asyncio.Protocol):
         except asyncio.TimeoutError:
             if self.transport is not None:
                 self.transport.abort()
+
+
+class H1Listener:
+    """The plain listener's side: each connection ``HttpEntry`` hands over becomes an ``H1Server``;
+    a ``context.Drainable`` over all of them (a stop drains them, ``/metrics`` counts them)."""
+
+    def __init__(self, handler: Handler, gate: HeadGate, head_timeout: float, keepalive_timeout: float,
+                 max_head: int, websocket: Callable[[], Any] | None = None) -> None:
+        self.handler = handler
+        self.gate = gate
+        self.head_timeout = head_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.max_head = max_head
+        self.websocket = websocket
+        self.servers: set[H1Server] = set()
+
+    def take(self, transport: asyncio.Transport, first: bytes = b"", deadline: float | None = None) -> None:
+        """Serve ``transport`` (reading paused); its first head is timed from ``deadline``."""
+        server = H1Server(self.handler, self.gate, self.head_timeout, self.keepalive_timeout, self.max_head,
+                          self.websocket)
+        self.servers.add(server)
+        server.done.add_done_callback(lambda _: self.servers.discard(server))
+        server.take(transport, first, deadline)
+
+    @property
+    def connections(self) -> list[H1Server]:
+        return [server for server in list(self.servers) if not server.closed]   # list(): read from the metrics thread
+
+    def pre_shutdown(self) -> None:
+        for server in list(self.servers):
+            server.pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        await asyncio.gather(*(server.shutdown(timeout) for server in list(self.servers)))

@@ -1,5 +1,6 @@
 """The two listeners' entries: they only parse (an HTTP CONNECT head, or a SOCKS5 handshake) and hand
-the connection over, to ``opening.open_tunnel`` or, for any other HTTP request, to aiohttp's parser.
+the connection over, to ``opening.open_tunnel`` or, for any other HTTP request, to the HTTP server
+(``h1_server.H1Listener``).
 
 Each has ``head_timeout`` seconds for its whole head or handshake, and counts against ``HeadGate``
 until then (beyond its limit a new connection is closed at once).
@@ -14,6 +15,7 @@ import hmac
 import logging
 import resource
 import socket
+import typing
 from collections.abc import Callable
 from typing import cast
 
@@ -23,7 +25,6 @@ from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
 from policyproxy.proxy.handlers import peer
 from policyproxy.proxy.headers import proxy_user
-from policyproxy.proxy.http_server import TimedServer
 from policyproxy.proxy.opening import open_tunnel
 from policyproxy.proxy.target import Refusal, read_connect
 from policyproxy.reasons import Protocol
@@ -188,10 +189,16 @@ class _Entry(asyncio.Protocol):
         self.handed_over()
 
 
-class HttpEntry(_Entry):
-    """Reads the first request line; CONNECT is read here, anything else goes to aiohttp at once."""
+class HttpServer(typing.Protocol):
+    """What serves a listener's plain HTTP connection: ``h1_server.H1Listener`` (or aiohttp's ``TimedServer``)."""
 
-    def __init__(self, ctx: Context, plain: TimedServer) -> None:
+    def take(self, transport: asyncio.Transport, first: bytes = b"", deadline: float | None = None) -> None: ...
+
+
+class HttpEntry(_Entry):
+    """Reads the first request line; CONNECT is read here, anything else goes to the HTTP server at once."""
+
+    def __init__(self, ctx: Context, plain: HttpServer) -> None:
         super().__init__(ctx)
         self.plain = plain
         self.buffer = bytearray()
