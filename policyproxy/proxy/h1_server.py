@@ -1,4 +1,5 @@
-"""A lean HTTP/1.1 server for client connections: one asyncio Protocol per connection, llhttp parsing.
+"""A lean HTTP/1.1 server for client connections (inside tunnels: ``H1Server``; the plain listener:
+``H1Listener``): one asyncio Protocol per connection, llhttp parsing.
 
 Why not aiohttp's server: its request/response machinery (``RequestHandler``, ``StreamResponse``,
 ``StreamWriter``, a ``BaseRequest`` per request) was about a sixth of the proxy's CPU per intercepted
