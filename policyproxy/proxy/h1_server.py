@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import http
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -66,6 +68,16 @@ class _HandOver(Exception):
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
+
+
+_dated: list[Any] = [0, ""]   # the second and its IMF-fixdate, formatted once a second
+
+
+def _date() -> str:
+    now = int(time.time())
+    if _dated[0] != now:
+        _dated[0], _dated[1] = now, email.utils.formatdate(now, usegmt=True)
+    return str(_dated[1])
 
 
 def _phrase(status: int) -> str:
@@ -206,7 +218,8 @@ class H1Exchange:
         return text.encode("utf-8", "surrogateescape")
 
     async def answer(self, rendered: responses.Answer) -> None:
-        await self.reply(rendered.status, "", rendered.headers, rendered.body)
+        # The proxy's own answer carries a Date (RFC 9110 6.6.1); relayed answers keep the upstream's fields.
+        await self.reply(rendered.status, "", (*rendered.headers, ("Date", _date())), rendered.body)
 
     async def reply(self, status: int, reason: str, headers: Headers, body: bytes,
                     trailers: Headers = ()) -> None:
