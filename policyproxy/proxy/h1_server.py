@@ -446,7 +446,7 @@ class H1Server(asyncio.Protocol):
         if coding is not None and coding.strip().lower() != "chunked":
             # llhttp takes "gzip, chunked"; a coding the proxy would relay undecoded is refused
             raise _Refused(400, f"transfer coding {coding!r} is not supported (chunked only)")
-        has_body = coding is not None or (length is not None and length.strip() not in ("0", ""))
+        has_body = coding is not None or (length is not None and int(length) > 0)   # digits: llhttp checked
         method = parser.get_method().decode("ascii", "replace")
         target = _text(b"".join(self._url))
         headers = CIMultiDictProxy(CIMultiDict(items))
