@@ -1,7 +1,8 @@
 """``Exchange``: the client's side of one request, whatever the client speaks.
 
 ``pipeline.forward`` reads the request (method, headers, body) and answers through this seam, so an
-HTTP/1.1 request (aiohttp's ``BaseRequest``) and an HTTP/2 stream (``h2_server``) take the same walk:
+HTTP/1.1 request (``h1_server.H1Exchange``; aiohttp's ``BaseRequest`` for a WebSocket upgrade) and an
+HTTP/2 stream (``h2_server``) take the same walk:
 decide -> inspect -> send -> restore, one event. An answer is either whole (``reply``) or a head, a
 streamed body and an end with optional trailers (``start``, ``write``, ``end``); ``abort`` ends the
 client's view of it abruptly so a truncated upstream body is never presented as complete.
@@ -71,7 +72,8 @@ class Exchange(Protocol):
 
 
 class AiohttpExchange:
-    """An HTTP/1.1 request served by aiohttp; the handler returns ``response`` when ``forward`` is done."""
+    """An HTTP/1.1 request served by aiohttp (a WebSocket upgrade ``h1_server`` handed over); the handler
+    returns ``response`` when ``forward`` is done."""
 
     __slots__ = ("headers", "method", "request", "response")
 

@@ -1,4 +1,6 @@
-"""aiohttp's HTTP server for client connections, with the whole request head timed.
+"""aiohttp's HTTP server, with the whole request head timed: now only for WebSocket upgrades, which
+``h1_server`` hands over (the relay needs aiohttp's ``WebSocketResponse``); every other request is
+served by ``h1_server``.
 
 aiohttp's parser times nothing between a request's first byte and its last header line, so a client
 dripping one header line a second would keep its connection forever. Each connection here arms a

@@ -1,4 +1,5 @@
-"""Serving HTTP inside a tunnel: TLS termination with a leaf for the target, then aiohttp's parser."""
+"""Serving HTTP inside a tunnel: TLS termination with a leaf for the target, then ``h1_server`` (or
+``h2_server`` when the client chose h2)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from policyproxy.grammar.hosts import normalize_host
 from policyproxy.policy.model import Decision
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
+from policyproxy.proxy.h1_server import H1Server
 from policyproxy.proxy.h2_server import H2Server
-from policyproxy.proxy.handlers import tunnel_handler
+from policyproxy.proxy.handlers import h1_tunnel_handler, tunnel_handler
 from policyproxy.proxy.http_server import TimedServer
 from policyproxy.proxy.outcome import Outcome
 from policyproxy.reasons import Protocol, Reason, Source, Verdict
@@ -37,9 +39,16 @@ class _Buffer(asyncio.Protocol):
 
 
 def serve_http(ctx: Context, transport: asyncio.Transport, conn: Connection, first: bytes = b"") -> None:
-    """Hand ``transport`` (reading paused) to an HTTP server bound to ``conn``."""
-    server = TimedServer(tunnel_handler(ctx, conn), ctx.heads, ctx.options.head_timeout,
-                         ctx.options.keepalive_timeout)
+    """Hand ``transport`` (reading paused) to an HTTP/1.1 server bound to ``conn``."""
+    options = ctx.options
+
+    def websocket() -> TimedServer:   # an upgrade is handed over to aiohttp's server (``h1_server``)
+        upgraded = TimedServer(tunnel_handler(ctx, conn), ctx.heads, options.head_timeout, options.keepalive_timeout)
+        ctx.registry.servers.add(upgraded)
+        return upgraded
+
+    server = H1Server(h1_tunnel_handler(ctx, conn), ctx.heads, options.head_timeout, options.keepalive_timeout,
+                      options.max_head_bytes, websocket)
     ctx.registry.servers.add(server)
     server.take(transport, first)
 

@@ -1,5 +1,6 @@
 """The two listeners' entries: they only parse (an HTTP CONNECT head, or a SOCKS5 handshake) and hand
-the connection over, to ``opening.open_tunnel`` or, for any other HTTP request, to aiohttp's parser.
+the connection over, to ``opening.open_tunnel`` or, for any other HTTP request, to the HTTP server
+(``h1_server.H1Listener``).
 
 Each has ``head_timeout`` seconds for its whole head or handshake, and counts against ``HeadGate``
 until then (beyond its limit a new connection is closed at once).
@@ -21,9 +22,9 @@ from policyproxy import responses
 from policyproxy.proxy import socks5_codec as socks
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
+from policyproxy.proxy.h1_server import Taker
 from policyproxy.proxy.handlers import peer
 from policyproxy.proxy.headers import proxy_user
-from policyproxy.proxy.http_server import TimedServer
 from policyproxy.proxy.opening import open_tunnel
 from policyproxy.proxy.target import Refusal, read_connect
 from policyproxy.reasons import Protocol
@@ -189,9 +190,9 @@ class _Entry(asyncio.Protocol):
 
 
 class HttpEntry(_Entry):
-    """Reads the first request line; CONNECT is read here, anything else goes to aiohttp at once."""
+    """Reads the first request line; CONNECT is read here, anything else goes to the HTTP server at once."""
 
-    def __init__(self, ctx: Context, plain: TimedServer) -> None:
+    def __init__(self, ctx: Context, plain: Taker) -> None:   # h1_server.H1Listener
         super().__init__(ctx)
         self.plain = plain
         self.buffer = bytearray()

@@ -4,7 +4,8 @@ WebSocket upgrades): decide -> resolve and check -> inspect -> send -> restore.
 Exactly one decision event per request, from the ``finally`` of ``forward``: whatever happens (a
 block, an upstream failure, a client that vanished), the decision and its ``Outcome`` are reported
 once. Bodies stream both ways (the client's ``Exchange.write`` awaits drain or the HTTP/2 window). The
-client's side is an ``exchange.Exchange``: an HTTP/1.1 request (aiohttp) or an HTTP/2 stream.
+client's side is an ``exchange.Exchange``: an HTTP/1.1 request (``h1_server``; aiohttp for a WebSocket
+upgrade) or an HTTP/2 stream.
 """
 
 from __future__ import annotations

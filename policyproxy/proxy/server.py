@@ -15,8 +15,9 @@ from typing import Any
 
 from policyproxy.config.schema import Settings
 from policyproxy.policy.decide import Policy
-from policyproxy.proxy.context import Context, HeadGate, Live, Registry, Snapshot
-from policyproxy.proxy.handlers import plain_handler
+from policyproxy.proxy.context import Context, Drainable, HeadGate, Live, Registry, Snapshot
+from policyproxy.proxy.h1_server import H1Listener
+from policyproxy.proxy.handlers import h1_plain_handler, plain_handler
 from policyproxy.proxy.http_server import TimedServer
 from policyproxy.proxy.inspector import Inspector, redactor_for
 from policyproxy.proxy.listeners import HttpEntry, Listener, Socks5Entry
@@ -99,7 +100,8 @@ class ProxyServer:
                                itertools.count(1))
         self.servers: list[Listener] = []
         self.addresses: dict[str, tuple[str, int]] = {}
-        self._plain: TimedServer | None = None
+        self._plain: H1Listener | None = None
+        self._plain_ws: TimedServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -118,8 +120,12 @@ class ProxyServer:
     async def start(self) -> None:
         ctx = self.context
         await self.upstream.start()
-        self._plain = plain = TimedServer(plain_handler(ctx), ctx.heads, self.options.head_timeout,
-                                          self.options.keepalive_timeout)
+        options = self.options
+        # WebSocket upgrades on the listener are handed to aiohttp's server (``h1_server``)
+        self._plain_ws = upgraded = TimedServer(plain_handler(ctx), ctx.heads, options.head_timeout,
+                                                options.keepalive_timeout)
+        self._plain = plain = H1Listener(h1_plain_handler(ctx), ctx.heads, options.head_timeout,
+                                         options.keepalive_timeout, options.max_head_bytes, lambda: upgraded)
         loop = asyncio.get_running_loop()
         host, port = self.options.listen
         server = await Listener.open(ctx, host, port, lambda: HttpEntry(ctx, plain))
@@ -146,7 +152,8 @@ class ProxyServer:
         if registry.openings:
             await asyncio.wait(list(registry.openings), timeout=drain)
         await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
-        servers = [*([self._plain] if self._plain is not None else []), *list(registry.servers)]
+        servers: list[Drainable] = [*([self._plain] if self._plain is not None else []),
+                                    *([self._plain_ws] if self._plain_ws is not None else []), *list(registry.servers)]
         for http in servers:
             http.pre_shutdown()  # idle keep-alive connections close now; busy ones after their request
         remaining = max(0.1, deadline - loop.time())
@@ -193,5 +200,6 @@ class ProxyServer:
     def open_connections(self) -> dict[str, int]:
         """Open client connections by kind, for the metrics gauge (read from another thread)."""
         registry = self.context.registry
-        return {"tunnel": len(registry.pipes), "plain": len(self._plain.connections) if self._plain else 0,
+        plain = sum(len(http.connections) for http in (self._plain, self._plain_ws) if http is not None)
+        return {"tunnel": len(registry.pipes), "plain": plain,
                 "intercepted": sum(len(s.connections) for s in list(registry.servers))}
