@@ -24,12 +24,12 @@ def peer(transport: object) -> str:
     return str(address[0]) if address else "unknown"
 
 
-async def _plain(ctx: Context, credentials: tuple[str, str] | None, exchange: Exchange, raw_path: str,
-                 client: str) -> None:
+async def _plain(ctx: Context, exchange: Exchange, raw_path: str, client: str) -> None:
     if exchange.method == "CONNECT":
         await exchange.answer(responses.text_answer(400, "CONNECT must be the first request on a connection"))
         return
     identity = None
+    credentials = ctx.live.proxy_credentials   # per request: a reload that changes them applies at once
     if credentials is not None:
         identity = proxy_user(exchange.headers.get("Proxy-Authorization"), credentials)
         if identity is None:
@@ -45,21 +45,19 @@ async def _plain(ctx: Context, credentials: tuple[str, str] | None, exchange: Ex
 
 def h1_plain_handler(ctx: Context) -> h1_server.Handler:
     """The HTTP listener: absolute-form ``http://`` requests, or ``/<route>/...`` gateway requests."""
-    credentials = ctx.live.proxy_credentials
 
     async def handle(exchange: h1_server.H1Exchange) -> None:
-        await _plain(ctx, credentials, exchange, exchange.target, peer(exchange.server.transport))
+        await _plain(ctx, exchange, exchange.target, peer(exchange.server.transport))
 
     return handle
 
 
 def plain_handler(ctx: Context) -> Handler:
     """``h1_plain_handler`` for aiohttp's server (a WebSocket upgrade on the listener is handed to it)."""
-    credentials = ctx.live.proxy_credentials
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         exchange = AiohttpExchange(request)
-        await _plain(ctx, credentials, exchange, request.raw_path, peer(request.transport))
+        await _plain(ctx, exchange, request.raw_path, peer(request.transport))
         assert exchange.response is not None
         return exchange.response
 

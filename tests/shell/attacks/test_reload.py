@@ -4,6 +4,7 @@ with the config digest) to the audit log and OpenTelemetry, a refused managed ti
 
 from __future__ import annotations
 
+import base64
 import signal
 import socket
 import subprocess
@@ -120,6 +121,31 @@ def test_listener_credentials_added_by_a_reload_apply_at_once(start_proxy, upstr
         sock.sendall(b"\x05\x01\x00")
         assert sock.recv(2) == b"\x05\xff"       # and SOCKS5 requires them too
     assert "s3cret" not in (proxy.home / "audit.jsonl").read_text()
+
+
+def plain_status(proxy, url: str, user: str | None = None) -> bytes:
+    """A plain ``http://`` request on the HTTP listener (the other way in besides CONNECT)."""
+    auth = f"Proxy-Authorization: Basic {base64.b64encode(user.encode()).decode()}\r\n" if user else ""
+    with socket.create_connection(("127.0.0.1", proxy.http_port), 5) as sock:
+        sock.sendall(f"GET {url} HTTP/1.1\r\nHost: {url.split('/')[2]}\r\n{auth}Connection: close\r\n\r\n".encode())
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_listener_credentials_changed_by_a_reload_apply_to_plain_http_requests_at_once(start_proxy, upstream):
+    """A revoked password must stop working on every way in, not only on CONNECT: the plain listener's
+    handler read the credentials once at start and kept accepting the old ones."""
+    creds = '[permissions.t.network]\nproxy_url = "http://{}@127.0.0.1:3128"\n'
+    proxy = start_proxy(BASE + creds.format("alice:s3cret"))
+    url = f"http://upstream.test:{upstream.plain_port}/x"
+    assert plain_status(proxy, url) == b"HTTP/1.1 407 Proxy Authentication Required"
+    assert plain_status(proxy, url, "alice:s3cret").startswith(b"HTTP/1.1 200")
+    event = sighup(proxy, BASE + creds.format("bob:hunter2"))
+    assert event["policyproxy.reload.outcome"] == "applied"
+    assert plain_status(proxy, url, "alice:s3cret") == b"HTTP/1.1 407 Proxy Authentication Required"
+    assert plain_status(proxy, url, "bob:hunter2").startswith(b"HTTP/1.1 200")
+    event = sighup(proxy, BASE)   # credentials removed: the listener is open again, on both ways in
+    assert event["policyproxy.reload.outcome"] == "applied"
+    assert plain_status(proxy, url).startswith(b"HTTP/1.1 200")
 
 
 def test_a_broken_config_is_a_refused_event_and_the_running_policy_stays(start_proxy, upstream):
