@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from policyproxy.errors import UpstreamUnreachable
-from policyproxy.proxy.handlers import plain_handler
-from policyproxy.proxy.http_server import TimedServer
+from policyproxy.proxy.h1_server import H1Listener, H1Server
+from policyproxy.proxy.handlers import h1_plain_handler
 from policyproxy.proxy.listeners import HttpEntry, Socks5Entry, SocksState
 from policyproxy.proxy.pipe import PipeSide
 from tests.proxy.harness import build, running
@@ -91,7 +91,7 @@ def transcript(tmp_path, config: str, entry: str, chunks: list[bytes], fail: boo
         events: list[tuple[str, int | None]] = []
         ctx.reporter.sinks.append(lambda decision, outcome: events.append((decision.reason.value, outcome.status)))
         transport = RecordingTransport()
-        protocol: Any = (HttpEntry(ctx, TimedServer(plain_handler(ctx), ctx.heads, 15, 120)) if entry == "http"
+        protocol: Any = (HttpEntry(ctx, H1Listener(h1_plain_handler(ctx), ctx.heads, 15, 120, 64 * 1024)) if entry == "http"
                          else Socks5Entry(ctx))
         protocol.connection_made(transport)
         for chunk in chunks:
@@ -166,7 +166,8 @@ def test_a_non_connect_request_is_handed_to_the_http_server(tmp_path):
                                                   handed_over=True)
     assert out == b"" and not closed and events == []
     assert protocol.buffer == b"GET http://a.test/ HTTP/1.1\r\n"
-    assert protocol.transport.get_protocol().awaiting_head
+    server = protocol.transport.get_protocol()
+    assert isinstance(server, H1Server) and server._timer is not None   # the incomplete head is timed
 
 
 # ---- SOCKS5 listener --------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from policyproxy.errors import UpstreamError, UpstreamTimeout, UpstreamTLSError, UpstreamUnreachable
-from policyproxy.proxy.handlers import plain_handler
-from policyproxy.proxy.http_server import TimedServer
+from policyproxy.proxy.h1_server import H1Listener
+from policyproxy.proxy.handlers import h1_plain_handler
 from policyproxy.proxy.listeners import HttpEntry
 from tests.proxy.harness import build
 
@@ -53,7 +53,7 @@ def exchange(tmp_path, error: UpstreamError, path: str) -> tuple[bytes, list[Any
         ctx = dataclasses.replace(server.context, upstream=upstream)
         events: list[Any] = []
         ctx.reporter.sinks.append(lambda decision, outcome: events.append((decision.reason.value, outcome.status)))
-        plain = TimedServer(plain_handler(ctx), ctx.heads, 5, 5)
+        plain = H1Listener(h1_plain_handler(ctx), ctx.heads, 5, 5, 64 * 1024)
         listener = await asyncio.get_running_loop().create_server(lambda: HttpEntry(ctx, plain), "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
         writer.write(f"GET http://a.test{path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n".encode())
