@@ -8,7 +8,6 @@ reads back what the server wrote, on asyncio's loop and on uvloop.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,23 +18,13 @@ from policyproxy import responses
 from policyproxy.proxy.context import HeadGate
 from policyproxy.proxy.h1_server import H1Exchange, H1Server
 
-LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
-    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"))]
 Handler = Callable[[H1Exchange], Awaitable[None]]
 
 
-@pytest.fixture(params=LOOPS)
-def run(request):
-    def factory() -> asyncio.AbstractEventLoop:
-        if request.param == "uvloop":
-            import uvloop
-            return uvloop.new_event_loop()
-        return asyncio.new_event_loop()
-
-    def runner(coro):
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(coro)
-    return runner
+@pytest.fixture
+def run(on_both_loops):
+    """Each test here on both loops (``tests/conftest.py``)."""
+    return on_both_loops
 
 
 class Served:
