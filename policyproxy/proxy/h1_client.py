@@ -294,7 +294,7 @@ class H1Connection(asyncio.BufferedProtocol):
         except httptools.HttpParserError as exc:
             self._broken(response, f"unreadable answer: {exc}")
         if response._done:
-            self._stop_timer()
+            pass   # the silence timer is left to lapse (``_check`` sees the answer done): none made per request
         elif response._error is None:
             # llhttp bounds neither a head nor the trailers of a chunked body, and httptools keeps every
             # trailer field: bytes that bring no body (head, chunk framing, trailers) are bounded.
@@ -361,8 +361,11 @@ class H1Connection(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
     def _arm(self) -> None:
+        """Silence is measured from now. One timer per connection, moved on lazily: a pending one (left
+        from an earlier exchange) fires at its old time and ``_check`` reschedules it from ``_last``."""
         self._last = self.loop.time()
-        self._timer = self.loop.call_at(self._last + self.pool.read_timeout, self._check)
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._last + self.pool.read_timeout, self._check)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -449,7 +452,6 @@ class H1Connection(asyncio.BufferedProtocol):
     def release(self, response: H1Response) -> None:
         if self.response is not response:
             return
-        self._stop_timer()
         sender, self._sender = self._sender, None
         if sender is not None and not sender.done():
             sender.cancel()

@@ -349,6 +349,31 @@ class TestBrokenAnswers:
                 p.close()
         run(case())
 
+    def test_silence_on_a_reused_connection_times_out_from_its_own_request(self, run):
+        """The silence timer is one per connection, moved on lazily: the one left pending by the first
+        exchange must not fire early for the second, nor let a silent second one hang."""
+        async def case():
+            async def answer_then_stall(reader, writer):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(OK)
+                await reader.readuntil(b"\r\n\r\n")   # the second request: never answered
+                await asyncio.sleep(5)
+            async with Script(answer_then_stall) as server:
+                p = pool(read_timeout=0.4)
+                loop = asyncio.get_running_loop()
+                response = await get(p, server.port)
+                assert await response.read() == b"ok"
+                response.release()
+                await asyncio.sleep(0.3)   # the first exchange's timer is due 0.1 s into the second
+                started = loop.time()
+                with pytest.raises(UpstreamTimeout, match="did not answer in time"):
+                    await get(p, server.port)
+                waited = loop.time() - started
+                p.close()
+                return server.accepted, waited
+        accepted, waited = run(case())
+        assert accepted == 1 and 0.35 < waited < 2   # the same connection; a whole read_timeout of silence
+
     def test_connect_refused(self, run):
         async def case():
             async with Script(answering(OK)) as server:
