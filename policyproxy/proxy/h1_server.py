@@ -420,18 +420,20 @@ class H1Server(asyncio.Protocol):
             raise _Refused(400, f"HTTP/{version} is not supported (HTTP/1.1 or HTTP/1.0)")
         items = self._items
         length: str | None = None
-        coding: str | None = None
+        codings: list[str] = []
         websocket = False
         for name, value in items:
             lower = name.lower()
             if lower == "content-length":
                 length = value
             elif lower == "transfer-encoding":
-                coding = value
+                codings.append(value)
             elif lower == "upgrade":
                 websocket = value.strip().lower() == "websocket"
+        coding = ", ".join(codings) if codings else None
         if coding is not None and coding.strip().lower() != "chunked":
-            # llhttp takes "gzip, chunked"; a coding the proxy would relay undecoded is refused
+            # llhttp takes "gzip, chunked", or gzip and chunked in two fields; a coding the proxy would
+            # relay undecoded is refused
             raise _Refused(400, f"transfer coding {coding!r} is not supported (chunked only)")
         has_body = coding is not None or (length is not None and length.strip() not in ("0", ""))
         method = parser.get_method().decode("ascii", "replace")
