@@ -421,6 +421,7 @@ class H1Server(asyncio.Protocol):
         items = self._items
         length: str | None = None
         codings: list[str] = []
+        hosts = 0
         websocket = False
         for name, value in items:
             lower = name.lower()
@@ -428,8 +429,12 @@ class H1Server(asyncio.Protocol):
                 length = value
             elif lower == "transfer-encoding":
                 codings.append(value)
+            elif lower == "host":
+                hosts += 1
             elif lower == "upgrade":
                 websocket = value.strip().lower() == "websocket"
+        if hosts > 1:   # RFC 9112 section 3.2 (aiohttp's parser refused it too)
+            raise _Refused(400, "a request must not carry more than one Host header")
         coding = ", ".join(codings) if codings else None
         if coding is not None and coding.strip().lower() != "chunked":
             # llhttp takes "gzip, chunked", or gzip and chunked in two fields; a coding the proxy would

@@ -4,7 +4,7 @@ SOCKS5 to an intercepted host, on asyncio's loop and uvloop.
 A differential runs the same raw bytes through aiohttp's server (``http_server.TimedServer``, what
 served these connections before ``h1_server``): the upstream must receive byte-identical requests, or
 both must refuse. The other tests pin what a difference found: a transfer coding split over two
-fields.
+fields, a second ``Host``.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ SAME_AS_AIOHTTP = {
     "chunk_trailer_field": "POST /ok HTTP/1.1\r\n" + H + "Transfer-Encoding: chunked\r\n" + CLOSE
                            + "\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
     "space_before_colon": "POST /ok HTTP/1.1\r\n" + H + "Content-Length : 5\r\n" + CLOSE + "\r\nhello",
+    "host_twice": "GET /ok HTTP/1.1\r\n" + H + "Host: evil.test\r\n" + CLOSE + "\r\n",
+    "host_twice_same": "GET /ok HTTP/1.1\r\n" + H + H + CLOSE + "\r\n",
     "host_upper_case": "GET /ok HTTP/1.1\r\nHost: A.TEST:{p}\r\n" + CLOSE + "\r\n",
     "host_trailing_dot": "GET /ok HTTP/1.1\r\nHost: a.test.:{p}\r\n" + CLOSE + "\r\n",
     "host_port_leading_zero": "GET /ok HTTP/1.1\r\nHost: a.test:0{p}\r\n" + CLOSE + "\r\n",
@@ -160,3 +162,10 @@ def test_a_transfer_coding_split_over_two_fields_is_refused(tmp_path, on_both_lo
     assert statuses == [b"400"]
     assert requests == []
 
+
+@pytest.mark.parametrize("shape", ["host_twice", "host_twice_same"])
+def test_a_second_host_field_is_refused(tmp_path, on_both_loops, shape):
+    # RFC 9112 section 3.2: more than one Host is a 400 (the proxy read the first, another hop may read the last)
+    statuses, requests = on_both_loops(through(tmp_path, SAME_AS_AIOHTTP[shape]))
+    assert statuses == [b"400"]
+    assert requests == []
