@@ -408,7 +408,8 @@ class H1Server(asyncio.Protocol):
         self._fields_size += size + 4
         if self._fields_size + self._url_size > self.max_head:
             raise _Refused(431, "request head too large")
-        self._items.append((_text(name), _text(value)))
+        # llhttp drops the whitespace before a value, not after it (RFC 9112 section 5: neither is part of it)
+        self._items.append((_text(name), _text(value.rstrip(b" \t"))))
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -4,7 +4,7 @@ SOCKS5 to an intercepted host, on asyncio's loop and uvloop.
 A differential runs the same raw bytes through aiohttp's server (``http_server.TimedServer``, what
 served these connections before ``h1_server``): the upstream must receive byte-identical requests, or
 both must refuse. The other tests pin what a difference found: a transfer coding split over two
-fields, a second ``Host``.
+fields, a second ``Host``, whitespace after a field value.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ CLOSE = "Connection: close\r\n"
 # Shapes both servers must treat alike: the same requests upstream, byte for byte, or both refuse.
 SAME_AS_AIOHTTP = {
     "cl_leading_zeros": "POST /ok HTTP/1.1\r\n" + H + "Content-Length: 005\r\n" + CLOSE + "\r\nhello",
+    "cl_trailing_space": "POST /ok HTTP/1.1\r\n" + H + "Content-Length: 5 \r\n" + CLOSE + "\r\nhello",
+    "value_trailing_tab": "GET /ok HTTP/1.1\r\n" + H + "X-A: a b\t \r\n" + CLOSE + "\r\n",
     "value_leading_spaces": "GET /ok HTTP/1.1\r\n" + H + "X-A:    a\r\n" + CLOSE + "\r\n",
     "value_obs_text": "GET /ok HTTP/1.1\r\n" + H + "X-A: caf\xe9\r\n" + CLOSE + "\r\n",
     "te_chunked_on_http_1_0": "POST /ok HTTP/1.0\r\n" + H + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -169,3 +171,11 @@ def test_a_second_host_field_is_refused(tmp_path, on_both_loops, shape):
     statuses, requests = on_both_loops(through(tmp_path, SAME_AS_AIOHTTP[shape]))
     assert statuses == [b"400"]
     assert requests == []
+
+
+def test_whitespace_after_a_field_value_is_not_part_of_it(tmp_path, on_both_loops):
+    # RFC 9112 section 5: OWS around a value is not part of it; hook matchers and the upstream saw "5 "
+    statuses, requests = on_both_loops(through(
+        tmp_path, "POST /ok HTTP/1.1\r\n" + H + "X-A: a b\t \r\nContent-Length: 5 \r\n" + CLOSE + "\r\nhello"))
+    assert statuses == [b"200"]
+    assert requests == [b"POST /ok HTTP/1.1\r\nHost: a.test:{p}\r\nX-A: a b\r\nContent-Length: 5\r\n\r\nhello"]
