@@ -14,7 +14,8 @@ invalid Content-Length, obs-fold, bare LF, a bad chunk size) and a transfer codi
 chunked get 400 with the reason, and the connection closes after any such answer. Pipelined requests
 are parsed ahead (reading then pauses) and served one at a time, in order. A client that disconnects
 cancels its request's ``forward`` (as aiohttp's ``handler_cancellation``), which ends the upstream
-request; ``forward``'s ``finally`` still reports its one event.
+request; ``forward``'s ``finally`` still reports its one event. One that only shuts its side once its
+requests are written (a half-close, outside TLS) still gets their answers.
 
 A WebSocket upgrade is handed, head re-serialised plus what followed it, to aiohttp's server
 (``http_server.TimedServer``): the relay needs aiohttp's ``WebSocketResponse``.
@@ -294,6 +295,7 @@ class H1Server(asyncio.Protocol):
         self._rest = bytearray()             # what followed an upgrade's head
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
+        self._eof = False                    # the client half-closed: nothing more to read
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -347,7 +349,18 @@ class H1Server(asyncio.Protocol):
         self._next()   # requests parsed from this read are served only now: a refusal in it drops the broken one
 
     def eof_received(self) -> bool | None:
-        return None   # the transport closes; a request in flight is cancelled (``connection_lost``)
+        """The client shut its side: the requests it sent in full are still answered (``curl`` and
+        ``nc -N`` half-close after a request), then the connection closes. One it had not finished
+        sending is incomplete: the transport closes, a request in flight is cancelled (``connection_lost``).
+        A TLS transport always closes (TLS has no half-close)."""
+        if self._parsing is not None or self._in_head or self._stopped or (self.current is None and not self.queue) \
+                or self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
+            return None
+        self._eof = True
+        last = self.queue[-1] if self.queue else self.current
+        assert last is not None
+        last.keep_alive = False   # the last answer says Connection: close
+        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
@@ -491,6 +504,9 @@ class H1Server(asyncio.Protocol):
         if not self.queue:
             if self._refusal is not None:
                 self._send_refusal()
+                return
+            if self._eof:
+                self.close()
                 return
             self._resume_reading()
             if not self._in_head and self._parsing is None and not self._stopped:

@@ -1,0 +1,86 @@
+"""Liveness attacks on the client side's HTTP/1.1 server (``h1_server``) through a real proxy, on
+asyncio's loop and uvloop: plain HTTP over SOCKS5 to an intercepted host whose origin answers late.
+
+Half-close: a client that shuts its side once its request is written (``curl``, ``nc -N``) still gets
+its answers, then the connection closes; one that shuts it mid-request gets nothing sent upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from policyproxy.proxy.server import ProxyServer
+from tests.proxy.harness import pins, running
+from tests.shell.attacks.test_client_heads import CONFIG, h, proxied, socks_plain, until_closed
+
+
+class SlowOrigin:
+    """Answers each request ``ok`` after ``delay`` seconds, keeping the connection; records the paths."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.paths: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.paths.append(head.split(b" ")[1])
+                await asyncio.sleep(self.delay)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def slow(tmp_path: Path, delay: float) -> AsyncIterator[tuple[ProxyServer, SlowOrigin, int]]:
+    origin = SlowOrigin(delay)
+    server = await asyncio.start_server(origin.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running(tmp_path, CONFIG, pins=pins(("a.test",), port)) as proxy:
+            yield proxy, origin, port
+    finally:
+        server.close()
+
+
+def test_a_client_that_half_closes_after_its_requests_still_gets_the_answers(tmp_path, on_both_loops):
+    async def scenario() -> tuple[bytes, list[bytes]]:
+        async with slow(tmp_path, 0.5) as (proxy, origin, port):
+            reader, writer = await socks_plain(proxy, port)
+            writer.write(f"GET /ok/1 HTTP/1.1\r\nHost: {h(port)}\r\n\r\n"
+                         f"GET /ok/2 HTTP/1.1\r\nHost: {h(port)}\r\n\r\n".encode())
+            writer.write_eof()   # in the same breath: the proxy reads both requests, then the end
+            answer = await until_closed(reader)
+            writer.close()
+            return answer, origin.paths
+    answer, paths = on_both_loops(scenario())
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"200"]
+    assert answer.endswith(b"Connection: close\r\n\r\nok")   # the last answer says the connection ends
+    assert paths == [b"/ok/1", b"/ok/2"]
+
+
+def test_a_client_that_half_closes_mid_body_ends_the_upstream_request(tmp_path, on_both_loops):
+    async def scenario() -> tuple[bytes, int]:
+        async with proxied(tmp_path) as (proxy, upstream):
+            reader, writer = await socks_plain(proxy, upstream.port)
+            writer.write(f"POST /ok HTTP/1.1\r\nHost: {h(upstream.port)}\r\nContent-Length: 10\r\n\r\nhello".encode())
+            for _ in range(100):   # the upstream has the head
+                if upstream.heads:
+                    break
+                await asyncio.sleep(0.02)
+            writer.write_eof()
+            answer = await until_closed(reader)
+            writer.close()
+            await asyncio.wait_for(upstream.closed.wait(), 3)
+            return answer, upstream.cut
+    answer, cut = on_both_loops(scenario())
+    assert answer == b""   # a truncated body is never presented as complete
+    assert cut == 1
