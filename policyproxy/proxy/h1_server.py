@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import http
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -67,6 +69,16 @@ class _HandOver(Exception):
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
+
+
+_dated: list[Any] = [0, ""]   # the second and its IMF-fixdate, formatted once a second
+
+
+def _date() -> str:
+    now = int(time.time())
+    if _dated[0] != now:
+        _dated[0], _dated[1] = now, email.utils.formatdate(now, usegmt=True)
+    return str(_dated[1])
 
 
 def _phrase(status: int) -> str:
@@ -207,7 +219,8 @@ class H1Exchange:
         return text.encode("utf-8", "surrogateescape")
 
     async def answer(self, rendered: responses.Answer) -> None:
-        await self.reply(rendered.status, "", rendered.headers, rendered.body)
+        # The proxy's own answer carries a Date (RFC 9110 6.6.1); relayed answers keep the upstream's fields.
+        await self.reply(rendered.status, "", (*rendered.headers, ("Date", _date())), rendered.body)
 
     async def reply(self, status: int, reason: str, headers: Headers, body: bytes,
                     trailers: Headers = ()) -> None:
@@ -454,7 +467,7 @@ class H1Server(asyncio.Protocol):
             # llhttp takes "gzip, chunked", or gzip and chunked in two fields; a coding the proxy would
             # relay undecoded is refused
             raise _Refused(400, f"transfer coding {coding!r} is not supported (chunked only)")
-        has_body = coding is not None or (length is not None and length.strip() not in ("0", ""))
+        has_body = coding is not None or (length is not None and int(length) > 0)   # digits: llhttp checked
         method = parser.get_method().decode("ascii", "replace")
         target = _text(b"".join(self._url))
         headers = CIMultiDictProxy(CIMultiDict(items))
