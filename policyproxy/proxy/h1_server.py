@@ -532,6 +532,10 @@ class H1Server(asyncio.Protocol):
             return
         self.current = exchange
         self.task = self.loop.create_task(self._serve(exchange))
+        if not self.queue and exchange._buffered <= HIGH_WATER:
+            # nothing parsed ahead any more: read on, its body may still be coming (``consumed`` only
+            # resumes once a buffered part was read, and nothing of it may be buffered yet)
+            self._resume_reading()
 
     async def _serve(self, exchange: H1Exchange) -> None:
         try:

@@ -1,6 +1,7 @@
 """Liveness attacks on the client side's HTTP/1.1 server (``h1_server``) through a real proxy, on
 asyncio's loop and uvloop: plain HTTP over SOCKS5 to an intercepted host whose origin answers late.
 
+Pipelining: a request parsed ahead whose body had not begun when its turn came still reads it.
 Half-close: a client that shuts its side once its request is written (``curl``, ``nc -N``) still gets
 its answers, then the connection closes; one that shuts it mid-request gets nothing sent upstream.
 """
@@ -19,18 +20,27 @@ from tests.shell.attacks.test_client_heads import CONFIG, h, proxied, socks_plai
 
 
 class SlowOrigin:
-    """Answers each request ``ok`` after ``delay`` seconds, keeping the connection; records the paths."""
+    """Reads each request (a chunked body too) and answers ``ok`` ``delay`` seconds after its head,
+    keeping the connection; records the paths and bodies."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.paths: list[bytes] = []
+        self.bodies: list[bytes] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.paths.append(head.split(b" ")[1])
-                await asyncio.sleep(self.delay)
+                answer_at = asyncio.get_running_loop().time() + self.delay
+                body = b""
+                if b"Transfer-Encoding: chunked" in head:
+                    while (size := int((await reader.readuntil(b"\r\n")).strip(), 16)) != 0:
+                        body += (await reader.readexactly(size + 2))[:-2]
+                    await reader.readuntil(b"\r\n")
+                self.bodies.append(body)
+                await asyncio.sleep(answer_at - asyncio.get_running_loop().time())
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -84,3 +94,24 @@ def test_a_client_that_half_closes_mid_body_ends_the_upstream_request(tmp_path, 
     answer, cut = on_both_loops(scenario())
     assert answer == b""   # a truncated body is never presented as complete
     assert cut == 1
+
+
+def test_a_pipelined_upload_whose_body_had_not_begun_when_its_turn_came_is_read(tmp_path, on_both_loops):
+    # The second request's chunk size line arrives while the first is served: reading pauses (a
+    # request waits); when the second is served, nothing of its body is buffered to read on from.
+    async def scenario() -> tuple[bytes, list[bytes]]:
+        async with slow(tmp_path, 0.6) as (proxy, origin, port):
+            reader, writer = await socks_plain(proxy, port)
+            writer.write(f"GET /ok/1 HTTP/1.1\r\nHost: {h(port)}\r\n\r\n"
+                         f"POST /ok/2 HTTP/1.1\r\nHost: {h(port)}\r\nTransfer-Encoding: chunked\r\n"
+                         f"Connection: close\r\n\r\n".encode())
+            await asyncio.sleep(0.2)
+            writer.write(b"5\r\n")
+            await asyncio.sleep(0.8)   # the first is answered meanwhile
+            writer.write(b"hello\r\n0\r\n\r\n")
+            answer = await until_closed(reader)
+            writer.close()
+            return answer, origin.bodies
+    answer, bodies = on_both_loops(scenario())
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"200"]
+    assert bodies == [b"", b"hello"]
