@@ -43,6 +43,7 @@ log = logging.getLogger("policyproxy")
 
 MAX_LINE = 16 * 1024        # a request line or one header field (as aiohttp's max_line_size/max_field_size)
 HIGH_WATER = 256 * 1024     # request body bytes buffered unread before the client is no longer read
+MAX_AHEAD = 128             # requests parsed ahead of their answers (pipelined): beyond, a 429 and a close
 LINGER_BYTES = 1024 * 1024  # body bytes of an answered request read and dropped to keep the connection
 LINGER_SECONDS = 5.0        # ... and for how long, before it is closed instead
 _CLOSE_GRACE = 0.5          # seconds a stop waits for a closed connection's TLS close_notify exchange
@@ -415,6 +416,9 @@ class H1Server(asyncio.Protocol):
     # -- llhttp callbacks ---------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if len(self.queue) >= MAX_AHEAD:
+            # llhttp parses a whole read at once: 256 KiB of tiny pipelined requests were ~4,900 exchanges
+            raise _Refused(429, f"more than {MAX_AHEAD} requests pipelined ahead of their answers")
         self._in_head = True
         self._url.clear()
         self._url_size = 0
