@@ -466,6 +466,8 @@ class H1Server(asyncio.Protocol):
                 websocket = value.strip().lower() == "websocket"
         if hosts > 1:   # RFC 9112 section 3.2 (aiohttp's parser refused it too)
             raise _Refused(400, "a request must not carry more than one Host header")
+        if not hosts and version == "1.1":   # the same section; aiohttp's parser refused it, logging a traceback
+            raise _Refused(400, "an HTTP/1.1 request must carry a Host header")
         coding = ", ".join(codings) if codings else None
         if coding is not None and coding.strip().lower() != "chunked":
             # llhttp takes "gzip, chunked", or gzip and chunked in two fields; a coding the proxy would

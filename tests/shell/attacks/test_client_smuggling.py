@@ -4,12 +4,13 @@ SOCKS5 to an intercepted host, on asyncio's loop and uvloop.
 A differential runs the same raw bytes through aiohttp's server (``http_server.TimedServer``, what
 served these connections before ``h1_server``): the upstream must receive byte-identical requests, or
 both must refuse. The other tests pin what a difference found: a transfer coding split over two
-fields, a second ``Host``, whitespace after a field value.
+fields, a second ``Host`` or none, whitespace after a field value.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import struct
 from collections.abc import AsyncIterator
@@ -126,6 +127,8 @@ SAME_AS_AIOHTTP = {
     "space_before_colon": "POST /ok HTTP/1.1\r\n" + H + "Content-Length : 5\r\n" + CLOSE + "\r\nhello",
     "host_twice": "GET /ok HTTP/1.1\r\n" + H + "Host: evil.test\r\n" + CLOSE + "\r\n",
     "host_twice_same": "GET /ok HTTP/1.1\r\n" + H + H + CLOSE + "\r\n",
+    "host_missing": "GET /ok HTTP/1.1\r\n" + CLOSE + "\r\n",
+    "host_missing_on_http_1_0": "GET /ok HTTP/1.0\r\n\r\n",
     "host_upper_case": "GET /ok HTTP/1.1\r\nHost: A.TEST:{p}\r\n" + CLOSE + "\r\n",
     "host_trailing_dot": "GET /ok HTTP/1.1\r\nHost: a.test.:{p}\r\n" + CLOSE + "\r\n",
     "host_port_leading_zero": "GET /ok HTTP/1.1\r\nHost: a.test:0{p}\r\n" + CLOSE + "\r\n",
@@ -179,3 +182,14 @@ def test_whitespace_after_a_field_value_is_not_part_of_it(tmp_path, on_both_loop
         tmp_path, "POST /ok HTTP/1.1\r\n" + H + "X-A: a b\t \r\nContent-Length: 5 \r\n" + CLOSE + "\r\nhello"))
     assert statuses == [b"200"]
     assert requests == [b"POST /ok HTTP/1.1\r\nHost: a.test:{p}\r\nX-A: a b\r\nContent-Length: 5\r\n\r\nhello"]
+
+
+def test_a_websocket_upgrade_without_host_is_refused_before_aiohttp_reads_it(tmp_path, on_both_loops, caplog):
+    # handed over, aiohttp's parser refused it too, but logged "Error handling request" with a traceback
+    statuses, requests = on_both_loops(through(
+        tmp_path, "GET /ok HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+    assert statuses == [b"400"]
+    assert requests == []
+    assert not [record for record in caplog.records if record.name.startswith(("aiohttp", "policyproxy"))
+                and record.levelno >= logging.ERROR]
