@@ -334,7 +334,8 @@ class H1Server(asyncio.Protocol):
             self._rest += data
             return
         self._disarm_idle()
-        if self._timer is None and not self._in_head and data[:1] in _EMPTY_LINE:
+        continued = self._in_head   # this read continues a head (else one may begin in it)
+        if self._timer is None and not continued and data[:1] in _EMPTY_LINE:
             self._arm()   # empty lines before a request line are skipped: dripped forever, they are timed
         try:
             self.parser.feed_data(data)
@@ -355,7 +356,9 @@ class H1Server(asyncio.Protocol):
         if self.closed:
             return
         if self._in_head and not self._stopped:
-            self._head_size += len(data)
+            # A head that began in this read is counted from what llhttp reported of it (its start is
+            # not known: a body or other requests may precede it); every later read counts whole.
+            self._head_size += len(data) if continued else self._url_size + self._fields_size
             if self._head_size > self.max_head:
                 self._refuse(431, "request head too large")
             elif self._timer is None:

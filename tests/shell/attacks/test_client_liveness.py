@@ -1,7 +1,7 @@
 """Liveness attacks on the client side's HTTP/1.1 server (``h1_server``) through a real proxy, on
 asyncio's loop and uvloop: plain HTTP over SOCKS5 to an intercepted host whose origin answers late.
 
-Pipelining: a request parsed ahead whose body had not begun when its turn came still reads it.
+Pipelining: a head that begins in the read that ends a large body is not "too large"; a request parsed ahead whose body had not begun when its turn came still reads it.
 Half-close: a client that shuts its side once its request is written (``curl``, ``nc -N``) still gets
 its answers, then the connection closes; one that shuts it mid-request gets nothing sent upstream.
 """
@@ -115,3 +115,22 @@ def test_a_pipelined_upload_whose_body_had_not_begun_when_its_turn_came_is_read(
     answer, bodies = on_both_loops(scenario())
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"200"]
     assert bodies == [b"", b"hello"]
+
+
+def test_a_pipelined_head_that_starts_in_the_read_ending_a_large_body_is_served(tmp_path, on_both_loops):
+    # The head's size was counted per read: the 100,000 body bytes before it in the same read made it
+    # "over 64 KiB", a 431 for a 40-byte head
+    async def scenario() -> tuple[bytes, list[bytes]]:
+        async with proxied(tmp_path) as (proxy, upstream):
+            reader, writer = await socks_plain(proxy, upstream.port)
+            host = h(upstream.port)
+            writer.write(f"POST /ok/1 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\n".encode()
+                         + b"x" * 100000 + f"GET /ok/2 HTTP/1.1\r\nHost: {host}\r\n".encode())
+            await asyncio.sleep(0.3)
+            writer.write(b"Connection: close\r\n\r\n")
+            answer = await until_closed(reader)
+            writer.close()
+            return answer, upstream.heads
+    answer, heads = on_both_loops(scenario())
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"200"]
+    assert [head.split(b" ")[1] for head in heads] == [b"/ok/1", b"/ok/2"]
