@@ -30,7 +30,7 @@ import http
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -72,14 +72,16 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
-_dated: list[Any] = [0, ""]   # the second and its IMF-fixdate, formatted once a second
+_dated: dict[int, str] = {}   # the current second's IMF-fixdate, formatted once a second
 
 
 def _date() -> str:
     now = int(time.time())
-    if _dated[0] != now:
-        _dated[0], _dated[1] = now, email.utils.formatdate(now, usegmt=True)
-    return str(_dated[1])
+    text = _dated.get(now)
+    if text is None:
+        _dated.clear()
+        text = _dated[now] = email.utils.formatdate(now, usegmt=True)
+    return text
 
 
 def _phrase(status: int) -> str:
@@ -90,6 +92,12 @@ def _phrase(status: int) -> str:
 
 
 Handler = Callable[["H1Exchange"], Awaitable[None]]
+
+
+class Taker(Protocol):
+    """What a connection is handed to with what was read of it (``H1Listener``, aiohttp's ``TimedServer``)."""
+
+    def take(self, transport: asyncio.Transport, first: bytes = b"", deadline: float | None = None) -> None: ...
 
 
 class H1Exchange:
@@ -275,7 +283,7 @@ class H1Server(asyncio.Protocol):
     """One client connection speaking HTTP/1.1; a ``context.Drainable`` in ``Registry.servers``."""
 
     def __init__(self, handler: Handler, gate: HeadGate, head_timeout: float, keepalive_timeout: float,
-                 max_head: int, websocket: Callable[[], Any] | None = None) -> None:
+                 max_head: int, websocket: Callable[[], Taker] | None = None) -> None:
         self.handler = handler
         self.gate = gate
         self.head_timeout = head_timeout
@@ -731,7 +739,7 @@ class H1Listener:
     a ``context.Drainable`` over all of them (a stop drains them, ``/metrics`` counts them)."""
 
     def __init__(self, handler: Handler, gate: HeadGate, head_timeout: float, keepalive_timeout: float,
-                 max_head: int, websocket: Callable[[], Any] | None = None) -> None:
+                 max_head: int, websocket: Callable[[], Taker] | None = None) -> None:
         self.handler = handler
         self.gate = gate
         self.head_timeout = head_timeout

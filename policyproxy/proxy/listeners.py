@@ -15,7 +15,6 @@ import hmac
 import logging
 import resource
 import socket
-import typing
 from collections.abc import Callable
 from typing import cast
 
@@ -23,6 +22,7 @@ from policyproxy import responses
 from policyproxy.proxy import socks5_codec as socks
 from policyproxy.proxy.connection import Connection
 from policyproxy.proxy.context import Context
+from policyproxy.proxy.h1_server import Taker
 from policyproxy.proxy.handlers import peer
 from policyproxy.proxy.headers import proxy_user
 from policyproxy.proxy.opening import open_tunnel
@@ -189,16 +189,10 @@ class _Entry(asyncio.Protocol):
         self.handed_over()
 
 
-class HttpServer(typing.Protocol):
-    """What serves a listener's plain HTTP connection: ``h1_server.H1Listener`` (or aiohttp's ``TimedServer``)."""
-
-    def take(self, transport: asyncio.Transport, first: bytes = b"", deadline: float | None = None) -> None: ...
-
-
 class HttpEntry(_Entry):
     """Reads the first request line; CONNECT is read here, anything else goes to the HTTP server at once."""
 
-    def __init__(self, ctx: Context, plain: HttpServer) -> None:
+    def __init__(self, ctx: Context, plain: Taker) -> None:   # h1_server.H1Listener
         super().__init__(ctx)
         self.plain = plain
         self.buffer = bytearray()

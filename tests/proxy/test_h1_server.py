@@ -599,3 +599,35 @@ def test_the_listener_hands_over_a_first_head_timed_from_its_own_deadline(run):
         return answer, open_before, gate.count
     answer, open_after_408, count = run(scenario())
     assert answer.startswith(b"HTTP/1.1 408 ") and open_after_408 == 0 and count == 0
+
+
+def test_an_answer_is_written_only_as_fast_as_the_client_reads_it(run):
+    async def scenario() -> tuple[int, int, int]:
+        written = 0
+        size = 64 * 1024 * 1024
+
+        async def handler(exchange: H1Exchange) -> None:
+            nonlocal written
+            await exchange.start(200, "OK", [], size)
+            chunk = bytes(64 * 1024)
+            while written < size:
+                await exchange.write(chunk)   # awaits the transport's drain
+                written += len(chunk)
+            await exchange.end()
+
+        async with Served(handler) as s:
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port, limit=1024)
+            writer.transport.pause_reading()   # a client that does not read
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await asyncio.sleep(0.5)
+            held = written
+            buffered = s.servers[0].transport.get_write_buffer_size() if s.servers[0].transport else -1
+            writer.transport.resume_reading()
+            received = 0
+            while chunk := await asyncio.wait_for(reader.read(1024 * 1024), 10):
+                received += len(chunk)
+            writer.close()
+            return held, buffered, received
+    held, buffered, received = run(scenario())
+    assert held < 16 * 1024 * 1024 and 0 <= buffered < 4 * 1024 * 1024
+    assert received > 64 * 1024 * 1024   # the head and the whole body, once read
