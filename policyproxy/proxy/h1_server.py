@@ -103,7 +103,8 @@ class Taker(Protocol):
 class H1Exchange:
     """One request on an HTTP/1.1 connection: the ``exchange.Exchange`` ``forward`` reads and answers."""
 
-    __slots__ = ("_body", "_buffered", "_close", "_done", "_empty", "_error", "_has_body", "_waiter", "chunked",
+    __slots__ = ("_body", "_buffered", "_close", "_continued", "_done", "_empty", "_error", "_has_body", "_waiter",
+                 "chunked",
                  "discarded", "finished", "handover", "headers", "keep_alive", "method", "server", "started",
                  "target", "version")
 
@@ -124,6 +125,7 @@ class H1Exchange:
         self.discarded = 0        # body bytes dropped after the answer (``linger``)
         self._empty = False       # the answer has no body (HEAD, 204, 304, 1xx)
         self._close = False       # the connection closes after this answer
+        self._continued = False   # a 100 (Continue) went out
         self._has_body = has_body
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -192,6 +194,7 @@ class H1Exchange:
     async def expect_continue(self) -> None:
         if not self.started and not self._done and self.version == "1.1":
             self.server.send(responses.CONTINUE)
+            self._continued = True
 
     # -- the answer -------------------------------------------------------------------------------
 
@@ -212,6 +215,10 @@ class H1Exchange:
                 lines.append("Transfer-Encoding: chunked\r\n")
             else:   # HTTP/1.0: the body ends with the connection
                 self._close = True
+        if not self._done and not self._continued and self.headers.get("Expect", "").lower() == "100-continue":
+            # answered without a 100: the client may never send the body, or send it after all; either
+            # way its next request would be read as (part of) this body
+            self._close = True
         if self._close or not self.keep_alive or server.draining:
             self._close = True
             lines.append("Connection: close\r\n")

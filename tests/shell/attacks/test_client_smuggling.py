@@ -193,3 +193,25 @@ def test_a_websocket_upgrade_without_host_is_refused_before_aiohttp_reads_it(tmp
     assert requests == []
     assert not [record for record in caplog.records if record.name.startswith(("aiohttp", "policyproxy"))
                 and record.levelno >= logging.ERROR]
+
+
+def test_a_denied_request_that_expected_100_continue_closes_the_connection(tmp_path, on_both_loops):
+    # No 100 went out, so the client sends no body: kept alive, its next request was read as the
+    # denied one's body (its first 50 bytes), the rest a 400 (aiohttp's server did the same)
+    async def scenario() -> tuple[bytes, bytes]:
+        async with recorded(tmp_path) as (proxy, _origin, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.addresses["socks5"][1])
+            writer.write(b"\x05\x01\x00")
+            await reader.readexactly(2)
+            writer.write(b"\x05\x01\x00\x03\x06a.test" + struct.pack("!H", port))
+            await reader.readexactly(10)
+            writer.write(f"POST /denied HTTP/1.1\r\nHost: a.test:{port}\r\nExpect: 100-continue\r\n"
+                         f"Content-Length: 50\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            rest = await until_closed(reader, 3)   # closed at once: not after the 5 s linger
+            writer.close()
+            return head, rest
+    head, rest = on_both_loops(scenario())
+    assert head.startswith(b"HTTP/1.1 403 ")
+    assert b"Connection: close\r\n" in head
+    assert b"HTTP/1.1" not in rest
