@@ -2,7 +2,9 @@
 asyncio's loop and uvloop: plain HTTP over SOCKS5 to an intercepted host whose origin answers late.
 
 Pipelining: a head that begins in the read that ends a large body is not "too large"; a request parsed ahead whose body had not begun when its turn came still reads it.
-Half-close: a client that shuts its side once its request is written (``curl``, ``nc -N``) still gets
+A stop answers the requests in flight (the last answer says the connection closes) and closes idle
+connections at once. A client that vanishes mid-download ends the upstream request: one event, the
+upstream connection is not pooled. Half-close: a client that shuts its side once its request is written (``curl``, ``nc -N``) still gets
 its answers, then the connection closes; one that shuts it mid-request gets nothing sent upstream.
 """
 
@@ -15,7 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from policyproxy.proxy.server import ProxyServer
-from tests.proxy.harness import pins, running
+from tests.proxy.harness import build, pins, running
 from tests.shell.attacks.test_client_heads import CONFIG, h, proxied, socks_plain, until_closed
 
 
@@ -134,3 +136,69 @@ def test_a_pipelined_head_that_starts_in_the_read_ending_a_large_body_is_served(
     answer, heads = on_both_loops(scenario())
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"200"]
     assert [head.split(b" ")[1] for head in heads] == [b"/ok/1", b"/ok/2"]
+
+
+def test_a_stop_answers_the_request_in_flight_with_connection_close_and_closes_idle_ones(tmp_path, on_both_loops):
+    async def scenario() -> tuple[bytes, bytes, list[bytes]]:
+        origin = SlowOrigin(1.0)
+        server = await asyncio.start_server(origin.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = build(tmp_path, CONFIG, pins=pins(("a.test",), port))
+        await proxy.start()
+        try:
+            idle_reader, idle_writer = await socks_plain(proxy, port)
+            idle_writer.write(f"GET /ok/idle HTTP/1.1\r\nHost: {h(port)}\r\n\r\n".encode())
+            await idle_reader.readuntil(b"ok")
+            reader, writer = await socks_plain(proxy, port)
+            writer.write(f"GET /ok/busy HTTP/1.1\r\nHost: {h(port)}\r\n\r\n"
+                         f"GET /ok/pipelined HTTP/1.1\r\nHost: {h(port)}\r\n\r\n".encode())
+            await asyncio.sleep(0.3)
+        finally:
+            stopping = asyncio.ensure_future(proxy.stop(drain=5))
+        answer = await until_closed(reader)
+        idle = await until_closed(idle_reader)
+        await stopping
+        server.close()
+        return answer, idle, origin.paths
+    answer, idle, paths = on_both_loops(scenario())
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1   # the pipelined one is not started during a stop
+    assert idle == b""
+    assert paths == [b"/ok/idle", b"/ok/busy"]
+
+
+def test_a_client_that_vanishes_mid_download_ends_the_upstream_request(tmp_path, on_both_loops):
+    async def scenario() -> tuple[list[int | None], int, int]:
+        closed = asyncio.Event()
+        connections = 0
+
+        async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+                while True:
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                closed.set()
+        server = await asyncio.start_server(big, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with running(tmp_path, CONFIG, pins=pins(("a.test",), port)) as proxy:
+            events: list[int | None] = []
+            proxy.context.reporter.sinks.append(lambda decision, outcome: events.append(outcome.status))
+            reader, writer = await socks_plain(proxy, port)
+            writer.write(f"GET /ok HTTP/1.1\r\nHost: {h(port)}\r\n\r\n".encode())
+            await reader.readexactly(300000)
+            writer.transport.abort()
+            await asyncio.wait_for(closed.wait(), 5)   # the upstream connection ends too
+            await asyncio.sleep(0.2)
+            pooled = proxy.context.upstream.pool.count
+        server.close()
+        return events, pooled, connections
+    events, pooled, connections = on_both_loops(scenario())
+    assert events == [200, 200]   # the tunnel's, then the request's: one event
+    assert pooled == 0 and connections == 1
