@@ -10,9 +10,10 @@ Rules kept from ``http_server.TimedHandler`` (the shell tests pin them): the who
 the first one from the listener's deadline) and counted against ``HeadGate`` while it is incomplete;
 idle keep-alive connections close after ``keepalive_timeout``; a request line or field over 16 KiB,
 or a head over ``max_head_bytes``, is answered 431; a head llhttp refuses (CL with TE, duplicate or
-invalid Content-Length, obs-fold, bare LF, a bad chunk size) and a transfer coding other than
-chunked get 400 with the reason, and the connection closes after any such answer. Pipelined requests
-are parsed ahead (reading then pauses) and served one at a time, in order. A client that disconnects
+invalid Content-Length, obs-fold, bare LF, a bad chunk size), a transfer coding other than chunked
+(in one field or several), no Host or two (HTTP/1.1) get 400 with the reason, and the connection
+closes after any such answer. Pipelined requests are parsed ahead (reading then pauses; beyond
+``MAX_AHEAD`` a 429) and served one at a time, in order. A client that disconnects
 cancels its request's ``forward`` (as aiohttp's ``handler_cancellation``), which ends the upstream
 request; ``forward``'s ``finally`` still reports its one event. One that only shuts its side once its
 requests are written (a half-close, outside TLS) still gets their answers.
