@@ -105,9 +105,8 @@ class H1Exchange:
     """One request on an HTTP/1.1 connection: the ``exchange.Exchange`` ``forward`` reads and answers."""
 
     __slots__ = ("_body", "_buffered", "_close", "_continued", "_done", "_empty", "_error", "_has_body", "_waiter",
-                 "chunked",
-                 "discarded", "finished", "handover", "headers", "keep_alive", "method", "server", "started",
-                 "target", "version")
+                 "chunked", "discarded", "finished", "handover", "headers", "keep_alive", "method", "server",
+                 "started", "target", "version")
 
     http2 = False
 
