@@ -495,7 +495,9 @@ class H1Server(asyncio.Protocol):
         method = parser.get_method().decode("ascii", "replace")
         target = _text(b"".join(self._url))
         headers = CIMultiDictProxy(CIMultiDict(items))
-        exchange = H1Exchange(self, method, target, version, headers, parser.should_keep_alive(), has_body)
+        # Transfer-Encoding in HTTP/1.0 is faulty framing: the connection closes after it (RFC 9112 section 6.1)
+        keep_alive = parser.should_keep_alive() and not (codings and version == "1.0")
+        exchange = H1Exchange(self, method, target, version, headers, keep_alive, has_body)
         self._parsing = exchange
         if websocket and self.websocket is not None:
             exchange.handover = True

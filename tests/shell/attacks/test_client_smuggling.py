@@ -215,3 +215,13 @@ def test_a_denied_request_that_expected_100_continue_closes_the_connection(tmp_p
     assert head.startswith(b"HTTP/1.1 403 ")
     assert b"Connection: close\r\n" in head
     assert b"HTTP/1.1" not in rest
+
+
+def test_a_chunked_http_1_0_request_closes_the_connection_after_its_answer(tmp_path, on_both_loops):
+    # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing, the connection closes after
+    # it even when kept alive (an HTTP/1.0 hop before the proxy would read the chunks as the next request)
+    statuses, requests = on_both_loops(through(
+        tmp_path, "POST /ok HTTP/1.0\r\n" + H + "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "5\r\nhello\r\n0\r\n\r\nGET /ok/after HTTP/1.1\r\n" + H + CLOSE + "\r\n"))
+    assert statuses == [b"200"]
+    assert [request.split(b" ")[1] for request in requests] == [b"/ok"]
