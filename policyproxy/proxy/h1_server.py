@@ -10,11 +10,13 @@ Rules kept from ``http_server.TimedHandler`` (the shell tests pin them): the who
 the first one from the listener's deadline) and counted against ``HeadGate`` while it is incomplete;
 idle keep-alive connections close after ``keepalive_timeout``; a request line or field over 16 KiB,
 or a head over ``max_head_bytes``, is answered 431; a head llhttp refuses (CL with TE, duplicate or
-invalid Content-Length, obs-fold, bare LF, a bad chunk size) and a transfer coding other than
-chunked get 400 with the reason, and the connection closes after any such answer. Pipelined requests
-are parsed ahead (reading then pauses) and served one at a time, in order. A client that disconnects
+invalid Content-Length, obs-fold, bare LF, a bad chunk size), a transfer coding other than chunked
+(in one field or several), no Host or two (HTTP/1.1) get 400 with the reason, and the connection
+closes after any such answer. Pipelined requests are parsed ahead (reading then pauses; beyond
+``MAX_AHEAD`` a 429) and served one at a time, in order. A client that disconnects
 cancels its request's ``forward`` (as aiohttp's ``handler_cancellation``), which ends the upstream
-request; ``forward``'s ``finally`` still reports its one event.
+request; ``forward``'s ``finally`` still reports its one event. One that only shuts its side once its
+requests are written (a half-close, outside TLS) still gets their answers.
 
 A WebSocket upgrade is handed, head re-serialised plus what followed it, to aiohttp's server
 (``http_server.TimedServer``): the relay needs aiohttp's ``WebSocketResponse``.
@@ -42,6 +44,7 @@ log = logging.getLogger("policyproxy")
 
 MAX_LINE = 16 * 1024        # a request line or one header field (as aiohttp's max_line_size/max_field_size)
 HIGH_WATER = 256 * 1024     # request body bytes buffered unread before the client is no longer read
+MAX_AHEAD = 128             # requests parsed ahead of their answers (pipelined): beyond, a 429 and a close
 LINGER_BYTES = 1024 * 1024  # body bytes of an answered request read and dropped to keep the connection
 LINGER_SECONDS = 5.0        # ... and for how long, before it is closed instead
 _CLOSE_GRACE = 0.5          # seconds a stop waits for a closed connection's TLS close_notify exchange
@@ -101,9 +104,9 @@ class Taker(Protocol):
 class H1Exchange:
     """One request on an HTTP/1.1 connection: the ``exchange.Exchange`` ``forward`` reads and answers."""
 
-    __slots__ = ("_body", "_buffered", "_close", "_done", "_empty", "_error", "_has_body", "_waiter", "chunked",
-                 "discarded", "finished", "handover", "headers", "keep_alive", "method", "server", "started",
-                 "target", "version")
+    __slots__ = ("_body", "_buffered", "_close", "_continued", "_done", "_empty", "_error", "_has_body", "_waiter",
+                 "chunked", "discarded", "finished", "handover", "headers", "keep_alive", "method", "server",
+                 "started", "target", "version")
 
     http2 = False
 
@@ -122,6 +125,7 @@ class H1Exchange:
         self.discarded = 0        # body bytes dropped after the answer (``linger``)
         self._empty = False       # the answer has no body (HEAD, 204, 304, 1xx)
         self._close = False       # the connection closes after this answer
+        self._continued = False   # a 100 (Continue) went out
         self._has_body = has_body
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -190,6 +194,7 @@ class H1Exchange:
     async def expect_continue(self) -> None:
         if not self.started and not self._done and self.version == "1.1":
             self.server.send(responses.CONTINUE)
+            self._continued = True
 
     # -- the answer -------------------------------------------------------------------------------
 
@@ -210,6 +215,10 @@ class H1Exchange:
                 lines.append("Transfer-Encoding: chunked\r\n")
             else:   # HTTP/1.0: the body ends with the connection
                 self._close = True
+        if not self._done and not self._continued and self.headers.get("Expect", "").lower() == "100-continue":
+            # answered without a 100: the client may never send the body, or send it after all; either
+            # way its next request would be read as (part of) this body
+            self._close = True
         if self._close or not self.keep_alive or server.draining:
             self._close = True
             lines.append("Connection: close\r\n")
@@ -315,6 +324,7 @@ class H1Server(asyncio.Protocol):
         self._rest = bytearray()             # what followed an upgrade's head
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
+        self._eof = False                    # the client half-closed: nothing more to read
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -339,7 +349,8 @@ class H1Server(asyncio.Protocol):
             self._rest += data
             return
         self._disarm_idle()
-        if self._timer is None and not self._in_head and data[:1] in _EMPTY_LINE:
+        continued = self._in_head   # this read continues a head (else one may begin in it)
+        if self._timer is None and not continued and data[:1] in _EMPTY_LINE:
             self._arm()   # empty lines before a request line are skipped: dripped forever, they are timed
         try:
             self.parser.feed_data(data)
@@ -360,7 +371,9 @@ class H1Server(asyncio.Protocol):
         if self.closed:
             return
         if self._in_head and not self._stopped:
-            self._head_size += len(data)
+            # A head that began in this read is counted from what llhttp reported of it (its start is
+            # not known: a body or other requests may precede it); every later read counts whole.
+            self._head_size += len(data) if continued else self._url_size + self._fields_size
             if self._head_size > self.max_head:
                 self._refuse(431, "request head too large")
             elif self._timer is None:
@@ -368,7 +381,18 @@ class H1Server(asyncio.Protocol):
         self._next()   # requests parsed from this read are served only now: a refusal in it drops the broken one
 
     def eof_received(self) -> bool | None:
-        return None   # the transport closes; a request in flight is cancelled (``connection_lost``)
+        """The client shut its side: the requests it sent in full are still answered (``curl`` and
+        ``nc -N`` half-close after a request), then the connection closes. One it had not finished
+        sending is incomplete: the transport closes, a request in flight is cancelled (``connection_lost``).
+        A TLS transport always closes (TLS has no half-close)."""
+        if self._parsing is not None or self._in_head or self._stopped or (self.current is None and not self.queue) \
+                or self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
+            return None
+        self._eof = True
+        last = self.queue[-1] if self.queue else self.current
+        assert last is not None
+        last.keep_alive = False   # the last answer says Connection: close
+        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
@@ -410,6 +434,9 @@ class H1Server(asyncio.Protocol):
     # -- llhttp callbacks ---------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if len(self.queue) >= MAX_AHEAD:
+            # llhttp parses a whole read at once: 256 KiB of tiny pipelined requests were ~4,900 exchanges
+            raise _Refused(429, f"more than {MAX_AHEAD} requests pipelined ahead of their answers")
         self._in_head = True
         self._url.clear()
         self._url_size = 0
@@ -429,7 +456,8 @@ class H1Server(asyncio.Protocol):
         self._fields_size += size + 4
         if self._fields_size + self._url_size > self.max_head:
             raise _Refused(431, "request head too large")
-        self._items.append((_text(name), _text(value)))
+        # llhttp drops the whitespace before a value, not after it (RFC 9112 section 5: neither is part of it)
+        self._items.append((_text(name), _text(value.rstrip(b" \t"))))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -441,24 +469,35 @@ class H1Server(asyncio.Protocol):
             raise _Refused(400, f"HTTP/{version} is not supported (HTTP/1.1 or HTTP/1.0)")
         items = self._items
         length: str | None = None
-        coding: str | None = None
+        codings: list[str] = []
+        hosts = 0
         websocket = False
         for name, value in items:
             lower = name.lower()
             if lower == "content-length":
                 length = value
             elif lower == "transfer-encoding":
-                coding = value
+                codings.append(value)
+            elif lower == "host":
+                hosts += 1
             elif lower == "upgrade":
                 websocket = value.strip().lower() == "websocket"
+        if hosts > 1:   # RFC 9112 section 3.2 (aiohttp's parser refused it too)
+            raise _Refused(400, "a request must not carry more than one Host header")
+        if not hosts and version == "1.1":   # the same section; aiohttp's parser refused it, logging a traceback
+            raise _Refused(400, "an HTTP/1.1 request must carry a Host header")
+        coding = ", ".join(codings) if codings else None
         if coding is not None and coding.strip().lower() != "chunked":
-            # llhttp takes "gzip, chunked"; a coding the proxy would relay undecoded is refused
+            # llhttp takes "gzip, chunked", or gzip and chunked in two fields; a coding the proxy would
+            # relay undecoded is refused
             raise _Refused(400, f"transfer coding {coding!r} is not supported (chunked only)")
         has_body = coding is not None or (length is not None and int(length) > 0)   # digits: llhttp checked
         method = parser.get_method().decode("ascii", "replace")
         target = _text(b"".join(self._url))
         headers = CIMultiDictProxy(CIMultiDict(items))
-        exchange = H1Exchange(self, method, target, version, headers, parser.should_keep_alive(), has_body)
+        # Transfer-Encoding in HTTP/1.0 is faulty framing: the connection closes after it (RFC 9112 section 6.1)
+        keep_alive = parser.should_keep_alive() and not (codings and version == "1.0")
+        exchange = H1Exchange(self, method, target, version, headers, keep_alive, has_body)
         self._parsing = exchange
         if websocket and self.websocket is not None:
             exchange.handover = True
@@ -505,6 +544,9 @@ class H1Server(asyncio.Protocol):
             if self._refusal is not None:
                 self._send_refusal()
                 return
+            if self._eof:
+                self.close()
+                return
             self._resume_reading()
             if not self._in_head and self._parsing is None and not self._stopped:
                 self._arm_idle()
@@ -516,6 +558,10 @@ class H1Server(asyncio.Protocol):
             return
         self.current = exchange
         self.task = self.loop.create_task(self._serve(exchange))
+        if not self.queue and exchange._buffered <= HIGH_WATER:
+            # nothing parsed ahead any more: read on, its body may still be coming (``consumed`` only
+            # resumes once a buffered part was read, and nothing of it may be buffered yet)
+            self._resume_reading()
 
     async def _serve(self, exchange: H1Exchange) -> None:
         try:
