@@ -293,9 +293,7 @@ class H1Connection(asyncio.BufferedProtocol):
                 self._broken(response, f"unreadable answer: {exc}")
         except httptools.HttpParserError as exc:
             self._broken(response, f"unreadable answer: {exc}")
-        if response._done:
-            pass   # the silence timer is left to lapse (``_check`` sees the answer done): none made per request
-        elif response._error is None:
+        if not response._done and response._error is None:
             # llhttp bounds neither a head nor the trailers of a chunked body, and httptools keeps every
             # trailer field: bytes that bring no body (head, chunk framing, trailers) are bounded.
             self._head_bytes = self._head_bytes + len(data) if response._body_bytes == body_before else 0
